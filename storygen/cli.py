@@ -1,0 +1,153 @@
+"""Command line: ``python -m storygen generate --genre fantasy --character "Mara: kind"``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from storygen.config import QUANTIZATIONS, ConfigError, ModelSpec, SamplingConfig
+from storygen.request import (
+    ENDINGS,
+    GENRES,
+    LENGTHS,
+    POVS,
+    TONES,
+    Character,
+    RequestError,
+    Setting,
+    StoryRequest,
+    validate,
+)
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """The flags that choose a model; shared with eval and the app."""
+    d = ModelSpec()
+    parser.add_argument("--base", default=d.base, help="embedded, a local model folder or a hub id")
+    parser.add_argument(
+        "--adapter", default=d.adapter, help="LoRA adapter folder, 'demo' (default) or 'none'"
+    )
+    parser.add_argument("--quantization", default=d.quantization, choices=QUANTIZATIONS)
+    parser.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"))
+
+
+def model_spec(args: argparse.Namespace) -> ModelSpec:
+    return ModelSpec(
+        base=args.base, adapter=args.adapter, quantization=args.quantization, device=args.device
+    )
+
+
+def add_sampling_args(parser: argparse.ArgumentParser) -> None:
+    d = SamplingConfig()
+    for f in fields(SamplingConfig):
+        kind = float if isinstance(getattr(d, f.name), float) else int
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=getattr(d, f.name))
+
+
+def sampling_config(args: argparse.Namespace) -> SamplingConfig:
+    return SamplingConfig(**{f.name: getattr(args, f.name) for f in fields(SamplingConfig)})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m storygen", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate", help="write a story that follows a request")
+    g.add_argument("--request", type=Path, help="a JSON file holding a whole request")
+    g.add_argument("--character", action="append", default=[], metavar='"NAME: TRAIT, TRAIT"')
+    g.add_argument("--place", default="", help="setting: where")
+    g.add_argument("--era", default="", help="setting: when")
+    g.add_argument("--genre", default="", help=", ".join(GENRES))
+    g.add_argument("--tone", default="", help=", ".join(TONES))
+    g.add_argument("--plot-point", action="append", default=[], help="an event that must happen")
+    g.add_argument("--ending", default="", help=", ".join(ENDINGS))
+    g.add_argument("--pov", default="", help=", ".join(POVS))
+    g.add_argument("--length", default="short", help=", ".join(LENGTHS))
+    g.add_argument("--prompt", default="", help="free text: anything else about the story")
+    g.add_argument("--json", action="store_true", help="print one JSON object with provenance")
+    add_model_args(g)
+    add_sampling_args(g)
+    return parser
+
+
+def request_from_args(args: argparse.Namespace) -> StoryRequest:
+    """The request from --request, with any field flags given on the command line on top."""
+    if args.request:
+        try:
+            data = json.loads(args.request.read_text())
+        except (OSError, ValueError) as exc:
+            raise RequestError({"request": f"cannot read {args.request}: {exc}"}) from exc
+        request = StoryRequest.from_dict(data)
+    else:
+        request = StoryRequest()
+    flags = {
+        "characters": [Character.parse(c) for c in args.character],
+        "genre": args.genre,
+        "tone": args.tone,
+        "plot_points": args.plot_point,
+        "ending": args.ending,
+        "pov": args.pov,
+        "prompt": args.prompt,
+    }
+    for key, value in flags.items():
+        if value:
+            setattr(request, key, value)
+    if args.length != "short" or not args.request:
+        request.length = args.length
+    if args.place or args.era:
+        request.setting = Setting(
+            args.place or request.setting.place, args.era or request.setting.era
+        )
+    return validate(request)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from storygen.generation import stream_story
+    from storygen.loading import LoadError, load_model
+
+    try:
+        request = request_from_args(args)
+        sampling = sampling_config(args)
+        spec = model_spec(args)
+    except (RequestError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        lm = load_model(spec)
+    except LoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    story, streamed = None, ""
+    for update in stream_story(lm, request, sampling):
+        if update.story is not None:
+            story = update.story
+        elif not args.json:
+            print(update.delta, end="", flush=True)
+            streamed = update.text
+    if args.json:
+        print(json.dumps({"story": story.text, "provenance": story.provenance}, indent=2))
+    else:
+        print()
+        if story.text != streamed.strip():
+            print("\n--- cleaned (request echo and unfinished sentence removed) ---\n" + story.text)
+        p = story.provenance
+        print(
+            f"\n[{p['base_model']} + {p['adapter_name'] or 'no adapter'}, {p['quantization']}, "
+            f"seed {p['sampling']['seed']}, {p['new_tokens']} tokens in {p['seconds']} s, "
+            f"stop: {p['stop_reason']}]",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "generate":
+        return cmd_generate(args)
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

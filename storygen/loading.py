@@ -1,0 +1,225 @@
+"""Model loading, in one place: base model, quantization and optional LoRA adapter.
+
+Nothing else in the project builds a ``BitsAndBytesConfig`` or a ``PeftModel``: the app, the
+command line, fine-tuning and evaluation all call :func:`load_model` (or :func:`load_base`) and
+pass the result around.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from storygen.config import DEMO_ADAPTER, EMBEDDED, ModelSpec, demo_adapter_dir
+from storygen.prompt_format import PROMPT_FORMAT_VERSION
+
+log = logging.getLogger(__name__)
+
+ADAPTER_META = "storygen_adapter.json"
+
+
+class LoadError(RuntimeError):
+    """A model that cannot be loaded, with a message meant for the user."""
+
+
+@dataclass
+class LoadedModel:
+    """A ready-to-use model, its tokenizer and where they came from."""
+
+    model: Any
+    tokenizer: Any
+    spec: ModelSpec
+    base_id: str
+    device: torch.device
+    adapter_meta: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def provenance(self) -> dict[str, Any]:
+        """What produced a story: base model, adapter, quantization and prompt format."""
+        return {
+            "base_model": self.base_id,
+            "adapter": self.spec.adapter and str(self.spec.adapter),
+            "adapter_name": (self.adapter_meta or {}).get("name"),
+            "quantization": self.spec.quantization,
+            "device": str(self.device),
+            "prompt_format": PROMPT_FORMAT_VERSION,
+        }
+
+
+def resolve_device(requested: str) -> torch.device:
+    """Map ``auto``/``cpu``/``cuda`` to a device, with a clear error when CUDA is absent."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise LoadError("CUDA was asked for, but no CUDA GPU is visible to torch; use --device cpu")
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def quantization_config(quantization: str, device: torch.device):
+    """The bitsandbytes config for ``nf4``/``int8`` (None for the plain dtypes)."""
+    if quantization not in ("nf4", "int8"):
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    compute = torch.bfloat16 if device.type == "cuda" else torch.float32
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute,
+    )
+
+
+def guard_4bit_for_training(model) -> int:
+    """Keep bitsandbytes from repacking 4-bit weights for AVX512-BF16 on the CPU.
+
+    On CPUs with avx512_bf16, the first inference pass through ``Linear4bit`` repacks its weight
+    into a layout whose backward pass gives LoRA no gradient: training then runs with a flat
+    loss and no error. Turning the repack off before any forward pass avoids it. Returns the
+    number of layers guarded.
+    """
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return 0
+    n = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+            n += 1
+    return n
+
+
+def resolve_base(base: str) -> tuple[str, str]:
+    """Return (what to pass to from_pretrained, the base model's id for provenance)."""
+    if base == EMBEDDED:
+        from storygen.embedded import EMBEDDED_ID, EmbeddedModelError, converted_dir
+
+        try:
+            return str(converted_dir()), EMBEDDED_ID
+        except EmbeddedModelError as exc:
+            raise LoadError(str(exc)) from exc
+    path = Path(base).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise LoadError(f"{path} is not a Hugging Face model folder (no config.json)")
+        return str(path), _folder_id(path)
+    if base.startswith((".", "/", "~")) or base.count("/") > 1:
+        raise LoadError(f"model folder {base!r} does not exist")
+    return base, base  # a hub id
+
+
+def _folder_id(path: Path) -> str:
+    """A local folder's model id: the hub id it records, else its absolute path."""
+    try:
+        recorded = json.loads((path / "config.json").read_text()).get("_name_or_path", "")
+    except (OSError, ValueError):
+        recorded = ""
+    if recorded and not Path(recorded).is_absolute() and not recorded.startswith("."):
+        return recorded
+    return str(path.resolve())
+
+
+def load_base(spec: ModelSpec, trainable: bool = False):
+    """Load base model and tokenizer as ``spec`` says; return (model, tokenizer, base_id, device).
+
+    ``trainable`` prepares 4-bit layers for LoRA training (see :func:`guard_4bit_for_training`);
+    inference-only loads keep bitsandbytes' faster repacked CPU kernels.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = resolve_device(spec.device)
+    source, base_id = resolve_base(spec.base)
+    qconfig = quantization_config(spec.quantization, device)
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}.get(spec.quantization, torch.float32)
+    if device.type == "cuda" and qconfig is not None:
+        dtype = torch.bfloat16
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if qconfig is not None:
+        kwargs["quantization_config"] = qconfig
+        kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        raise LoadError(
+            f"not enough memory to load {base_id} as {spec.quantization}: try nf4"
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - every loader failure becomes one readable message
+        hint = "" if Path(source).exists() else " (a hub id needs a network connection)"
+        raise LoadError(f"could not load {base_id!r}{hint}: {type(exc).__name__}: {exc}") from exc
+    if qconfig is None:
+        model.to(device)
+    elif trainable:
+        guard_4bit_for_training(model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return model, tokenizer, base_id, device
+
+
+def read_adapter_meta(adapter_dir: Path) -> dict[str, Any]:
+    """The storygen metadata saved next to a LoRA adapter."""
+    meta_path = adapter_dir / ADAPTER_META
+    if not (adapter_dir / "adapter_config.json").exists():
+        raise LoadError(f"{adapter_dir} is not a LoRA adapter folder (no adapter_config.json)")
+    if not meta_path.exists():
+        raise LoadError(f"{adapter_dir} has no {ADAPTER_META}: it was not saved by finetune")
+    try:
+        return json.loads(meta_path.read_text())
+    except ValueError as exc:
+        raise LoadError(f"{meta_path} is not valid JSON: {exc}") from exc
+
+
+def check_adapter(meta: dict[str, Any], base_id: str, adapter_dir: Path) -> None:
+    """Refuse an adapter trained on another base model or prompt format."""
+    if meta.get("base_model") != base_id:
+        raise LoadError(
+            f"adapter {adapter_dir} was trained on {meta.get('base_model')!r}, "
+            f"not on {base_id!r}: pick the matching base model"
+        )
+    if meta.get("prompt_format") != PROMPT_FORMAT_VERSION:
+        raise LoadError(
+            f"adapter {adapter_dir} uses prompt format {meta.get('prompt_format')!r}; this "
+            f"version of storygen speaks {PROMPT_FORMAT_VERSION!r}: retrain the adapter"
+        )
+
+
+def adapter_path(spec: ModelSpec) -> Path | None:
+    """The adapter folder that ``spec`` names (None for the bare base model)."""
+    if spec.adapter is None:
+        return None
+    if spec.adapter == DEMO_ADAPTER:
+        if spec.base != EMBEDDED:
+            raise LoadError("the demo adapter belongs to the embedded model; pass --adapter none")
+        return demo_adapter_dir()
+    return Path(spec.adapter).expanduser()
+
+
+def load_model(spec: ModelSpec | None = None) -> LoadedModel:
+    """Load base model, quantization and adapter as ``spec`` says; the one loading entry point."""
+    spec = spec or ModelSpec()
+    adir = adapter_path(spec)
+    meta = None
+    if adir is not None:
+        if not adir.exists():
+            raise LoadError(f"adapter folder {adir} does not exist")
+        meta = read_adapter_meta(adir)
+    model, tokenizer, base_id, device = load_base(spec)
+    if adir is not None:
+        check_adapter(meta, base_id, adir)
+        from peft import PeftModel
+
+        try:
+            model = PeftModel.from_pretrained(model, str(adir), is_trainable=False)
+        except Exception as exc:  # noqa: BLE001
+            raise LoadError(f"could not load adapter {adir}: {type(exc).__name__}: {exc}") from exc
+        model.eval()
+    return LoadedModel(model, tokenizer, spec, base_id, device, meta)

@@ -1,0 +1,147 @@
+"""The one prompt format: a story request rendered as tagged text.
+
+Fine-tuning data, generation and evaluation all call this module, so the model is trained on
+exactly the text it is later prompted with. ``PROMPT_FORMAT_VERSION`` is stamped into every
+adapter and checked at load time: change the rendering, bump the version.
+
+Layout (one field per line, empty fields left out)::
+
+    <|request|>
+    genre: science fiction
+    characters: Mara (stubborn, kind); Jonah (curious)
+    ...
+    <|story|>
+    Once upon a time ...<eos>
+
+User text can never forge the syntax: values are single-line (validation collapses newlines),
+and the structural characters ``\\ ; , ( ) |`` inside a value are backslash-escaped, so neither a
+marker (which needs ``|``) nor a field or list separator can appear unescaped.
+"""
+
+from __future__ import annotations
+
+import re
+
+from storygen.request import LENGTHS, Character, Setting, StoryRequest, validate
+
+PROMPT_FORMAT_VERSION = "storygen-tags-v1"
+REQUEST_MARKER = "<|request|>"
+STORY_MARKER = "<|story|>"
+MARKERS = (REQUEST_MARKER, STORY_MARKER, "<|end|>")
+
+# Field order is part of the format.
+FIELDS = (
+    "genre",
+    "tone",
+    "setting",
+    "era",
+    "characters",
+    "must happen",
+    "ending",
+    "point of view",
+    "length",
+    "prompt",
+)
+
+_ESCAPED = "\\;,()|"
+_UNESCAPE = re.compile(r"\\(.)")
+
+
+def escape(text: str) -> str:
+    """Backslash-escape the characters that carry structure in the tagged format."""
+    return "".join("\\" + c if c in _ESCAPED else c for c in text)
+
+
+def unescape(text: str) -> str:
+    """Inverse of :func:`escape`."""
+    return _UNESCAPE.sub(r"\1", text)
+
+
+def _split(text: str, sep: str) -> list[str]:
+    """Split on ``sep`` where it is not escaped."""
+    parts, cur, i = [], "", 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            cur += text[i : i + 2]
+            i += 2
+            continue
+        if c == sep:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += c
+        i += 1
+    parts.append(cur)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _character(c: Character) -> str:
+    name = escape(c.name)
+    return f"{name} ({', '.join(escape(t) for t in c.traits)})" if c.traits else name
+
+
+def request_fields(request: StoryRequest) -> dict[str, str]:
+    """The non-empty tagged fields of a request, in format order, values already escaped."""
+    values = {
+        "genre": request.genre,
+        "tone": request.tone,
+        "setting": escape(request.setting.place),
+        "era": escape(request.setting.era),
+        "characters": "; ".join(_character(c) for c in request.characters),
+        "must happen": "; ".join(escape(p) for p in request.plot_points),
+        "ending": request.ending,
+        "point of view": request.pov,
+        "length": f"{request.length} (about {LENGTHS[request.length]} words)",
+        "prompt": escape(request.prompt),
+    }
+    return {k: values[k] for k in FIELDS if values[k]}
+
+
+def render_request(request: StoryRequest) -> str:
+    """Render a validated request as the prompt text, ending where the story begins."""
+    lines = [REQUEST_MARKER]
+    lines += [f"{k}: {v}" for k, v in request_fields(request).items()]
+    lines.append(STORY_MARKER)
+    return "\n".join(lines) + "\n"
+
+
+def render_example(request: StoryRequest, story: str) -> tuple[str, str]:
+    """A fine-tuning example: (prompt, completion). The trainer appends the EOS token and puts
+    the loss on the completion only."""
+    return render_request(request), strip_markers(story).strip()
+
+
+def strip_markers(text: str) -> str:
+    """Remove any format marker from model output (it must never reach a reader)."""
+    for m in MARKERS:
+        text = text.replace(m, "")
+    return text
+
+
+def parse_request(text: str) -> StoryRequest:
+    """Read a rendered prompt back into a request (the inverse of :func:`render_request`)."""
+    body = text.split(REQUEST_MARKER, 1)[-1].split(STORY_MARKER, 1)[0]
+    raw: dict[str, str] = {}
+    for line in body.splitlines():
+        key, sep, value = line.partition(": ")
+        if sep and key in FIELDS:
+            raw[key] = value
+    characters = []
+    for part in _split(raw.get("characters", ""), ";"):
+        m = re.fullmatch(r"(.*?)(?<!\\) \((.*)(?<!\\)\)", part)
+        name, traits = (m.group(1), _split(m.group(2), ",")) if m else (part, [])
+        characters.append(Character(unescape(name), [unescape(t) for t in traits]))
+    return validate(
+        StoryRequest(
+            characters=characters,
+            setting=Setting(unescape(raw.get("setting", "")), unescape(raw.get("era", ""))),
+            genre=raw.get("genre", ""),
+            tone=raw.get("tone", ""),
+            plot_points=[unescape(p) for p in _split(raw.get("must happen", ""), ";")],
+            ending=raw.get("ending", ""),
+            pov=raw.get("point of view", ""),
+            length=raw.get("length", "short").split(" ")[0],
+            prompt=unescape(raw.get("prompt", "")),
+        )
+    )

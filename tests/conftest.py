@@ -1,0 +1,89 @@
+"""Shared fixtures: a tiny LLaMA and byte-level BPE tokenizer built in-process (no downloads)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(1)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+CORPUS = [
+    "Once upon a time, Mara walked to the lighthouse. The sea was dark and cold.",
+    "Jonah was curious. He asked why the light had gone out, and Mara laughed.",
+    "<|request|>\ngenre: mystery\ncharacters: Mara (stubborn, kind)\n<|story|>\n",
+    "The dragon flew over the kingdom. The wizard cast a spell on the castle.",
+    "The ship drifted past the planet. Aliens watched from their station in orbit.",
+    "She smiled. They were home at last, safe and together, and the war was over.",
+] * 20
+
+
+def build_tiny_model(folder: Path, seed: int = 0) -> Path:
+    """Save a 2-layer LLaMA (hidden 64) and a byte-level BPE tokenizer to ``folder``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=384,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="</s>"
+    )
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=fast.bos_token_id,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tiny_model_dir):
+    """The tiny model loaded through the real loader, in fp32 without adapter."""
+    from storygen.config import ModelSpec
+    from storygen.loading import load_model
+
+    return load_model(ModelSpec(base=str(tiny_model_dir), adapter=None, quantization="fp32"))
+
+
+@pytest.fixture
+def request_two_characters():
+    from storygen.request import Character, Setting, StoryRequest
+
+    return StoryRequest(
+        characters=[Character("Mara", ["stubborn", "kind"]), Character("Jonah", ["curious"])],
+        setting=Setting("a lighthouse", "the 1920s"),
+        genre="mystery",
+        ending="happy",
+        length="flash",
+    )
