@@ -1,0 +1,91 @@
+"""``python -m finetune {preprocess,train,tagger-accuracy}``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from finetune.config import TrainConfig
+
+
+def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML file; flags given here override it")
+    for f in fields(TrainConfig):
+        default = f.default
+        if isinstance(default, bool):
+            parser.add_argument(
+                f"--{f.name.replace('_', '-')}",
+                type=lambda s: s.lower() in ("1", "true", "yes"),
+                default=None,
+                metavar="BOOL",
+            )
+        else:
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(default), default=None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m finetune", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("preprocess", help="WritingPrompts -> tagged train/valid JSONL + report")
+    p.add_argument(
+        "source",
+        help="CSV/JSONL/Parquet file, a .wp_source/.wp_target folder, or "
+        "hub:euclaise/writingprompts",
+    )
+    p.add_argument("--out", type=Path, default=Path("runs/data"))
+    p.add_argument("--split", default="train", help="split name for the original .wp files")
+    p.add_argument("--valid-fraction", type=float, default=0.1)
+    p.add_argument("--word-budget", type=int, default=1000)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--limit", type=int, default=None)
+    t = sub.add_parser("train", help="QLoRA fine-tuning on preprocessed data")
+    _add_train_flags(t)
+    a = sub.add_parser("tagger-accuracy", help="score the tagger on the hand-labelled set")
+    a.add_argument(
+        "--gold", type=Path, default=Path(__file__).parent / "gold" / "tagger_gold.jsonl"
+    )
+    args = parser.parse_args(argv)
+
+    if args.command == "preprocess":
+        from finetune.build import build
+        from finetune.data import DataError
+
+        try:
+            report = build(
+                args.source,
+                args.out,
+                args.split,
+                args.valid_fraction,
+                args.word_budget,
+                workers=args.workers,
+                limit=args.limit,
+            )
+        except DataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0
+    if args.command == "train":
+        from finetune.train import train
+
+        overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
+        try:
+            cfg = TrainConfig.load(args.config, overrides)
+        except (ValueError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(json.dumps(train(cfg), indent=2))
+        return 0
+    if args.command == "tagger-accuracy":
+        from finetune.gold import accuracy
+
+        print(json.dumps(accuracy(args.gold), indent=2))
+        return 0
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,169 @@
+"""Preprocessing: WritingPrompts pairs -> cleaned, tagged, prompt-formatted training examples.
+
+Streams its input and writes JSONL as it goes, so memory stays flat at full dataset scale
+(only the de-duplication fingerprints are kept). Uses several processes when asked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+from tqdm import tqdm
+
+from finetune.clean import clean_pair, fingerprint
+from finetune.data import RawPair, iter_pairs
+from finetune.tagger import tag_story
+from storygen.prompt_format import PROMPT_FORMAT_VERSION, render_example
+from storygen.request import MAX_PLOT_POINT, MAX_PROMPT, RequestError, Setting, validate
+
+_SENTENCE = re.compile(r"[^.!?\n]+[.!?]")
+
+
+@dataclass
+class BuildReport:
+    """How many rows went in, how many came out, and why the others were dropped."""
+
+    read: int = 0
+    kept: int = 0
+    train: int = 0
+    valid: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    prompt_tags: Counter = field(default_factory=Counter)
+    fields: Counter = field(default_factory=Counter)
+
+    def to_dict(self) -> dict:
+        return {
+            "prompt_format": PROMPT_FORMAT_VERSION,
+            "read": self.read,
+            "kept": self.kept,
+            "train": self.train,
+            "valid": self.valid,
+            "dropped": dict(self.dropped.most_common()),
+            "prompt_tags": dict(self.prompt_tags.most_common()),
+            "fields_present": dict(self.fields.most_common()),
+        }
+
+
+def _unit(key: str, salt: str) -> float:
+    """A deterministic pseudo-random number in [0, 1) for ``key``."""
+    digest = hashlib.blake2b(f"{salt}:{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def plot_point(story: str) -> str:
+    """One event sentence from the middle third of the story, to train "must happen"."""
+    middle = story[len(story) // 3 : 2 * len(story) // 3]
+    for m in _SENTENCE.finditer(middle):
+        sentence = m.group(0).strip()
+        if 6 <= len(sentence.split()) <= 25 and sentence[0].isupper():
+            return sentence[:MAX_PLOT_POINT]
+    return ""
+
+
+def make_example(raw: RawPair, word_budget: int, field_dropout: float) -> tuple[dict | None, str]:
+    """One raw pair -> (training example, "") or (None, why it was dropped)."""
+    pair, why = clean_pair(raw.prompt, raw.story, raw.source_id, word_budget)
+    if pair is None:
+        return None, why
+    key = fingerprint(pair)
+    request = tag_story(pair.story, pair.prompt, pair.tags).request
+    request.prompt = request.prompt[:MAX_PROMPT]
+    if _unit(key, "plot") < 0.5:
+        request.plot_points = [p for p in [plot_point(pair.story)] if p]
+    # Users fill in some fields, not all: drop each derived field now and then so the model
+    # learns to write from partial requests too.
+    for name in ("genre", "tone", "ending", "pov", "characters"):
+        if _unit(key, name) < field_dropout:
+            setattr(request, name, [] if name == "characters" else "")
+    if _unit(key, "setting") < field_dropout:
+        request.setting = Setting()
+    try:
+        request = validate(request)
+    except RequestError as exc:
+        return None, f"tagged request invalid ({next(iter(exc.errors))})"
+    prompt, completion = render_example(request, pair.story)
+    return {
+        "id": raw.source_id,
+        "fingerprint": key,
+        "prompt": prompt,
+        "completion": completion,
+        "request": request.to_dict(),
+        "prompt_tags": pair.tags,
+        "words": pair.words,
+    }, ""
+
+
+def _work(args: tuple[list[RawPair], int, float]) -> list[tuple[dict | None, str]]:
+    batch, budget, dropout = args
+    return [make_example(r, budget, dropout) for r in batch]
+
+
+def _batches(pairs: Iterable[RawPair], size: int) -> Iterator[list[RawPair]]:
+    it = iter(pairs)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+def build(
+    source: str | Path,
+    out_dir: Path,
+    split: str = "train",
+    valid_fraction: float = 0.1,
+    word_budget: int = 1000,
+    field_dropout: float = 0.15,
+    workers: int = 1,
+    limit: int | None = None,
+    progress: bool = True,
+) -> BuildReport:
+    """Write ``train.jsonl``, ``valid.jsonl`` and ``report.json`` under ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = BuildReport()
+    seen: set[str] = set()
+    pairs = iter_pairs(source, split)
+    if limit:
+        pairs = islice(pairs, limit)
+    jobs = ((b, word_budget, field_dropout) for b in _batches(pairs, 256))
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    results = pool.map(_work, jobs) if pool else map(_work, jobs)
+    bar = tqdm(desc="preprocess", unit=" pairs", disable=not progress, mininterval=1)
+    with (
+        (out_dir / "train.jsonl").open("w") as ftrain,
+        (out_dir / "valid.jsonl").open("w") as fvalid,
+    ):
+        for batch in results:
+            for example, why in batch:
+                report.read += 1
+                if example is None:
+                    report.dropped[why] += 1
+                    continue
+                if example["fingerprint"] in seen:
+                    report.dropped["duplicate"] += 1
+                    continue
+                seen.add(example["fingerprint"])
+                report.kept += 1
+                report.prompt_tags.update(example["prompt_tags"])
+                report.fields.update(k for k, v in example["request"].items() if v)
+                is_valid = _unit(example["fingerprint"], "split") < valid_fraction
+                report.valid += is_valid
+                report.train += not is_valid
+                (fvalid if is_valid else ftrain).write(json.dumps(example) + "\n")
+            bar.update(len(batch))
+    bar.close()
+    if pool:
+        pool.shutdown()
+    (out_dir / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return report
+
+
+def read_examples(path: Path) -> list[dict]:
+    """Load a JSONL file written by :func:`build`."""
+    with path.open() as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,131 @@
+"""Reading WritingPrompts in either rendering, one pair at a time.
+
+- The Hugging Face rendering (``euclaise/writingprompts``): CSV, JSONL or Parquet files with
+  ``prompt`` and ``story`` columns.
+- The original release (Fan et al. 2018): ``{split}.wp_source`` and ``{split}.wp_target``,
+  line-aligned, NLTK-tokenized, paragraph breaks written as ``<newline>``.
+- ``hub:<dataset id>[:split]`` for users who are online (streamed through ``datasets``).
+
+Everything is a generator, so the full 300K-pair dataset never has to sit in memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+SPLITS = ("train", "valid", "test")
+
+
+class DataError(ValueError):
+    """An input file that cannot be read as WritingPrompts."""
+
+
+@dataclass
+class RawPair:
+    """One prompt/story pair as found in the source, before any cleaning."""
+
+    prompt: str
+    story: str
+    source_id: str
+
+
+def _check_columns(columns, path: Path) -> None:
+    missing = {"prompt", "story"} - set(columns or ())
+    if missing:
+        raise DataError(f"{path}: missing column(s) {sorted(missing)}; found {list(columns or [])}")
+
+
+def _iter_csv(path: Path) -> Iterator[RawPair]:
+    csv.field_size_limit(sys.maxsize)
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        _check_columns(reader.fieldnames, path)
+        for i, row in enumerate(reader):
+            yield RawPair(
+                row["prompt"] or "", row["story"] or "", row.get("row_id") or f"{path.name}:{i}"
+            )
+
+
+def _iter_jsonl(path: Path) -> Iterator[RawPair]:
+    with path.open(encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise DataError(f"{path}:{i + 1}: not valid JSON ({exc})") from exc
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{i + 1}: expected a JSON object per line")
+            _check_columns(row.keys(), path)
+            yield RawPair(
+                str(row["prompt"] or ""),
+                str(row["story"] or ""),
+                str(row.get("row_id", f"{path.name}:{i}")),
+            )
+
+
+def _iter_parquet(path: Path) -> Iterator[RawPair]:
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    _check_columns(pf.schema_arrow.names, path)
+    i = 0
+    for batch in pf.iter_batches(columns=["prompt", "story"], batch_size=2048):
+        for prompt, story in zip(
+            batch.column("prompt").to_pylist(), batch.column("story").to_pylist()
+        ):
+            yield RawPair(prompt or "", story or "", f"{path.name}:{i}")
+            i += 1
+
+
+def _iter_original(folder: Path, split: str) -> Iterator[RawPair]:
+    source, target = folder / f"{split}.wp_source", folder / f"{split}.wp_target"
+    if not source.exists() or not target.exists():
+        raise DataError(f"{folder}: expected {source.name} and {target.name}")
+    with source.open(encoding="utf-8") as fs, target.open(encoding="utf-8") as ft:
+        for i, (prompt, story) in enumerate(zip(fs, ft, strict=False)):
+            yield RawPair(prompt.rstrip("\n"), story.rstrip("\n"), f"{split}:{i}")
+        if fs.readline() or ft.readline():
+            raise DataError(f"{folder}: {source.name} and {target.name} differ in length")
+
+
+def _iter_hub(spec: str) -> Iterator[RawPair]:
+    from datasets import load_dataset
+
+    name, _, split = spec.removeprefix("hub:").partition(":")
+    dataset = load_dataset(name, split=split or "train", streaming=True)
+    for i, row in enumerate(dataset):
+        yield RawPair(row.get("prompt") or "", row.get("story") or "", f"{name}:{i}")
+
+
+def iter_pairs(source: str | Path, split: str = "train") -> Iterator[RawPair]:
+    """Yield the raw pairs of a WritingPrompts source, whatever its rendering."""
+    text = str(source)
+    if text.startswith("hub:"):
+        yield from _iter_hub(text)
+        return
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"{path} does not exist")
+    if path.is_dir():
+        yield from _iter_original(path, split)
+        return
+    readers = {
+        ".csv": _iter_csv,
+        ".jsonl": _iter_jsonl,
+        ".json": _iter_jsonl,
+        ".parquet": _iter_parquet,
+    }
+    if path.suffix.lower() in (".wp_source", ".wp_target"):
+        yield from _iter_original(path.parent, path.name.split(".")[0])
+        return
+    reader = readers.get(path.suffix.lower())
+    if reader is None:
+        raise DataError(f"{path}: unknown format; use .csv, .jsonl, .parquet or a .wp_* folder")
+    yield from reader(path)

@@ -1,0 +1,303 @@
+"""QLoRA fine-tuning: completion-only SFT of a 4-bit base with LoRA on all linear projections.
+
+A plain, readable loop (nanoGPT-style) rather than a Trainer: every step that matters is here —
+the -100 label mask, length-grouped batches, gradient accumulation, evaluation, resumable
+checkpoints and the files a run leaves behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from finetune.build import read_examples
+from finetune.config import TARGET_MODULES, TrainConfig
+from finetune.curves import write_curves
+from storygen.config import ModelSpec
+from storygen.loading import ADAPTER_META, load_base
+from storygen.prompt_format import PROMPT_FORMAT_VERSION
+
+IGNORE = -100  # label value that CrossEntropyLoss skips: no loss on the prompt or on padding
+
+
+@dataclass
+class Example:
+    """One tokenized example: input ids and labels (prompt positions masked)."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+
+def tokenize(tokenizer, prompt: str, completion: str, max_length: int) -> Example | None:
+    """Prompt + story + EOS, with the loss on the story tokens only. None if no story fits."""
+    p = tokenizer(prompt, add_special_tokens=False).input_ids
+    c = tokenizer(completion, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    ids = (p + c)[:max_length]
+    labels = ([IGNORE] * len(p) + c)[:max_length]
+    if all(label == IGNORE for label in labels):
+        return None
+    return Example(ids, labels)
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, seed: int) -> list[list[int]]:
+    """Shuffle, then sort within mega-batches of 50 batches so each batch holds similar lengths
+    (little padding) while the order across batches stays random."""
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    mega = batch_size * 50
+    batches = []
+    for i in range(0, len(order), mega):
+        chunk = sorted(order[i : i + mega], key=lambda j: -lengths[j])
+        batches += [chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(examples: list[Example], pad_id: int, device) -> dict[str, torch.Tensor]:
+    """Right-pad a batch (training needs no left padding: there is no generation here)."""
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, e in enumerate(examples):
+        n = len(e.input_ids)
+        ids[i, :n] = torch.tensor(e.input_ids)
+        labels[i, :n] = torch.tensor(e.labels)
+        mask[i, :n] = 1
+    return {
+        "input_ids": ids.to(device),
+        "labels": labels.to(device),
+        "attention_mask": mask.to(device),
+    }
+
+
+def batch_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Summed token NLL over the story tokens of a batch, and how many tokens that is."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    shift_logits = logits[:, :-1].float()
+    shift_labels = batch["labels"][:, 1:]
+    loss = torch.nn.functional.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)),
+        shift_labels.reshape(-1),
+        ignore_index=IGNORE,
+        reduction="sum",
+    )
+    return loss, int((shift_labels != IGNORE).sum())
+
+
+@torch.no_grad()
+def evaluate(model, examples: list[Example], batch_size: int, pad_id: int, device) -> dict:
+    """Validation loss (mean story-token NLL) and perplexity."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+    for i in range(0, len(order), batch_size):
+        batch = collate([examples[j] for j in order[i : i + batch_size]], pad_id, device)
+        loss, n = batch_loss(model, batch)
+        total, count = total + float(loss), count + n
+    model.train(was_training)
+    mean = total / max(count, 1)
+    return {"val_loss": mean, "val_ppl": math.exp(min(mean, 50)), "val_tokens": count}
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < cfg.warmup_steps:
+        return cfg.learning_rate * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return cfg.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def prepare_model(cfg: TrainConfig):
+    """Load the base (4-bit by default), guard it and wrap it in fresh LoRA adapters."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    spec = ModelSpec(base=cfg.base, adapter=None, quantization=cfg.quantization, device=cfg.device)
+    model, tokenizer, base_id, device = load_base(spec, trainable=True)
+    model_type = model.config.model_type
+    targets = TARGET_MODULES.get(model_type)
+    if targets is None:
+        raise ValueError(
+            f"no LoRA target modules known for model type {model_type!r}; "
+            f"known: {sorted(TARGET_MODULES)}"
+        )
+    model = prepare_model_for_kbit_training(
+        model,
+        use_gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+    )
+    model.config.use_cache = False  # the KV cache is useless in training and fights checkpointing
+    torch.manual_seed(cfg.seed)
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+        fan_in_fan_out=model_type == "gpt2",
+    )  # GPT-2 stores Conv1D weights transposed
+    model = get_peft_model(model, lora)
+    return model, tokenizer, base_id, device
+
+
+def make_optimizer(model, cfg: TrainConfig, device):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if device.type == "cuda":
+        import bitsandbytes as bnb
+
+        # Paged 8-bit AdamW: optimizer state in 8 bits, paged to CPU on memory spikes (QLoRA).
+        return bnb.optim.PagedAdamW8bit(params, lr=cfg.learning_rate, weight_decay=0.0)
+    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+
+
+def save_adapter(model, out: Path, cfg: TrainConfig, base_id: str, metrics: dict) -> None:
+    """Adapter weights plus the metadata that lets the loader refuse a mismatch."""
+    from safetensors.torch import load_file, save_file
+
+    model.save_pretrained(out)
+    # fp16 halves the file (the demo adapter is committed); LoRA weights lose nothing visible.
+    weights = out / "adapter_model.safetensors"
+    save_file(
+        {k: v.half() if v.is_floating_point() else v for k, v in load_file(weights).items()},
+        weights,
+    )
+    meta = {
+        "name": cfg.name,
+        "base_model": base_id,
+        "prompt_format": PROMPT_FORMAT_VERSION,
+        "quantization": cfg.quantization,
+        "lora_r": cfg.lora_r,
+        "metrics": metrics,
+    }
+    (out / ADAPTER_META).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _save_checkpoint(ckpt: Path, model, optimizer, state: dict) -> None:
+    """Write a checkpoint to a temporary folder and swap it in: a kill mid-save loses nothing."""
+    tmp = ckpt.with_name(ckpt.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp)
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    (tmp / "trainer_state.json").write_text(json.dumps(state))
+    old = ckpt.with_name(ckpt.name + ".old")
+    if ckpt.exists():
+        ckpt.rename(old)
+    tmp.rename(ckpt)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) a fine-tuning run; returns the final metrics."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.save(out / "train_config.yaml")
+    data = Path(cfg.data_dir)
+    model, tokenizer, base_id, device = prepare_model(cfg)
+    pad_id = tokenizer.pad_token_id
+
+    def load(name: str) -> list[Example]:
+        rows = read_examples(data / name)
+        tokenized = (
+            tokenize(tokenizer, r["prompt"], r["completion"], cfg.max_length) for r in rows
+        )
+        return [e for e in tokenized if e is not None]
+
+    train_set, valid_set = load("train.jsonl"), load("valid.jsonl")[: cfg.max_eval_examples]
+    if not train_set:
+        raise ValueError(f"{data / 'train.jsonl'} holds no usable example")
+    batches = length_grouped_batches(
+        [len(e.input_ids) for e in train_set], cfg.batch_size, cfg.seed
+    )
+    steps_per_epoch = max(1, len(batches) // cfg.grad_accum)
+    total = cfg.max_steps or max(1, int(steps_per_epoch * cfg.epochs))
+    optimizer = make_optimizer(model, cfg, device)
+
+    ckpt = out / "checkpoint"
+    state = {"step": 0, "history": [], "tokens": 0, "seconds": 0.0}
+    if (ckpt / "trainer_state.json").exists():
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        set_peft_model_state_dict(model, load_file(ckpt / "adapter_model.safetensors"))
+        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+        print(f"resumed from {ckpt} at step {state['step']}")
+    history: list[dict] = state["history"]
+    if not history:
+        history.append({"step": 0, **evaluate(model, valid_set, cfg.batch_size, pad_id, device)})
+
+    model.train()
+    bar = tqdm(total=total, initial=state["step"], desc="train", unit="step", disable=not progress)
+    t_start = time.perf_counter() - state["seconds"]
+    while state["step"] < total:
+        step = state["step"]
+        lr = lr_at(step, total, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        micro = [batches[(step * cfg.grad_accum + k) % len(batches)] for k in range(cfg.grad_accum)]
+        # Seeded per step, so LoRA dropout after a resume matches an uninterrupted run.
+        torch.manual_seed(cfg.seed * 100_003 + step)
+        sums, counts = 0.0, 0
+        loaded = [collate([train_set[i] for i in b], pad_id, device) for b in micro]
+        n_tokens = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in loaded)
+        for batch in loaded:
+            loss, n = batch_loss(model, batch)
+            (loss / max(n_tokens, 1)).backward()  # token-mean over the whole accumulated step
+            sums, counts = sums + loss.item(), counts + n
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        state["step"] = step + 1
+        state["tokens"] += sum(int(b["attention_mask"].sum()) for b in loaded)
+        state["seconds"] = time.perf_counter() - t_start
+        record = {
+            "step": state["step"],
+            "train_loss": sums / max(counts, 1),
+            "lr": lr,
+            "tokens_per_s": state["tokens"] / max(state["seconds"], 1e-9),
+        }
+        if state["step"] % cfg.eval_steps == 0 or state["step"] == total:
+            record.update(evaluate(model, valid_set, cfg.batch_size, pad_id, device))
+        history.append(record)
+        bar.set_postfix(loss=f"{record['train_loss']:.3f}", lr=f"{lr:.1e}")
+        bar.update(1)
+        if state["step"] % cfg.save_steps == 0 and state["step"] < total:
+            _save_checkpoint(ckpt, model, optimizer, state)
+    bar.close()
+
+    final = [h for h in history if "val_loss" in h]
+    metrics = {
+        "steps": state["step"],
+        "train_loss_last": next(
+            (h["train_loss"] for h in reversed(history) if "train_loss" in h), None
+        ),
+        "val_loss_initial": final[0]["val_loss"],
+        "val_ppl_initial": final[0]["val_ppl"],
+        "val_loss": final[-1]["val_loss"],
+        "val_ppl": final[-1]["val_ppl"],
+        "tokens_per_s": state["tokens"] / max(state["seconds"], 1e-9),
+        "seconds": state["seconds"],
+        "train_examples": len(train_set),
+        "valid_examples": len(valid_set),
+    }
+    save_adapter(model, out, cfg, base_id, metrics)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_curves(history, out / "loss_curve.csv", out / "loss_curve.png")
+    if (data / "report.json").exists():
+        shutil.copy(data / "report.json", out / "data_report.json")
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return metrics

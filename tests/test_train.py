@@ -1,0 +1,146 @@
+"""QLoRA fine-tuning end to end on the tiny model: files, loss, resume, the 4-bit trap."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from finetune.build import build
+from finetune.config import TrainConfig
+from finetune.train import IGNORE, prepare_model, tokenize, train
+from storygen.config import ModelSpec, SamplingConfig
+from storygen.generation import generate_story
+from storygen.loading import LoadedModel, load_model
+
+from .conftest import FIXTURES
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data")
+    build(FIXTURES / "wp_hf.csv", out, valid_fraction=0.0, progress=False)
+    (out / "valid.jsonl").write_text((out / "train.jsonl").read_text())
+    return out
+
+
+def _cfg(tiny_model_dir, data_dir, out, **kw):
+    base = dict(
+        data_dir=str(data_dir),
+        output_dir=str(out),
+        base=str(tiny_model_dir),
+        max_length=384,
+        batch_size=2,
+        grad_accum=1,
+        learning_rate=5e-3,
+        warmup_steps=1,
+        max_steps=6,
+        eval_steps=3,
+        save_steps=2,
+        lora_r=4,
+        seed=3,
+        name="tiny",
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_labels_mask_the_prompt(tiny_lm):
+    ex = tokenize(tiny_lm.tokenizer, "<|request|>\ngenre: x\n<|story|>\n", "Mara ran.", 64)
+    n_prompt = ex.labels.count(IGNORE)
+    assert n_prompt > 0 and ex.labels[n_prompt:] == ex.input_ids[n_prompt:]
+    assert ex.input_ids[-1] == tiny_lm.tokenizer.eos_token_id
+
+
+def test_training_writes_everything_and_the_adapter_loads(tiny_model_dir, data_dir, tmp_path):
+    out = tmp_path / "run"
+    metrics = train(_cfg(tiny_model_dir, data_dir, out), progress=False)
+    for name in (
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "storygen_adapter.json",
+        "train_config.yaml",
+        "metrics.json",
+        "loss_curve.csv",
+        "loss_curve.png",
+        "data_report.json",
+    ):
+        assert (out / name).exists(), name
+    assert not (out / "checkpoint").exists()
+    assert metrics["val_loss"] < metrics["val_loss_initial"]  # it learned something
+    meta = json.loads((out / "storygen_adapter.json").read_text())
+    assert meta["base_model"] == str(tiny_model_dir.resolve()) and meta["prompt_format"]
+    lm = load_model(ModelSpec(base=str(tiny_model_dir), adapter=str(out), quantization="nf4"))
+    story = generate_story(
+        lm,
+        __import__("storygen.request", fromlist=["StoryRequest"]).StoryRequest(prompt="a dragon"),
+        SamplingConfig(max_new_tokens=10),
+    )
+    assert story.provenance["adapter_name"] == "tiny"
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(
+    tiny_model_dir, data_dir, tmp_path, monkeypatch
+):
+    full = tmp_path / "full"
+    train(_cfg(tiny_model_dir, data_dir, full, quantization="fp32"), progress=False)
+
+    killed = tmp_path / "killed"
+    real_step = torch.optim.AdamW.step
+    calls = {"n": 0}
+
+    def dying_step(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 4:  # after the checkpoint at step 2 ... and step 3 ran: lost work
+            raise KeyboardInterrupt
+        return real_step(self, *a, **kw)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(tiny_model_dir, data_dir, killed, quantization="fp32"), progress=False)
+    assert json.loads((killed / "checkpoint" / "trainer_state.json").read_text())["step"] == 2
+    resumed_steps = []
+
+    def counting_step(self, *a, **kw):
+        resumed_steps.append(1)
+        return real_step(self, *a, **kw)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", counting_step)
+    train(_cfg(tiny_model_dir, data_dir, killed, quantization="fp32"), progress=False)
+    assert len(resumed_steps) == 4  # steps 3-6 only: it picked up at the checkpoint
+
+    a = load_file(full / "adapter_model.safetensors")
+    b = load_file(killed / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=2e-3)
+
+
+def test_generate_then_train_keeps_lora_gradients(tiny_model_dir, data_dir, tmp_path):
+    """The avx512_bf16 trap: inference before training must not leave LoRA without gradients."""
+    import bitsandbytes as bnb
+
+    cfg = _cfg(tiny_model_dir, data_dir, tmp_path / "trap")
+    model, tok, base_id, device = prepare_model(cfg)
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and not any(m.support_avx512bf16_for_cpu for m in layers)
+    lm = LoadedModel(model, tok, ModelSpec(base=str(tiny_model_dir), adapter="x"), base_id, device)
+    model.eval()
+    generate_story(
+        lm,
+        __import__("storygen.request", fromlist=["StoryRequest"]).StoryRequest(prompt="a dragon"),
+        SamplingConfig(max_new_tokens=8),
+    )
+    model.train()
+    ids = tok("Mara walked to the lighthouse. The sea was dark.", return_tensors="pt").input_ids
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    for _ in range(3):
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        grads = [p.grad for n, p in model.named_parameters() if "lora_" in n and p.requires_grad]
+        assert grads and sum(float(g.abs().sum()) for g in grads if g is not None) > 0
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
