@@ -1,0 +1,67 @@
+"""``python -m eval {compare,score}``: offline story evaluation."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from eval.compare import EvalError
+
+
+def _read_pairs(path: Path) -> tuple[list[str], list[str]]:
+    hyps, refs = [], []
+    n = 0
+    try:
+        with path.open() as f:
+            for n, line in enumerate(f, 1):  # noqa: B007 - n names the bad line below
+                if line.strip():
+                    row = json.loads(line)
+                    hyps.append(str(row["hypothesis"]))
+                    refs.append(str(row["reference"]))
+    except OSError as exc:
+        raise EvalError(f"cannot read {path}: {exc}") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise EvalError(f'{path}:{n}: expected {{"hypothesis": ..., "reference": ...}}') from exc
+    if not hyps:
+        raise EvalError(f"{path} holds no pair")
+    return hyps, refs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("compare", help="compare systems on one test set (see eval/compare.yaml)")
+    c.add_argument("config", type=Path)
+    c.add_argument("--out", type=Path, default=Path("runs/compare"))
+    s = sub.add_parser(
+        "score", help="BLEU, ROUGE and diversity of a JSONL of {hypothesis, reference} pairs"
+    )
+    s.add_argument("pairs", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "compare":
+            from eval.compare import markdown_table, run
+
+            results = run(args.config, args.out)
+            print(markdown_table(results))
+            print(f"written to {args.out}/results.json, results.md and metrics.png")
+        else:
+            from eval.diversity import diversity
+            from eval.overlap import bleu, rouge
+
+            hyps, refs = _read_pairs(args.pairs)
+            print(
+                json.dumps(
+                    {"bleu": bleu(hyps, refs), **rouge(hyps, refs), **diversity(hyps)}, indent=2
+                )
+            )
+    except EvalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""Personalization adherence: which requested fields a generated story actually follows.
+
+The checks reuse the fine-tuning tagger, so "follows the request" means the same thing in
+training data and in evaluation.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from finetune.tagger import GENRE_WORDS, TONE_WORDS, _lexicon_scores, ending, pov
+from storygen.request import StoryRequest
+
+_CONTENT = re.compile(r"[a-z]{4,}")
+STOPWORDS = frozenset(
+    "that this with from have were they their there them then when what "
+    "which will would about into your been some just like than only also".split()
+)
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in _CONTENT.findall(text.lower()) if w not in STOPWORDS}
+
+
+def _covered(phrase: str, story_words: set[str], share: float) -> bool:
+    words = _content_words(phrase)
+    return bool(words) and len(words & story_words) >= share * len(words)
+
+
+def check(request: StoryRequest, story: str) -> dict[str, bool]:
+    """For each field the request sets, whether the story follows it."""
+    words = [w.lower() for w in re.findall(r"[A-Za-z][A-Za-z'’-]*", story)]
+    story_words = _content_words(story)
+    out: dict[str, bool] = {}
+    for c in request.characters:
+        out[f"character:{c.name}"] = re.search(rf"\b{re.escape(c.name)}\b", story) is not None
+    if request.genre:
+        scores = _lexicon_scores(words, GENRE_WORDS)
+        out["genre"] = scores[request.genre] >= 2.0 and scores[request.genre] >= 0.5 * max(
+            scores.values()
+        )
+    if request.tone:
+        scores = _lexicon_scores(words, TONE_WORDS)
+        out["tone"] = scores[request.tone] >= 1.5 and scores[request.tone] >= 0.5 * max(
+            scores.values()
+        )
+    if request.setting.place:
+        out["setting"] = _covered(request.setting.place, story_words, 0.5)
+    if request.setting.era:
+        out["era"] = request.setting.era.lower() in story.lower() or _covered(
+            request.setting.era, story_words, 0.5
+        )
+    for i, point in enumerate(request.plot_points):
+        out[f"plot_point:{i}"] = _covered(point, story_words, 0.5)
+    if request.ending:
+        out["ending"] = ending(story) == request.ending
+    if request.pov:
+        out["pov"] = pov(story) == request.pov
+    return out
+
+
+def field_kind(key: str) -> str:
+    return key.split(":", 1)[0]
+
+
+def adherence(requests: list[StoryRequest], stories: list[str]) -> dict[str, float]:
+    """Share of requested fields followed, overall and per kind of field."""
+    hits: Counter = Counter()
+    asked: Counter = Counter()
+    for request, story in zip(requests, stories, strict=True):
+        for key, ok in check(request, story).items():
+            asked[field_kind(key)] += 1
+            hits[field_kind(key)] += ok
+    out = {"adherence": sum(hits.values()) / max(sum(asked.values()), 1)}
+    out.update({f"adherence_{k}": hits[k] / asked[k] for k in sorted(asked)})
+    return out

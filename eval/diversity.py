@@ -1,0 +1,61 @@
+"""Diversity and degeneration: distinct-n, self-BLEU and the repeated n-gram rate."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import sacrebleu
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text.lower())
+
+
+def distinct_n(texts: list[str], n: int) -> float:
+    """Unique n-grams over all n-grams, pooled across the corpus (Li et al. 2016)."""
+    seen, total = set(), 0
+    for text in texts:
+        t = tokens(text)
+        grams = list(zip(*(t[i:] for i in range(n))))
+        seen.update(grams)
+        total += len(grams)
+    return len(seen) / total if total else 0.0
+
+
+def repeated_ngram_rate(text: str, n: int = 4) -> float:
+    """Share of a text's n-grams that already occurred earlier in the same text."""
+    t = tokens(text)
+    grams = list(zip(*(t[i:] for i in range(n))))
+    if not grams:
+        return 0.0
+    return 1 - len(set(grams)) / len(grams)
+
+
+def self_bleu(texts: list[str], sample: int = 100, seed: int = 0) -> float:
+    """Mean BLEU of each text against the others (Zhu et al. 2018); high means repetitive.
+
+    Quadratic in the number of texts, so it runs on a seeded sample of at most ``sample``.
+    """
+    texts = [t for t in texts if t.strip()]
+    if len(texts) < 2:
+        return 0.0
+    if len(texts) > sample:
+        texts = random.Random(seed).sample(texts, sample)
+    scores = []
+    for i, hyp in enumerate(texts):
+        others = texts[:i] + texts[i + 1 :]
+        scores.append(sacrebleu.sentence_bleu(hyp, others).score)
+    return sum(scores) / len(scores)
+
+
+def diversity(texts: list[str]) -> dict[str, float]:
+    """All diversity metrics for a set of generated stories."""
+    return {
+        "distinct_1": distinct_n(texts, 1),
+        "distinct_2": distinct_n(texts, 2),
+        "self_bleu": self_bleu(texts),
+        "repeated_4gram_rate": sum(map(repeated_ngram_rate, texts)) / max(len(texts), 1),
+    }

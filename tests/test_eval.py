@@ -1,0 +1,181 @@
+"""Evaluation: metrics against their reference implementations, perplexity, the comparison run."""
+
+import json
+import math
+
+import pytest
+import sacrebleu
+import torch
+import yaml
+from rouge_score.rouge_scorer import RougeScorer
+
+from eval.adherence import adherence, check
+from eval.compare import EvalError, load_test_set, run
+from eval.diversity import distinct_n, repeated_ngram_rate, self_bleu
+from eval.overlap import bleu, lcs_length, rouge, rouge_pair
+from eval.perplexity import perplexity, story_nll
+from finetune.build import build
+from storygen.request import Character, Setting, StoryRequest
+
+from .conftest import CORPUS, FIXTURES
+
+TEXTS = [
+    "The dragon flew over the castle, and the wizard watched it go.",
+    "Mara ran to the lighthouse; the sea was cold and dark that night.",
+    "Running runners ran quickly past the running river at dawn.",
+    "",
+]
+
+
+def test_rouge_matches_rouge_score_exactly():
+    scorer = RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    for hyp in TEXTS:
+        for ref in TEXTS + [" ".join(CORPUS[:6])]:
+            ours = rouge_pair(hyp, ref)
+            theirs = scorer.score(ref, hyp)
+            for k in ours:
+                assert ours[k] == pytest.approx(theirs[k].fmeasure, abs=1e-12), (k, hyp, ref)
+
+
+def test_bit_parallel_lcs_matches_dynamic_programming():
+    import random
+
+    rng = random.Random(0)
+    for _ in range(200):
+        a = [rng.choice("abcd") for _ in range(rng.randint(0, 30))]
+        b = [rng.choice("abcd") for _ in range(rng.randint(0, 70))]
+        table = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+        for i, x in enumerate(a):
+            for j, y in enumerate(b):
+                table[i + 1][j + 1] = (
+                    table[i][j] + 1 if x == y else max(table[i][j + 1], table[i + 1][j])
+                )
+        assert lcs_length(a, b) == table[-1][-1]
+
+
+def test_bleu_is_corpus_bleu_not_mean_of_sentences():
+    hyps, refs = TEXTS[:3], [TEXTS[1], TEXTS[1], TEXTS[2]]
+    assert bleu(hyps, refs) == sacrebleu.corpus_bleu(hyps, [refs]).score
+    mean_sentence = sum(sacrebleu.sentence_bleu(h, [r]).score for h, r in zip(hyps, refs)) / 3
+    assert bleu(hyps, refs) != pytest.approx(mean_sentence)
+    with pytest.raises(ValueError):
+        rouge(hyps, refs[:2])
+
+
+def test_diversity_metrics_on_known_texts():
+    assert distinct_n(["a b a b"], 1) == 0.5
+    assert distinct_n(["a b", "a b"], 2) == 0.5
+    assert repeated_ngram_rate("a b c d a b c d", 4) == pytest.approx(1 / 5)
+    assert repeated_ngram_rate("a b c", 4) == 0.0
+    assert self_bleu(["the cat sat on the mat today"] * 3) == pytest.approx(100.0)
+    assert self_bleu(TEXTS[:3]) < 20
+
+
+def test_adherence_checks_each_requested_field():
+    req = StoryRequest(
+        characters=[Character("Mara"), Character("Jonah")],
+        setting=Setting("the old lighthouse", "1920s"),
+        genre="fantasy",
+        pov="first person",
+        plot_points=["the dragon burns the castle"],
+    )
+    story = (
+        "I watched Mara climb the lighthouse in the 1920s. The dragon came at night, and "
+        "its fire burned the castle while the wizard cast a spell. Magic filled the kingdom."
+    )
+    result = check(req, story)
+    assert result["character:Mara"] and not result["character:Jonah"]
+    assert result["setting"] and result["era"] and result["genre"] and result["pov"]
+    assert result["plot_point:0"]
+    summary = adherence([req], [story])
+    assert summary["adherence"] == pytest.approx(6 / 7)
+    assert summary["adherence_character"] == 0.5
+
+
+def test_sliding_window_scores_every_token_once(tiny_lm):
+    prompt, story = "Once upon a time", " ".join(CORPUS[:4])
+    full = story_nll(tiny_lm.model, tiny_lm.tokenizer, prompt, story, window=512)
+    slid = story_nll(tiny_lm.model, tiny_lm.tokenizer, prompt, story, window=64, stride=16)
+    n_story = len(tiny_lm.tokenizer(story, add_special_tokens=False).input_ids)
+    assert full.tokens == slid.tokens == n_story
+    assert slid.nll > 0 and abs(slid.nll - full.nll) / full.nll < 0.1  # less context, close
+    # With the whole text inside one window, scoring equals one plain forward pass.
+    ids = tiny_lm.tokenizer(prompt + story, add_special_tokens=False).input_ids
+    n_prompt = len(tiny_lm.tokenizer(prompt, add_special_tokens=False).input_ids)
+    with torch.no_grad():
+        logits = tiny_lm.model(input_ids=torch.tensor([ids])).logits[0, :-1]
+    nll = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]), reduction="none")
+    assert full.nll == pytest.approx(float(nll[n_prompt - 1 :].sum()), rel=1e-4)
+
+
+def test_word_and_token_perplexity_share_the_total_nll(tiny_lm):
+    pairs = [("A story:", CORPUS[0]), ("Another:", CORPUS[1])]
+    out = perplexity(tiny_lm.model, tiny_lm.tokenizer, pairs, progress=False)
+    total_nll = out["nll_per_token"] * out["tokens"]
+    assert out["words"] == len(CORPUS[0].split()) + len(CORPUS[1].split())
+    assert out["word_ppl"] == pytest.approx(math.exp(total_nll / out["words"]))
+    assert out["token_ppl"] == pytest.approx(math.exp(out["nll_per_token"]))
+
+
+@pytest.fixture
+def comparison(tmp_path, tiny_model_dir):
+    data = tmp_path / "data"
+    build(FIXTURES / "wp_hf.csv", data, valid_fraction=0.0, progress=False)
+    config = {
+        "test": str(data / "train.jsonl"),
+        "limit": 3,
+        "seed": 5,
+        "metrics": ["perplexity", "overlap", "diversity", "adherence"],
+        "systems": [
+            {
+                "name": "greedy",
+                "base": str(tiny_model_dir),
+                "quantization": "fp32",
+                "sampling": {"temperature": 0, "max_new_tokens": 12},
+            },
+            {
+                "name": "sampled",
+                "base": str(tiny_model_dir),
+                "quantization": "fp32",
+                "sampling": {"temperature": 1.0, "max_new_tokens": 12},
+            },
+        ],
+    }
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_comparison_writes_reports_and_resumes(comparison, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    results = run(comparison, out)
+    assert [r["system"] for r in results] == ["greedy", "sampled"]
+    for r in results:
+        for key in ("token_ppl", "word_ppl", "bleu", "rougeL", "distinct_2", "adherence"):
+            assert key in r
+    assert (out / "results.md").read_text().count("|") > 10 and (out / "metrics.png").exists()
+    assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
+    lines = (out / "generations" / "greedy.jsonl").read_text().splitlines()
+    assert len(lines) == 3
+
+    import storygen.generation as g
+
+    def fail(*a, **kw):
+        raise AssertionError("a finished story was generated again")
+
+    monkeypatch.setattr(g, "generate_story", fail)
+    again = run(comparison, out)
+    assert again[0]["bleu"] == results[0]["bleu"]
+
+
+def test_bad_comparison_inputs_are_clear_errors(tmp_path, comparison):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("systems: []\n")
+    with pytest.raises(EvalError, match="needs 'test'"):
+        run(bad, tmp_path / "o")
+    with pytest.raises(EvalError, match="does not exist"):
+        load_test_set(tmp_path / "missing.jsonl", 3)
+    junk = tmp_path / "junk.jsonl"
+    junk.write_text('{"id": 1}\n')
+    with pytest.raises(EvalError, match="junk.jsonl:1"):
+        load_test_set(junk, 3)

@@ -1,0 +1,228 @@
+"""The vote log (safe appends, torn rows, formulas, one vote per item) and its statistics."""
+
+import csv
+import multiprocessing
+import threading
+
+import pytest
+
+from human_ratings.stats import (
+    bradley_terry,
+    bradley_terry_ci,
+    cohen_kappa,
+    fleiss_kappa,
+    krippendorff_alpha,
+    position_bias,
+    summary,
+    wilson,
+    win_rates,
+)
+from human_ratings.store import COLUMNS, DuplicateVote, Vote, VoteError, VoteStore
+
+
+def _vote(annotator="ann", item="i1", left="base", right="tuned", choice="left", **kw):
+    return Vote(
+        annotator=annotator, item_id=item, system_left=left, system_right=right, choice=choice, **kw
+    )
+
+
+def test_a_vote_appears_exactly_once_with_the_fixed_columns(tmp_path):
+    store = VoteStore(tmp_path / "votes.csv")
+    store.append(
+        _vote(
+            left_coherence=4,
+            right_coherence=2,
+            comment="nice",
+            seed_left=3,
+            seed_right=3,
+            settings='{"t": 0.8}',
+        )
+    )
+    rows = list(csv.reader((tmp_path / "votes.csv").open()))
+    assert rows[0] == COLUMNS and len(rows) == 2
+    (vote,) = store.votes()
+    assert (vote.annotator, vote.choice, vote.left_coherence, vote.comment) == (
+        "ann",
+        "left",
+        4,
+        "nice",
+    )
+    assert vote.schema_version == 1 and vote.timestamp_utc.endswith("+00:00")
+
+
+def test_one_vote_per_annotator_and_item_unless_replaced(tmp_path):
+    store = VoteStore(tmp_path / "votes.csv")
+    store.append(_vote(choice="left"))
+    with pytest.raises(DuplicateVote):
+        store.append(_vote(choice="right"))
+    store.append(_vote(annotator="other", choice="right"))
+    store.append(_vote(choice="tie", replaces=True))
+    assert len(store.read_all()) == 3
+    assert {(v.annotator, v.choice) for v in store.votes()} == {("ann", "tie"), ("other", "right")}
+
+
+def test_formulas_are_neutralised_in_every_cell(tmp_path):
+    store = VoteStore(tmp_path / "votes.csv")
+    store.append(
+        _vote(
+            annotator="=cmd|'/c calc'!A1",
+            item="+1",
+            left="-2",
+            right="@x",
+            comment='=HYPERLINK("http://x")\nsecond line',
+        )
+    )
+    raw = list(csv.reader((tmp_path / "votes.csv").open()))[1]
+    assert all(not cell.startswith(("=", "+", "-", "@")) for cell in raw)
+    (vote,) = store.votes()
+    assert vote.annotator == "=cmd|'/c calc'!A1" and vote.system_left == "-2"
+    assert vote.comment == '=HYPERLINK("http://x") second line'
+
+
+def test_a_torn_row_is_skipped_and_never_corrupts_the_file(tmp_path):
+    path = tmp_path / "votes.csv"
+    store = VoteStore(path)
+    store.append(_vote(item="i1"))
+    with path.open("ab") as f:
+        f.write(b'crash,i2,base,tuned,left,,,,,,,,,"half a comm')  # killed mid-write
+    assert [v.item_id for v in VoteStore(path).votes()] == ["i1"]
+    store.append(_vote(item="i3", comment="after the crash"))
+    fresh = VoteStore(path)
+    assert [v.item_id for v in fresh.votes()] == ["i1", "i3"]
+    assert path.read_text().count("\n") == 4  # header, i1, the torn line ended, i3
+
+
+def test_a_hand_edited_row_fails_its_checksum(tmp_path):
+    path = tmp_path / "votes.csv"
+    VoteStore(path).append(_vote(choice="left"))
+    path.write_text(path.read_text().replace(",left,", ",right,"))
+    assert VoteStore(path).votes() == []
+
+
+def test_bad_votes_are_refused_with_a_reason():
+    with pytest.raises(VoteError, match="choice"):
+        _vote(choice="maybe")
+    with pytest.raises(VoteError, match="1-5"):
+        _vote(left_engagement=7)
+    with pytest.raises(VoteError, match="annotator is missing"):
+        _vote(annotator=" ")
+    with pytest.raises(VoteError, match="different systems"):
+        _vote(left="a", right="a")
+
+
+def test_many_threads_lose_no_vote(tmp_path):
+    store = VoteStore(tmp_path / "votes.csv")
+
+    def worker(k):
+        for i in range(25):
+            store.append(_vote(annotator=f"t{k}", item=f"i{i}", comment="x" * 300))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(VoteStore(tmp_path / "votes.csv").read_all()) == 200
+
+
+def _process_worker(path, k):
+    store = VoteStore(path)
+    for i in range(25):
+        store.append(_vote(annotator=f"p{k}", item=f"i{i}", comment="y" * 500))
+
+
+def test_many_processes_lose_no_vote_and_interleave_nothing(tmp_path):
+    path = tmp_path / "votes.csv"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_process_worker, args=(path, k)) for k in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 1 + 150
+    votes = VoteStore(path).read_all()
+    assert len(votes) == 150 and len({(v.annotator, v.item_id) for v in votes}) == 150
+
+
+def test_wilson_interval():
+    lo, hi = wilson(8, 10)
+    assert lo == pytest.approx(0.4902, abs=1e-3) and hi == pytest.approx(0.9433, abs=1e-3)
+    assert wilson(0, 0) == (0.0, 1.0)
+
+
+def test_win_rates_and_bradley_terry_rank_the_better_system_first():
+    votes = [
+        _vote(
+            annotator=f"a{i}",
+            item=f"i{i}",
+            left="A",
+            right="B",
+            choice="left" if i % 4 else "right",
+        )
+        for i in range(40)
+    ]
+    votes += [
+        _vote(
+            annotator=f"b{i}",
+            item=f"j{i}",
+            left="B",
+            right="C",
+            choice="left" if i % 3 else "right",
+        )
+        for i in range(30)
+    ]
+    rates = {r["system"]: r for r in win_rates(votes)}
+    assert rates["A"]["wins"] == 30 and rates["A"]["losses"] == 10
+    assert rates["A"]["ci_low"] < 0.75 < rates["A"]["ci_high"]
+    bt = bradley_terry(votes)
+    assert bt["A"] > bt["B"] > bt["C"]
+    ranked = bradley_terry_ci(votes, rounds=50)
+    assert [r["system"] for r in ranked] == ["A", "B", "C"]
+    assert all(r["ci_low"] <= r["bt_score"] <= r["ci_high"] for r in ranked)
+
+
+def test_agreement_statistics_against_known_values():
+    # Cohen's kappa: textbook 2x2 example (po = 0.7, pe = 0.5) -> 0.4.
+    a = ["y"] * 20 + ["y"] * 5 + ["n"] * 10 + ["n"] * 15
+    b = ["y"] * 20 + ["n"] * 5 + ["y"] * 10 + ["n"] * 15
+    assert cohen_kappa(a, b) == pytest.approx(0.4)
+    # Fleiss' kappa: perfect agreement is 1, and a known small example.
+    assert fleiss_kappa([["a", "a", "a"], ["b", "b", "b"]]) == pytest.approx(1.0)
+    units = [[1, 1, 1], [1, 1, 2], [2, 2, 2], [1, 2, 2]]
+    assert fleiss_kappa(units) == pytest.approx(1 / 3, abs=1e-9)
+    # Krippendorff's alpha by hand: coincidences o12 = o21 = 1, n = 6, n1 = n2 = 3, so
+    # Do = 2/6, De = 18/30 and alpha = 1 - Do/De = 4/9.
+    assert krippendorff_alpha([[1, 1], [1, 2], [2, 2]], "nominal") == pytest.approx(4 / 9)
+    # Missing ratings are allowed: a unit rated once is ignored.
+    assert krippendorff_alpha([[1, 1], [1, 2], [2, 2], [5]], "nominal") == pytest.approx(4 / 9)
+    assert krippendorff_alpha([[1, 1], [2, 2], [3, 3]], "ordinal") == pytest.approx(1.0)
+
+
+def test_position_bias_detects_a_left_preference():
+    votes = [
+        _vote(annotator=f"a{i}", item=f"i{i}", choice="left" if i < 45 else "right")
+        for i in range(50)
+    ]
+    pb = position_bias(votes)
+    assert pb["left_win_rate"] == 0.9 and pb["p_value"] < 1e-6
+    even = position_bias(
+        [
+            _vote(annotator=f"a{i}", item=f"i{i}", choice="left" if i % 2 else "right")
+            for i in range(50)
+        ]
+    )
+    assert even["p_value"] == pytest.approx(1.0)
+
+
+def test_summary_has_every_section():
+    votes = [
+        _vote(annotator=a, item=f"i{i}", choice=c, left_coherence=r, right_coherence=r)
+        for i in range(5)
+        for a, c, r in (("x", "left", 4), ("y", "left", 4), ("z", "tie", 3))
+    ]
+    s = summary(votes, bootstrap_rounds=20)
+    assert s["votes"] == 15 and s["annotators"] == 3 and s["items"] == 5
+    crit = {r["criterion"]: r for r in s["agreement"]}
+    assert crit["coherence"]["annotators"] == 3 and crit["coherence"]["units"] == 10
+    assert not (crit["coherence"]["fleiss_kappa"] != crit["coherence"]["fleiss_kappa"])  # not nan
