@@ -1,0 +1,53 @@
+"""``python -m human_ratings {stats,pairs}``: vote statistics and A/B item building."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m human_ratings", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("stats", help="win rates, Bradley-Terry, agreement, position bias")
+    s.add_argument("votes", type=Path, help="the votes CSV written by the Rate tab")
+    s.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    s.add_argument("--png", type=Path, help="also save the plots here")
+    s.add_argument("--bootstrap", type=int, default=200)
+    p = sub.add_parser("pairs", help="generate A/B items from requests and two systems")
+    p.add_argument("requests", type=Path, help="JSONL, one story request per line")
+    p.add_argument("systems", type=Path, help="YAML with 'systems:' holding two entries")
+    p.add_argument("--out", type=Path, default=Path("runs/pairs.jsonl"))
+    p.add_argument("--seed", type=int, default=7000)
+    args = parser.parse_args(argv)
+
+    if args.command == "stats":
+        from human_ratings.report import markdown, save_figure
+        from human_ratings.stats import summary
+        from human_ratings.store import VoteStore
+
+        if not args.votes.exists():
+            print(f"error: {args.votes} does not exist", file=sys.stderr)
+            return 2
+        result = summary(VoteStore(args.votes).votes(), args.bootstrap)
+        print(json.dumps(result, indent=2) if args.json else markdown(result))
+        if args.png:
+            save_figure(result, args.png)
+        return 0
+    from human_ratings.pairs import PairsError, build_pairs, load_requests, load_systems
+
+    try:
+        n = build_pairs(
+            load_requests(args.requests), load_systems(args.systems), args.out, args.seed
+        )
+    except PairsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {n} items to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,122 @@
+"""A/B items for annotators: one request, one story from each of two systems, same seed.
+
+``python -m human_ratings pairs requests.jsonl systems.yaml --out pairs.jsonl`` writes them;
+the Rate tab reads them. Each line: ``{"item_id", "request", "stories": {system: {...}}}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm import tqdm
+
+from storygen.config import SystemSpec
+from storygen.request import RequestError, StoryRequest
+
+
+class PairsError(ValueError):
+    """A requests, systems or pairs file that cannot be used."""
+
+
+@dataclass
+class Item:
+    """One A/B item as the Rate tab shows it."""
+
+    item_id: str
+    request: StoryRequest
+    stories: dict[str, dict[str, Any]]
+    """system name -> {"text": ..., "provenance": {...}}"""
+
+
+def item_id(request: StoryRequest, seed: int) -> str:
+    key = json.dumps(request.to_dict(), sort_keys=True) + f"|{seed}"
+    return hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
+
+
+def load_requests(path: Path) -> list[StoryRequest]:
+    out = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise PairsError(f"cannot read {path}: {exc}") from exc
+    for n, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+                out.append(StoryRequest.from_dict(row.get("request", row)))
+            except (ValueError, AttributeError) as exc:
+                detail = exc.errors if isinstance(exc, RequestError) else exc
+                raise PairsError(f"{path}:{n}: not a story request ({detail})") from exc
+    return out
+
+
+def load_systems(path: Path) -> list[SystemSpec]:
+    try:
+        data = yaml.safe_load(path.read_text())
+        systems = [SystemSpec(**s) for s in data["systems"]]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise PairsError(f"{path}: expected 'systems:' with two entries ({exc})") from exc
+    if len(systems) != 2 or systems[0].name == systems[1].name:
+        raise PairsError(f"{path}: need exactly two systems with different names")
+    return systems
+
+
+def build_pairs(
+    requests: list[StoryRequest], systems: list[SystemSpec], out: Path, seed: int = 7000
+) -> int:
+    """Generate both systems' stories for every request; returns the number of items."""
+    from storygen.generation import generate_story
+    from storygen.loading import load_model
+
+    stories: dict[str, list[dict]] = {}
+    for system in systems:
+        lm = load_model(system.spec())
+        stories[system.name] = []
+        for i, request in enumerate(tqdm(requests, desc=f"stories {system.name}")):
+            story = generate_story(lm, request, system.sampling_for(seed + i))
+            stories[system.name].append({"text": story.text, "provenance": story.provenance})
+        del lm
+    with out.open("w") as f:
+        for i, request in enumerate(requests):
+            row = {
+                "item_id": item_id(request, seed + i),
+                "request": request.to_dict(),
+                "stories": {s.name: stories[s.name][i] for s in systems},
+            }
+            f.write(json.dumps(row) + "\n")
+    return len(requests)
+
+
+def load_items(path: Path) -> list[Item]:
+    """Read a pairs file; every item must hold exactly two stories."""
+    items = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise PairsError(f"cannot read pairs file {path}: {exc}") from exc
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            item = Item(
+                str(row["item_id"]), StoryRequest.from_dict(row["request"]), dict(row["stories"])
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PairsError(f"{path}:{n}: not an A/B item ({exc})") from exc
+        if len(item.stories) != 2:
+            raise PairsError(f"{path}:{n}: an item needs exactly two stories")
+        items.append(item)
+    return items
+
+
+def assign_sides(item: Item, rng: random.Random) -> tuple[str, str]:
+    """Randomise which system is shown on the left for this viewing."""
+    a, b = sorted(item.stories)
+    return (a, b) if rng.random() < 0.5 else (b, a)

@@ -1,0 +1,244 @@
+"""The vote log: an append-only CSV with one fixed column order, and its reader.
+
+Safe with many annotators at once, in threads and in several processes: every append holds an
+exclusive ``flock`` on a side lock file, checks the one-vote-per-(annotator, item) rule against
+the file as it is *now*, and writes the whole row with a single ``write`` on an ``O_APPEND``
+descriptor, then fsyncs. Each row carries a CRC of its own cells, so a row torn by a crash is
+recognised and skipped on read; the next append starts on a fresh line, so a torn row never
+glues onto a good one.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import os
+import threading
+import zlib
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+CHOICES = ("left", "right", "tie", "both_bad")
+CRITERIA = ("coherence", "engagement", "relevance", "personalization")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+class VoteError(ValueError):
+    """A vote that cannot be recorded, with a message for the annotator."""
+
+
+class DuplicateVote(VoteError):
+    """This annotator already voted on this item."""
+
+
+@dataclass
+class Vote:
+    """One annotator's judgement of one A/B item. The column order of the CSV is this order."""
+
+    annotator: str
+    item_id: str
+    system_left: str
+    system_right: str
+    choice: str
+    left_coherence: int | None = None
+    left_engagement: int | None = None
+    left_relevance: int | None = None
+    left_personalization: int | None = None
+    right_coherence: int | None = None
+    right_engagement: int | None = None
+    right_relevance: int | None = None
+    right_personalization: int | None = None
+    comment: str = ""
+    seed_left: int | None = None
+    seed_right: int | None = None
+    settings: str = ""
+    """Generation settings of both stories, as JSON."""
+    replaces: bool = False
+    """True when this vote deliberately replaces the annotator's earlier vote on the item."""
+    schema_version: int = SCHEMA_VERSION
+    timestamp_utc: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    def __post_init__(self):
+        errors = []
+        for name in ("annotator", "item_id", "system_left", "system_right"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                errors.append(f"{name} is missing")
+            elif len(value) > 200:
+                errors.append(f"{name} is too long")
+        if self.choice not in CHOICES:
+            errors.append(f"choice must be one of {CHOICES}")
+        if self.system_left == self.system_right:
+            errors.append("the two sides must show different systems")
+        for side in ("left", "right"):
+            for c in CRITERIA:
+                v = getattr(self, f"{side}_{c}")
+                if v is not None and (isinstance(v, bool) or v not in (1, 2, 3, 4, 5)):
+                    errors.append(f"{side} {c} must be 1-5")
+        if not isinstance(self.comment, str) or len(self.comment) > 5000:
+            errors.append("comment must be text of at most 5000 characters")
+        if errors:
+            raise VoteError("; ".join(errors))
+
+    @property
+    def winner(self) -> str | None:
+        """The system that won, or None for a tie or both bad."""
+        return {"left": self.system_left, "right": self.system_right}.get(self.choice)
+
+
+COLUMNS = [f.name for f in fields(Vote)] + ["row_crc"]
+_INT_FIELDS = {f.name for f in fields(Vote) if "int" in str(f.type)}
+
+
+def neutralize(cell: str) -> str:
+    """Keep spreadsheets from running a cell as a formula (a leading ' makes it text)."""
+    return "'" + cell if cell.startswith(_FORMULA_START) else cell
+
+
+def _cells(vote: Vote) -> list[str]:
+    raw = asdict(vote)
+    cells = []
+    for name in COLUMNS[:-1]:
+        v = raw[name]
+        text = "" if v is None else str(int(v)) if isinstance(v, bool) else str(v)
+        # One row per physical line, so a torn row cannot swallow the next one.
+        cells.append(
+            neutralize(" ".join(text.splitlines()) if len(text.splitlines()) > 1 else text)
+        )
+    return cells
+
+
+def _crc(cells: list[str]) -> str:
+    return format(zlib.crc32("\x1f".join(cells).encode()), "08x")
+
+
+def _encode(vote: Vote) -> bytes:
+    cells = _cells(vote)
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(cells + [_crc(cells)])
+    return buf.getvalue().encode()
+
+
+def _decode(row: list[str]) -> Vote | None:
+    """A row back into a Vote; None when it is torn, altered or from another schema."""
+    if len(row) != len(COLUMNS) or _crc(row[:-1]) != row[-1]:
+        return None
+    data = dict(zip(COLUMNS[:-1], row[:-1]))
+    try:
+        for name in COLUMNS[:-1]:
+            v = data[name]
+            if name == "replaces":
+                data[name] = v == "1"
+            elif name in _INT_FIELDS:
+                data[name] = int(v) if v != "" else None
+            elif v.startswith("'") and v[1:].startswith(_FORMULA_START):
+                data[name] = v[1:]
+        return Vote(**data)
+    except (ValueError, VoteError):
+        return None
+
+
+class VoteStore:
+    """The CSV vote log at ``path`` (created with its header on first use)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self._thread_lock = threading.Lock()  # flock is per open file, not per thread
+        self._offset = 0  # bytes of the file already parsed into _cache
+        self._cache: list[Vote] = []
+
+    def _locked(self):
+        store = self
+
+        class _Lock:
+            def __enter__(self):
+                store._thread_lock.acquire()
+                store.path.parent.mkdir(parents=True, exist_ok=True)
+                self.fd = os.open(store.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+                fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+            def __exit__(self, *exc):
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+                os.close(self.fd)
+                store._thread_lock.release()
+
+        return _Lock()
+
+    def append(self, vote: Vote) -> Vote:
+        """Record ``vote``; raises :class:`DuplicateVote` if the annotator already voted on the
+        item and ``vote.replaces`` is not set."""
+        data = _encode(vote)
+        with self._locked():
+            if not vote.replaces and any(
+                v.annotator == vote.annotator and v.item_id == vote.item_id for v in self._read()
+            ):
+                raise DuplicateVote(f"{vote.annotator} has already rated item {vote.item_id}")
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                size = os.fstat(fd).st_size
+                prefix = b""
+                if size == 0:
+                    prefix = (",".join(COLUMNS) + "\n").encode()
+                elif not self._ends_with_newline():
+                    prefix = b"\n"  # a crash tore the last row: start clean after it
+                os.write(fd, prefix + data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        return vote
+
+    def _ends_with_newline(self) -> bool:
+        with self.path.open("rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) == b"\n"
+
+    def _read(self) -> list[Vote]:
+        """Parse the lines appended since the last call (call with the lock held).
+
+        One physical line is one row (cells never contain a newline), so a torn line can only
+        damage itself. A last line without its newline is left for later: if it was torn, the
+        next append ends it and its CRC then fails.
+        """
+        if not self.path.exists():
+            self._offset, self._cache = 0, []
+            return []
+        if self.path.stat().st_size < self._offset:
+            self._offset, self._cache = 0, []  # the file was replaced
+        with self.path.open("rb") as f:
+            f.seek(self._offset)
+            chunk = f.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        for line in complete.decode("utf-8", errors="replace").split("\n"):
+            if not line or line == ",".join(COLUMNS):
+                continue  # the header
+            row = next(csv.reader([line]), [])
+            vote = _decode(row)
+            if vote is not None:
+                self._cache.append(vote)
+        self._offset += len(complete)
+        return list(self._cache)
+
+    def read_all(self) -> list[Vote]:
+        """Every intact row, in order (torn or altered rows skipped)."""
+        with self._locked():
+            return self._read()
+
+    def votes(self) -> list[Vote]:
+        """The effective votes: the latest per (annotator, item)."""
+        latest: dict[tuple[str, str], Vote] = {}
+        for v in self.read_all():
+            latest[(v.annotator, v.item_id)] = v
+        return list(latest.values())
+
+    def rated_items(self, annotator: str) -> set[str]:
+        return {v.item_id for v in self.read_all() if v.annotator == annotator}
+
+
+def settings_json(left: dict, right: dict) -> str:
+    """The generation settings of both sides, for the ``settings`` column."""
+    return json.dumps({"left": left, "right": right}, sort_keys=True)
