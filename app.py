@@ -1,0 +1,49 @@
+"""Story studio: ``python app.py`` serves the Gradio app on the embedded model (127.0.0.1:7860).
+
+On Hugging Face Spaces the same file runs as the Space's entry point (see README front matter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from story_ui.layout import build_app  # noqa: E402
+from story_ui.services import AppConfig, Services, start_hub_sync  # noqa: E402
+from storygen.cli import add_model_args, model_spec  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_model_args(parser)
+    on_spaces = bool(os.environ.get("SPACE_ID"))
+    parser.add_argument("--host", default="0.0.0.0" if on_spaces else "127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 7860)))
+    parser.add_argument("--votes", default=None, help="votes CSV (default runs/votes.csv)")
+    parser.add_argument("--pairs", default=None, help="A/B items JSONL for the Rate tab")
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument(
+        "--lazy",
+        action="store_true",
+        help="load the model on the first request instead of at start-up",
+    )
+    args = parser.parse_args(argv)
+    config = AppConfig.from_env(
+        model=model_spec(args),
+        votes_csv=Path(args.votes) if args.votes else None,
+        pairs=Path(args.pairs) if args.pairs else None,
+        concurrency=args.concurrency,
+    )
+    services = Services(config)
+    start_hub_sync(services)
+    if not args.lazy:
+        print(f"loading {config.model.base} ({config.model.quantization}) ...", flush=True)
+        services.lm  # noqa: B018 - load once, before the first visitor waits for it
+    build_app(services).launch(server_name=args.host, server_port=args.port, share=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""The Blocks layout: Write, Rate and Results tabs, wired to the thin handlers."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from human_ratings.report import figure, markdown
+from human_ratings.stats import summary
+from human_ratings.store import CRITERIA
+from story_ui import rate, write
+from story_ui.services import Services
+from storygen.config import SamplingConfig
+from storygen.request import ENDINGS, GENRES, LENGTHS, POVS, TONES
+
+INTRO = """# Story studio
+Describe the story you want — characters, setting, genre, tone, events, ending — and a
+fine-tuned language model writes it. Annotators: the **Rate** tab compares two systems blind."""
+
+
+def _sampling(temperature, top_p, top_k, repetition_penalty, max_new_tokens) -> dict:
+    return {
+        "temperature": float(temperature),
+        "top_p": float(top_p),
+        "top_k": int(top_k),
+        "repetition_penalty": float(repetition_penalty),
+        "max_new_tokens": int(max_new_tokens) or None,
+    }
+
+
+def write_tab(services: Services) -> None:
+    d = SamplingConfig()
+    with gr.Row():
+        with gr.Column(scale=2):
+            characters = gr.Textbox(
+                label="Characters (one per line: Name: trait, trait)",
+                lines=3,
+                placeholder="Mara: stubborn, kind\nJonah: curious",
+                elem_id="characters",
+            )
+            with gr.Row():
+                place = gr.Textbox(label="Place", placeholder="a lighthouse", elem_id="place")
+                era = gr.Textbox(label="Era", placeholder="the 1920s", elem_id="era")
+            with gr.Row():
+                genre = gr.Dropdown(["", *GENRES], value="", label="Genre", elem_id="genre")
+                tone = gr.Dropdown(["", *TONES], value="", label="Tone", elem_id="tone")
+            plot = gr.Textbox(
+                label="Events that must happen (one per line)", lines=2, elem_id="plot"
+            )
+            with gr.Row():
+                ending = gr.Dropdown(["", *ENDINGS], value="", label="Ending", elem_id="ending")
+                pov = gr.Dropdown(["", *POVS], value="", label="Point of view", elem_id="pov")
+            length = gr.Radio(list(LENGTHS), value="short", label="Length", elem_id="length")
+            prompt = gr.Textbox(label="Anything else (free text)", lines=2, elem_id="prompt")
+            with gr.Accordion("Advanced sampling", open=False):
+                temperature = gr.Slider(0, 2, value=d.temperature, step=0.05, label="Temperature")
+                top_p = gr.Slider(0.05, 1, value=d.top_p, step=0.01, label="Top-p")
+                top_k = gr.Slider(0, 200, value=d.top_k, step=1, label="Top-k (0: off)")
+                rep = gr.Slider(
+                    1, 2, value=d.repetition_penalty, step=0.01, label="Repetition penalty"
+                )
+                max_new = gr.Slider(
+                    0, 2048, value=0, step=16, label="Max new tokens (0: from the length)"
+                )
+            with gr.Row():
+                seed = gr.Number(value=d.seed, label="Seed", precision=0, elem_id="seed")
+                randomize = gr.Checkbox(value=False, label="New random seed each time")
+        with gr.Column(scale=3):
+            with gr.Row():
+                go = gr.Button("Write", variant="primary", elem_id="write-btn")
+                stop = gr.Button("Stop", variant="stop", elem_id="stop-btn")
+                regen = gr.Button("Regenerate (new seed)", elem_id="regen-btn")
+                cont = gr.Button("Continue", elem_id="continue-btn")
+            story = gr.Textbox(label="Story", lines=18, interactive=False, elem_id="story")
+            status = gr.Markdown(elem_id="write-status")
+            with gr.Row():
+                fmt = gr.Radio(["Markdown", "Text"], value="Markdown", label="Download as")
+                dl = gr.Button("Download")
+            file = gr.File(label="Your story", interactive=False)
+            drafts_view = gr.Dataframe(
+                headers=["#", "title", "seed", "words"],
+                label="Drafts of this visit",
+                interactive=False,
+            )
+            with gr.Row():
+                pick = gr.Number(value=1, precision=0, label="Draft #")
+                restore = gr.Button("Open draft")
+    drafts = gr.State([])
+    provenance = gr.State(None)
+    form = [characters, place, era, genre, tone, plot, ending, pov, length, prompt]
+    settings = [temperature, top_p, top_k, rep, max_new]
+    n_form = len(form)
+
+    def run(new_seed: bool, from_story: bool):
+        def handler(*args):
+            f, s = list(args[:n_form]), args[n_form : n_form + 5]
+            seed_v, rand, current, drafts_v = args[n_form + 5 :]
+            prefix = current if from_story else ""
+            yield from write.write(
+                services, f, _sampling(*s), seed_v or 0, rand or new_seed, prefix, drafts_v
+            )
+
+        return handler
+
+    inputs = [*form, *settings, seed, randomize, story, drafts]
+    outputs = [story, status, seed, drafts, provenance]
+    events = [
+        go.click(run(False, False), inputs, outputs, api_name="write", concurrency_id="gen"),
+        regen.click(run(True, False), inputs, outputs, api_name="regenerate", concurrency_id="gen"),
+        cont.click(run(False, True), inputs, outputs, api_name="continue", concurrency_id="gen"),
+    ]
+    for e in events:
+        e.then(write.drafts_table, drafts, drafts_view, api_visibility="private")
+    stop.click(lambda: "Stopped.", None, status, cancels=events, api_name="stop")
+    dl.click(write.export, [story, fmt, drafts], file, api_name="download")
+
+    def open_draft(i, drafts_v):
+        i = int(i or 0)
+        if not 1 <= i <= len(drafts_v):
+            return gr.skip(), f"There is no draft #{i}."
+        return drafts_v[i - 1]["text"], f"Opened draft #{i} (seed {drafts_v[i - 1]['seed']})."
+
+    restore.click(open_draft, [pick, drafts], [story, status], api_name="open_draft")
+
+
+def rate_tab(services: Services) -> None:
+    gr.Markdown(
+        "Compare two stories written for the same request. Which system wrote which "
+        "is hidden until you vote."
+    )
+    with gr.Row():
+        annotator = gr.Textbox(label="Annotator ID", elem_id="annotator")
+        password = gr.Textbox(
+            label="Password",
+            type="password",
+            visible=bool(services.config.rater_password),
+            elem_id="password",
+        )
+        begin = gr.Button("Start rating", variant="primary", elem_id="start-rating")
+    request_md = gr.Markdown(elem_id="rate-request")
+    ratings = []
+    stories = []
+    with gr.Row():
+        for side in ("A", "B"):
+            with gr.Column():
+                stories.append(
+                    gr.Textbox(
+                        label=f"Story {side}",
+                        lines=14,
+                        interactive=False,
+                        elem_id=f"story-{side.lower()}",
+                    )
+                )
+                for c in CRITERIA:
+                    ratings.append(
+                        gr.Radio(
+                            ["1", "2", "3", "4", "5"],
+                            label=f"{side}: {c}",
+                            elem_id=f"rate-{side.lower()}-{c}",
+                        )
+                    )
+    choice = gr.Radio(list(rate.CHOICE_LABELS), label="Which story is better?", elem_id="choice")
+    comment = gr.Textbox(label="Comment (optional)", elem_id="comment")
+    submit = gr.Button("Submit vote", variant="primary", elem_id="submit-vote")
+    status = gr.Markdown(elem_id="rate-status")
+    state = gr.State({})
+    shown = [request_md, stories[0], stories[1], state, status]
+    begin.click(
+        lambda a, p: rate.start(services, a, p),
+        [annotator, password],
+        shown,
+        api_name="start_rating",
+    )
+
+    def cast(state_v, choice_v, comment_v, *ratings_v):
+        return rate.vote(services, state_v, choice_v, list(ratings_v), comment_v)
+
+    submit.click(cast, [state, choice, comment, *ratings], shown, api_name="vote").then(
+        lambda: (None, "", *([None] * len(ratings))),
+        None,
+        [choice, comment, *ratings],
+        api_visibility="private",
+    )
+
+
+def results_tab(services: Services) -> None:
+    sync = gr.Markdown(services.sync_status)
+    refresh = gr.Button("Refresh results", elem_id="refresh-results")
+    table = gr.Markdown(elem_id="results")
+    plot = gr.Plot(label="Win rates, Bradley-Terry and position bias")
+
+    def show():
+        votes = services.store.votes()
+        if not votes:
+            return "No votes yet.", None, services.sync_status
+        s = summary(votes, bootstrap_rounds=100)
+        return markdown(s), figure(s), services.sync_status
+
+    refresh.click(show, None, [table, plot, sync], api_name="results")
+
+
+def build_app(services: Services) -> gr.Blocks:
+    """The whole app; nothing in it is shared between users but the read-only services."""
+    with gr.Blocks(title="Story studio", analytics_enabled=False) as demo:
+        gr.Markdown(INTRO)
+        with gr.Tab("Write"):
+            write_tab(services)
+        with gr.Tab("Rate"):
+            rate_tab(services)
+        with gr.Tab("Results"):
+            results_tab(services)
+    demo.queue(default_concurrency_limit=services.config.concurrency)
+    return demo

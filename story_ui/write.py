@@ -1,0 +1,135 @@
+"""Write tab handlers: form values in, streamed story out. Thin over ``storygen``."""
+
+from __future__ import annotations
+
+import random
+import re
+import tempfile
+from pathlib import Path
+
+from storygen.config import ConfigError, SamplingConfig
+from storygen.generation import stream_story
+from storygen.request import Character, RequestError, Setting, StoryRequest, validate
+
+MAX_SEED = 2**31 - 1
+
+
+def parse_characters(text: str) -> list[Character]:
+    """One character per line: ``Name: trait, trait``."""
+    return [Character.parse(line) for line in (text or "").splitlines() if line.strip()]
+
+
+def form_request(
+    characters: str,
+    place: str,
+    era: str,
+    genre: str,
+    tone: str,
+    plot_points: str,
+    ending: str,
+    pov: str,
+    length: str,
+    prompt: str,
+) -> StoryRequest:
+    """Build and validate a request from the form fields (raises RequestError)."""
+    return validate(
+        StoryRequest(
+            characters=parse_characters(characters),
+            setting=Setting(place or "", era or ""),
+            genre=genre or "",
+            tone=tone or "",
+            plot_points=[p for p in (plot_points or "").splitlines() if p.strip()],
+            ending=ending or "",
+            pov=pov or "",
+            length=length or "short",
+            prompt=prompt or "",
+        )
+    )
+
+
+def error_text(exc: Exception) -> str:
+    """A readable message for the status line; field errors one per line."""
+    if isinstance(exc, RequestError):
+        return "**Please fix the request:**\n" + "\n".join(
+            f"- **{k}** {v}" for k, v in exc.errors.items()
+        )
+    return f"**Error:** {exc}"
+
+
+def story_title(text: str, request: StoryRequest) -> str:
+    names = " & ".join(c.name for c in request.characters[:2])
+    first = re.sub(r"\s+", " ", text).strip()[:40]
+    return (f"{request.genre or 'story'} — {names}" if names else first) or "untitled"
+
+
+def write(
+    services,
+    form: list,
+    settings: dict,
+    seed: int,
+    randomize: bool,
+    prefix: str,
+    drafts: list[dict],
+):
+    """Stream a story for the form; yields (story, status, seed, drafts, provenance)."""
+    try:
+        request = form_request(*form)
+        if randomize:
+            seed = random.SystemRandom().randrange(MAX_SEED)
+        sampling = SamplingConfig(seed=int(seed), **settings)
+    except (RequestError, ConfigError, TypeError, ValueError) as exc:
+        yield prefix or "", error_text(exc), seed, drafts, None
+        return
+    yield prefix or "", "Writing…", seed, drafts, None
+    for update in stream_story(services.lm, request, sampling, prefix=prefix or ""):
+        if update.story is None:
+            yield update.text, "Writing…", seed, drafts, None
+            continue
+        story = update.story
+        p = story.provenance
+        draft = {
+            "title": story_title(story.text, request),
+            "seed": seed,
+            "words": len(story.text.split()),
+            "text": story.text,
+            "provenance": p,
+        }
+        drafts = [*drafts, draft]
+        status = (
+            f"Done: {draft['words']} words, {p['new_tokens']} tokens in {p['seconds']} s "
+            f"(stopped: {p['stop_reason']}); seed {seed}."
+        )
+        yield story.text, status, seed, drafts, p
+
+
+def drafts_table(drafts: list[dict]) -> list[list]:
+    return [[i + 1, d["title"], d["seed"], d["words"]] for i, d in enumerate(drafts)]
+
+
+def export(text: str, fmt: str, drafts: list[dict]) -> str | None:
+    """Write the story to a temporary .md or .txt file for download."""
+    if not (text or "").strip():
+        return None
+    prov = next((d["provenance"] for d in reversed(drafts) if d["text"] == text), None)
+    suffix = ".md" if fmt == "Markdown" else ".txt"
+    out = Path(tempfile.mkdtemp(prefix="story-")) / f"story{suffix}"
+    if suffix == ".md":
+        body = f"# {story_title(text, validate_or_empty(prov))}\n\n{text}\n"
+        if prov:
+            body += (
+                f"\n---\n*{prov['base_model']} + {prov['adapter_name'] or 'no adapter'}, "
+                f"{prov['quantization']}, seed {prov['sampling']['seed']}*\n"
+            )
+    else:
+        body = text + "\n"
+    out.write_text(body, encoding="utf-8")
+    return str(out)
+
+
+def validate_or_empty(prov: dict | None) -> StoryRequest:
+    if prov and prov.get("request"):
+        try:
+            return StoryRequest.from_dict(prov["request"])
+        except RequestError:
+            pass
+    return StoryRequest()

@@ -1,0 +1,180 @@
+"""The Gradio app through its HTTP API (gradio_client), on the tiny in-process model."""
+
+import csv
+import json
+import socket
+import threading
+
+import pytest
+
+from human_ratings.store import VoteStore
+from story_ui.layout import build_app
+from story_ui.services import AppConfig, Services
+
+FORM_DEFAULTS = dict(
+    characters="",
+    place="",
+    era="",
+    genre="",
+    tone="",
+    plot="",
+    ending="",
+    pov="",
+    length="flash",
+    prompt="",
+)
+SAMPLING = [0.8, 0.92, 50, 1.15, 24]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_pairs(path, n=4):
+    req = {
+        "characters": [{"name": "Mara", "traits": ["kind"]}],
+        "genre": "mystery",
+        "length": "flash",
+    }
+    with path.open("w") as f:
+        for i in range(n):
+            stories = {
+                s: {"text": f"{s} story {i}.", "provenance": {"sampling": {"seed": i}}}
+                for s in ("base", "tuned")
+            }
+            f.write(json.dumps({"item_id": f"item{i}", "request": req, "stories": stories}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def app(tiny_lm, tmp_path_factory):
+    from gradio_client import Client
+
+    tmp = tmp_path_factory.mktemp("app")
+    config = AppConfig(
+        votes_csv=tmp / "votes.csv",
+        pairs=write_pairs(tmp / "pairs.jsonl"),
+        rater_password="s3cret",
+        concurrency=2,
+    )
+    services = Services(config, lm=tiny_lm)
+    demo = build_app(services)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    url = f"http://127.0.0.1:{port}/"
+    yield {
+        "url": url,
+        "client": Client(url, verbose=False),
+        "services": services,
+        "votes": config.votes_csv,
+    }
+    demo.close()
+
+
+def _write(client, seed=5, api="/write", **form):
+    values = {**FORM_DEFAULTS, **form}
+    return client.submit(*values.values(), *SAMPLING, seed, False, "", api_name=api)
+
+
+def test_write_streams_and_is_reproducible(app):
+    job = _write(
+        app["client"],
+        characters="Mara: stubborn, kind\nJonah: curious",
+        place="a lighthouse",
+        genre="mystery",
+        ending="happy",
+    )
+    partial = [out[0] for out in job]
+    final = job.result()
+    assert final[1].startswith("Done:") and final[2] == 5
+    assert len(partial) >= 3  # the story arrived in pieces, not at once
+    again = _write(
+        app["client"],
+        characters="Mara: stubborn, kind\nJonah: curious",
+        place="a lighthouse",
+        genre="mystery",
+        ending="happy",
+    ).result()
+    assert again[0] == final[0]
+
+
+def test_bad_input_gets_a_clear_message_not_a_crash(app):
+    empty = _write(app["client"]).result()
+    assert "Please fix the request" in empty[1] and "empty" in empty[1]
+    huge = _write(app["client"], prompt="x" * 50_000).result()
+    assert "too long" in huge[1] and "prompt" in huge[1]
+    ctrl = _write(app["client"], characters="Ma\x07ra: kind").result()
+    assert "control character" in ctrl[1]
+
+
+def test_markup_and_unicode_are_kept_as_text(app):
+    out = _write(
+        app["client"], characters="Zoë: brave, 勇敢", prompt="<script>alert(1)</script> **bold** 🐉"
+    ).result()
+    assert out[1].startswith("Done:")
+
+
+def test_rating_needs_the_password_and_records_exactly_one_vote(app):
+    from gradio_client import Client
+
+    client = Client(app["url"], verbose=False)
+    refused = client.predict("alice", "wrong", api_name="/start_rating")
+    assert refused[-1] == "Wrong password."
+    shown = client.predict("alice", "s3cret", api_name="/start_rating")
+    assert "Mara" in shown[0] and shown[1] != shown[2]
+    result = client.predict(
+        "B is better", "=SUM(A1)", "4", "3", "5", "2", "1", "2", "3", "4", api_name="/vote"
+    )
+    assert "Saved" in result[-1]
+    votes = [v for v in VoteStore(app["votes"]).votes() if v.annotator == "alice"]
+    assert len(votes) == 1
+    vote = votes[0]
+    assert vote.choice == "right" and vote.comment == "=SUM(A1)" and vote.left_coherence == 4
+    # The system on the right is the one whose story was shown as B.
+    assert shown[2].startswith(vote.system_right)
+    raw = [r for r in csv.reader(app["votes"].open()) if r[0] == "alice"]
+    assert raw[0][13] == "'=SUM(A1)"
+
+
+def test_annotators_never_see_an_item_twice(app):
+    from gradio_client import Client
+
+    client = Client(app["url"], verbose=False)
+    client.predict("bob", "s3cret", api_name="/start_rating")
+    seen = []
+    for _ in range(4):
+        out = client.predict("Tie", "", *[None] * 8, api_name="/vote")
+        seen.append(out[0])
+    assert "rated all 4 items" in out[-1]
+    assert len({v.item_id for v in VoteStore(app["votes"]).votes() if v.annotator == "bob"}) == 4
+
+
+def test_many_simultaneous_voters_lose_no_row(app):
+    from gradio_client import Client
+
+    errors = []
+
+    def voter(k):
+        try:
+            c = Client(app["url"], verbose=False)
+            c.predict(f"crowd{k}", "s3cret", api_name="/start_rating")
+            c.predict("A is better", f"voter {k}", *["3"] * 8, api_name="/vote")
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=voter, args=(k,)) for k in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    crowd = [v for v in VoteStore(app["votes"]).read_all() if v.annotator.startswith("crowd")]
+    assert len(crowd) == 12 and len({v.annotator for v in crowd}) == 12
+
+
+def test_results_view_summarises_the_votes(app):
+    table, plot, sync = app["client"].predict(api_name="/results")
+    assert "Win rates" in table and "Bradley-Terry" in table and "Position bias" in table
+    assert "stay" in sync or "kept" in sync
