@@ -37,6 +37,10 @@ def main(argv: list[str] | None = None) -> None:
         pairs=Path(args.pairs) if args.pairs else None,
         concurrency=args.concurrency,
     )
+    import torch
+
+    # Each generation gets its share of the cores; more threads per request only contend.
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, args.concurrency)))
     services = Services(config)
     start_hub_sync(services)
     if not args.lazy:

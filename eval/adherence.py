@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from finetune.tagger import GENRE_WORDS, TONE_WORDS, _lexicon_scores, ending, pov
+from finetune.tagger import GENRE_WORDS, TONE_WORDS, ending, lexicon_scores, pov
 from storygen.request import StoryRequest
 
 _CONTENT = re.compile(r"[a-z]{4,}")
@@ -30,18 +30,19 @@ def _covered(phrase: str, story_words: set[str], share: float) -> bool:
 
 def check(request: StoryRequest, story: str) -> dict[str, bool]:
     """For each field the request sets, whether the story follows it."""
-    words = [w.lower() for w in re.findall(r"[A-Za-z][A-Za-z'’-]*", story)]
+    tokens = re.findall(r"[A-Za-z][A-Za-z'’-]*", story.lower())
+    words, n_words = Counter(tokens), len(tokens)
     story_words = _content_words(story)
     out: dict[str, bool] = {}
     for c in request.characters:
         out[f"character:{c.name}"] = re.search(rf"\b{re.escape(c.name)}\b", story) is not None
     if request.genre:
-        scores = _lexicon_scores(words, GENRE_WORDS)
+        scores = lexicon_scores(words, n_words, GENRE_WORDS)
         out["genre"] = scores[request.genre] >= 2.0 and scores[request.genre] >= 0.5 * max(
             scores.values()
         )
     if request.tone:
-        scores = _lexicon_scores(words, TONE_WORDS)
+        scores = lexicon_scores(words, n_words, TONE_WORDS)
         out["tone"] = scores[request.tone] >= 1.5 and scores[request.tone] >= 0.5 * max(
             scores.values()
         )

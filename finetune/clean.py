@@ -35,6 +35,7 @@ _OPEN_QUOTE = re.compile(r"(``|“) *")
 _CLOSE_QUOTE = re.compile(r" *(''|”)")
 _REMOVED = {"[removed]", "[deleted]", "removed", "deleted", ""}
 _LINK_ONLY = re.compile(r"^\s*(\(?\s*https?\s*:\s*//\S+\s*\)?\s*)+$")
+_SPACES = re.compile(r"[ \t]+")
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]*]*(?=\s|$)")
 
 
@@ -56,15 +57,18 @@ def detokenize(text: str) -> str:
     text = text.replace(" ’ ", "’ ").replace("“ ", "“").replace(" ”", "”")
     text = _SPACE_BEFORE.sub(r"\1", text)
     text = _SPACE_AFTER.sub(r"\1", text)
-    text = re.sub(r" - ", " - ", text)
     text = text.replace("“", '"').replace("”", '"')
-    return re.sub(r"[ \t]+", " ", text).strip()
+    return _SPACES.sub(" ", text).strip()
 
 
 def paragraphs(story: str) -> list[str]:
-    """Split a story into paragraphs; ``<newline>`` tokens and real newlines both count."""
-    story = story.replace("<newline>", "\n")
-    return [p for p in (detokenize(line) for line in story.split("\n")) if p]
+    """Split a story into paragraphs; ``<newline>`` tokens and real newlines both count.
+
+    Detokenizes the whole story in one pass (the patterns never cross a newline), which is
+    several times faster than once per line at full-dataset scale.
+    """
+    text = detokenize(story.replace("<newline>", "\n"))
+    return [p for p in (line.strip() for line in text.split("\n")) if p]
 
 
 def truncate_words(text: str, budget: int) -> str:

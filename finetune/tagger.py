@@ -214,10 +214,12 @@ def _best(scores: dict[str, float], minimum: float) -> str:
     return label if score >= minimum else ""
 
 
-def _lexicon_scores(words: list[str], lexicons: dict[str, frozenset[str]]) -> dict[str, float]:
-    counts = Counter(words)
-    per_k = 1000 / max(len(words), 1)
-    return {k: sum(counts[w] for w in lex) * per_k for k, lex in lexicons.items()}
+def lexicon_scores(
+    counts: Counter, n_words: int, lexicons: dict[str, frozenset[str]]
+) -> dict[str, float]:
+    """Hits per 1000 words of each lexicon, from lower-cased word counts."""
+    per_k = 1000 / max(n_words, 1)
+    return {k: sum(counts[w] for w in lex if w in counts) * per_k for k, lex in lexicons.items()}
 
 
 def length_bucket(n_words: int) -> str:
@@ -225,12 +227,12 @@ def length_bucket(n_words: int) -> str:
     return min(LENGTHS, key=lambda k: abs(LENGTHS[k] - n_words))
 
 
-def characters(text: str, limit: int = 3) -> list[Character]:
+def characters(text: str, limit: int = 3, tokens: list[str] | None = None) -> list[Character]:
     """Recurring capitalised names (not sentence-initial function words) and nearby traits."""
-    tokens = _WORD.findall(text)
+    tokens = tokens if tokens is not None else _WORD.findall(text)
     counts = Counter(
         t
-        for i, t in enumerate(tokens)
+        for t in tokens
         if t[0].isupper()
         and t not in NOT_NAMES
         and len(t) > 1
@@ -238,14 +240,15 @@ def characters(text: str, limit: int = 3) -> list[Character]:
         and "'" not in t
         and "’" not in t
     )
-    lower = [t.lower() for t in tokens]
     names = [n for n, c in counts.most_common() if c >= 2][:limit]
     out = []
     for name in names:
         near: Counter[str] = Counter()
         for i, t in enumerate(tokens):
             if t == name:
-                near.update(w for w in lower[max(0, i - 4) : i + 5] if w in TRAITS)
+                near.update(
+                    w for w in (x.lower() for x in tokens[max(0, i - 4) : i + 5]) if w in TRAITS
+                )
         out.append(Character(name, [w for w, _ in near.most_common(2)]))
     return out
 
@@ -273,31 +276,33 @@ def ending(text: str) -> str:
 
 def pov(text: str) -> str:
     """Point of view from pronoun counts in the narration."""
-    words = [w.lower() for w in _WORD.findall(_narration(text))]
-    counts = {
-        "first person": sum(w in FIRST for w in words) * 1.5,  # narrators say "I" less often
-        "second person": sum(w in SECOND for w in words),
-        "third person": sum(w in THIRD for w in words),
-    }
-    if counts["second person"] > 2 * max(counts["first person"], counts["third person"]):
+    counts = Counter(_WORD.findall(_narration(text).lower()))
+    first = sum(counts[w] for w in FIRST) * 1.5  # narrators say "I" less often than "he"
+    second = sum(counts[w] for w in SECOND)
+    third = sum(counts[w] for w in THIRD)
+    if second > 2 * max(first, third):
         return "second person"
-    return "first person" if counts["first person"] >= counts["third person"] else "third person"
+    return "first person" if first >= third else "third person"
 
 
 def tag_story(story: str, prompt: str = "", prompt_tags: list[str] | None = None) -> Tags:
     """Derive a :class:`StoryRequest` describing ``story`` (and its WritingPrompts prompt)."""
-    words = [w.lower() for w in _WORD.findall(story)]
-    genre_scores = _lexicon_scores(
-        words + [w.lower() for w in _WORD.findall(prompt)] * 3, GENRE_WORDS
+    tokens = _WORD.findall(story)
+    words = Counter(_WORD.findall(story.lower()))
+    n_words = len(tokens)
+    prompt_words = Counter(_WORD.findall(prompt.lower()))
+    genre_counts = words + Counter({w: 3 * c for w, c in prompt_words.items()})
+    genre_scores = lexicon_scores(
+        genre_counts, n_words + 3 * sum(prompt_words.values()), GENRE_WORDS
     )
     for tag in prompt_tags or []:
         if tag in GENRE_PROMPT_TAGS:
             genre_scores[GENRE_PROMPT_TAGS[tag]] += 5
-    tone_scores = _lexicon_scores(words, TONE_WORDS)
+    tone_scores = lexicon_scores(words, n_words, TONE_WORDS)
     places = Counter(m.group(1).lower() for m in _PLACE_RE.finditer(story))
     era = _ERA_RE.search(story + " " + prompt)
     request = StoryRequest(
-        characters=characters(story),
+        characters=characters(story, tokens=tokens),
         setting=Setting(
             places.most_common(1)[0][0] if places else "", era.group(1).lower() if era else ""
         ),

@@ -219,12 +219,14 @@ def stream_story(
     sampling: SamplingConfig | None = None,
     stop_event: threading.Event | None = None,
     prefix: str = "",
+    stop_on_eos: bool = True,
 ) -> Iterator[StoryUpdate]:
     """Generate a story for ``request``, yielding text as it is produced.
 
     The last update has ``story`` set. Setting ``stop_event`` (or closing the iterator) ends the
     work before the next token; the story so far is still cleaned and returned. ``prefix`` is
     story text to continue from (the Continue button): the model picks up where it ends.
+    ``stop_on_eos=False`` always spends the whole budget (benchmarks compare equal lengths).
     """
     request = validate(request)
     sampling = sampling or SamplingConfig()
@@ -239,7 +241,7 @@ def stream_story(
     ids: list[int] = []
     reason = ""
     for ids, reason in decode(
-        lm, prompt, sampling, max_new_tokens(request, sampling), stop_event, stats
+        lm, prompt, sampling, max_new_tokens(request, sampling), stop_event, stats, stop_on_eos
     ):
         if reason:
             break

@@ -1,0 +1,67 @@
+"""A real browser (Playwright driving Debian's chromium) uses the app like a person would."""
+
+import shutil
+import socket
+
+import pytest
+
+from human_ratings.store import VoteStore
+from story_ui.layout import build_app
+from story_ui.services import AppConfig, Services
+
+from .test_app import write_pairs
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
+                                "(scripts/test.sh installs it with apt)")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def served(tiny_lm, tmp_path):
+    config = AppConfig(votes_csv=tmp_path / "votes.csv", pairs=write_pairs(tmp_path / "p.jsonl"))
+    demo = build_app(Services(config, lm=tiny_lm))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/", config.votes_csv
+    demo.close()
+
+
+def test_fill_form_stream_story_vote_and_find_the_vote(served, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, votes_csv = served
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page()
+        page.goto(url)
+        page.locator("#characters textarea").fill("Mara: stubborn, kind\nJonah: curious")
+        page.locator("#place input, #place textarea").first.fill("a lighthouse")
+        page.locator("#prompt textarea").fill("A storm <b>cuts</b> the power.")
+        page.locator("#write-btn").click()
+        story = page.locator("#story textarea")
+        expect(page.locator("#write-status")).to_contain_text("Done", timeout=60_000)
+        assert story.input_value().strip()
+        page.screenshot(path=str(tmp_path / "write.png"), full_page=True)
+
+        page.get_by_role("tab", name="Rate").click()
+        page.locator("#annotator input, #annotator textarea").first.fill("browser-annotator")
+        page.locator("#start-rating").click()
+        expect(page.locator("#rate-status")).to_contain_text("Read both stories", timeout=30_000)
+        shown_a = page.locator("#story-a textarea").input_value()
+        page.locator("#choice label", has_text="A is better").click()
+        page.locator("#rate-a-coherence label", has_text="5").click()
+        page.locator("#comment textarea").fill("clear and vivid")
+        page.locator("#submit-vote").click()
+        expect(page.locator("#rate-status")).to_contain_text("Saved", timeout=30_000)
+        browser.close()
+
+    votes = VoteStore(votes_csv).votes()
+    assert len(votes) == 1
+    vote = votes[0]
+    assert (vote.annotator, vote.choice, vote.left_coherence, vote.comment) == (
+        "browser-annotator", "left", 5, "clear and vivid")
+    assert shown_a.startswith(vote.system_left)  # A was the left system, as recorded
