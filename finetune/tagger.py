@@ -146,9 +146,8 @@ PLACES = (
     "london",
     "paris",
 )
-_PLACE_RE = re.compile(
-    r"\b(" + "|".join(sorted(map(re.escape, PLACES), key=len, reverse=True)) + r")s?\b", re.I
-)
+_SINGLE_PLACES = frozenset(p for p in PLACES if " " not in p)
+_MULTI_PLACES = tuple(p for p in PLACES if " " in p)
 _ERA_RE = re.compile(
     r"\b(1[0-9]{3}s?|20[0-9]{2}s?|2[1-9][0-9]{2}|medieval|victorian|ancient|prehistoric|"
     r"renaissance|future|the twenties|world war (?:i|ii|one|two|1|2))\b",
@@ -222,6 +221,17 @@ def lexicon_scores(
     return {k: sum(counts[w] for w in lex if w in counts) * per_k for k, lex in lexicons.items()}
 
 
+def places_in(words: Counter, lower_text: str) -> Counter:
+    """How often each known place (singular or plural) is mentioned."""
+    found = Counter(
+        {p: words[p] + words[p + "s"] for p in _SINGLE_PLACES if p in words or p + "s" in words}
+    )
+    for p in _MULTI_PLACES:
+        if p in lower_text:
+            found[p] = lower_text.count(p)
+    return found
+
+
 def length_bucket(n_words: int) -> str:
     """The length bucket whose budget is nearest to ``n_words``."""
     return min(LENGTHS, key=lambda k: abs(LENGTHS[k] - n_words))
@@ -291,15 +301,16 @@ def tag_story(story: str, prompt: str = "", prompt_tags: list[str] | None = None
     words = Counter(_WORD.findall(story.lower()))
     n_words = len(tokens)
     prompt_words = Counter(_WORD.findall(prompt.lower()))
-    genre_counts = words + Counter({w: 3 * c for w, c in prompt_words.items()})
-    genre_scores = lexicon_scores(
-        genre_counts, n_words + 3 * sum(prompt_words.values()), GENRE_WORDS
-    )
+    # The prompt says what the story is about: its words count three times.
+    n_all = n_words + 3 * sum(prompt_words.values())
+    genre_scores = lexicon_scores(words, n_all, GENRE_WORDS)
+    for k, v in lexicon_scores(prompt_words, n_all, GENRE_WORDS).items():
+        genre_scores[k] += 3 * v
     for tag in prompt_tags or []:
         if tag in GENRE_PROMPT_TAGS:
             genre_scores[GENRE_PROMPT_TAGS[tag]] += 5
     tone_scores = lexicon_scores(words, n_words, TONE_WORDS)
-    places = Counter(m.group(1).lower() for m in _PLACE_RE.finditer(story))
+    places = places_in(words, story.lower())
     era = _ERA_RE.search(story + " " + prompt)
     request = StoryRequest(
         characters=characters(story, tokens=tokens),

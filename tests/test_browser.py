@@ -12,10 +12,18 @@ from story_ui.services import AppConfig, Services
 from .test_app import write_pairs
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                                "(scripts/test.sh installs it with apt)")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="Debian's chromium is not installed (scripts/test.sh installs it with apt)",
+)
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture
@@ -63,5 +71,9 @@ def test_fill_form_stream_story_vote_and_find_the_vote(served, tmp_path):
     assert len(votes) == 1
     vote = votes[0]
     assert (vote.annotator, vote.choice, vote.left_coherence, vote.comment) == (
-        "browser-annotator", "left", 5, "clear and vivid")
+        "browser-annotator",
+        "left",
+        5,
+        "clear and vivid",
+    )
     assert shown_a.startswith(vote.system_left)  # A was the left system, as recorded
