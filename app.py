@@ -42,6 +42,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pairs", default=None, help="A/B items JSONL for the Rate tab")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument(
+        "--live",
+        action="store_true",
+        help="Rate tab: generate new A/B items when an annotator has rated all stored ones",
+    )
+    parser.add_argument(
         "--lazy",
         action="store_true",
         help="load the model on the first request instead of at start-up",
@@ -53,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         votes_csv=Path(args.votes) if args.votes else None,
         pairs=Path(args.pairs) if args.pairs else None,
         concurrency=args.concurrency,
+        live=args.live or None,
     )
     import torch
 

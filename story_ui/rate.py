@@ -25,10 +25,13 @@ def request_markdown(item: Item) -> str:
 
 
 def next_item(services, annotator: str) -> Item | None:
-    """An item this annotator has not rated yet (random order, so annotators spread out)."""
+    """An item this annotator has not rated yet (random order, so annotators spread out);
+    in live mode a new one is generated when none is left."""
     done = services.store.rated_items(annotator)
-    todo = [it for it in services.items if it.item_id not in done]
-    return random.SystemRandom().choice(todo) if todo else None
+    todo = [it for it in list(services.items) if it.item_id not in done]
+    if todo:
+        return random.SystemRandom().choice(todo)
+    return services.live_item() if services.config.live else None
 
 
 def show(services, annotator: str, note: str = ""):
@@ -37,7 +40,8 @@ def show(services, annotator: str, note: str = ""):
     if item is None:
         total = len(services.items)
         msg = (
-            "No items to rate: no pairs file is loaded."
+            "No items to rate: no pairs file is loaded (start the app with --live to generate "
+            "items on the spot)."
             if not total
             else (f"You have rated all {total} items. Thank you!")
         )

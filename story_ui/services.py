@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import random
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from human_ratings.pairs import Item, load_items
+from human_ratings.pairs import Item, item_id, load_items, load_requests, load_systems
 from human_ratings.store import VoteStore
-from storygen.config import ModelSpec
+from storygen.config import ModelSpec, SystemSpec
 from storygen.loading import LoadedModel, load_model
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -20,10 +23,14 @@ class AppConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
     votes_csv: Path = Path("runs/votes.csv")
     """Where the Rate tab appends votes."""
-    pairs: Path | None = (
-        Path(__file__).resolve().parent.parent / "human_ratings" / "demo_pairs.jsonl"
-    )
+    pairs: Path | None = ROOT / "human_ratings" / "demo_pairs.jsonl"
     """A/B items for annotators (``python -m human_ratings pairs`` writes them)."""
+    live: bool = False
+    """When an annotator has rated every stored item, generate a new one on the spot."""
+    live_systems: Path = ROOT / "human_ratings" / "demo_systems.yaml"
+    """The two systems compared by live items."""
+    live_requests: Path = ROOT / "examples" / "requests.jsonl"
+    """Requests that live items are drawn from."""
     rater_password: str | None = None
     """If set, annotators must give it before rating."""
     concurrency: int = 2
@@ -37,6 +44,7 @@ class AppConfig:
         cfg = cls(
             votes_csv=Path(env.get("STORYGEN_VOTES", "runs/votes.csv")),
             rater_password=env.get("STORYGEN_RATER_PASSWORD") or None,
+            live=env.get("STORYGEN_LIVE_AB", "") in ("1", "true", "yes"),
             hub_dataset=env.get("STORYGEN_HUB_DATASET") or None,
         )
         for k, v in overrides.items():
@@ -56,6 +64,8 @@ class Services:
         )
         self._lm = lm
         self._lock = threading.Lock()
+        self._items_lock = threading.Lock()
+        self._system_models: dict[str, LoadedModel] = {}
         self.sync_status = "Votes are kept in " + str(config.votes_csv) + " only."
 
     @property
@@ -65,6 +75,30 @@ class Services:
             if self._lm is None:
                 self._lm = load_model(self.config.model)
             return self._lm
+
+    def model_for(self, system: SystemSpec) -> LoadedModel:
+        """A model per live system, loaded once. Separate models rather than toggling one
+        adapter on and off: that toggle would be state shared by concurrent users."""
+        with self._lock:
+            if system.name not in self._system_models:
+                self._system_models[system.name] = load_model(system.spec())
+            return self._system_models[system.name]
+
+    def live_item(self) -> Item:
+        """Generate a new A/B item now: a random request, both systems, the same seed."""
+        from storygen.generation import generate_story
+
+        systems = load_systems(self.config.live_systems)
+        request = random.SystemRandom().choice(load_requests(self.config.live_requests))
+        seed = random.SystemRandom().randrange(2**31)
+        stories = {}
+        for system in systems:
+            story = generate_story(self.model_for(system), request, system.sampling_for(seed))
+            stories[system.name] = {"text": story.text, "provenance": story.provenance}
+        item = Item(f"live-{item_id(request, seed)}", request, stories)
+        with self._items_lock:
+            self.items.append(item)
+        return item
 
 
 def start_hub_sync(services: Services) -> str:

@@ -178,3 +178,44 @@ def test_results_view_summarises_the_votes(app):
     table, plot, sync = app["client"].predict(api_name="/results")
     assert "Win rates" in table and "Bradley-Terry" in table and "Position bias" in table
     assert "stay" in sync or "kept" in sync
+
+
+def test_hub_sync_is_off_by_default_and_says_why_when_half_configured(tmp_path, monkeypatch):
+    from story_ui.services import start_hub_sync
+
+    services = Services(AppConfig(votes_csv=tmp_path / "v.csv", pairs=None))
+    assert "only" in start_hub_sync(services)  # off: votes stay in the local CSV
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    services = Services(AppConfig(votes_csv=tmp_path / "v.csv", pairs=None, hub_dataset="me/votes"))
+    assert "HF_TOKEN is not" in start_hub_sync(services)
+
+
+def test_live_mode_generates_a_new_item_when_all_are_rated(tiny_model_dir, tmp_path):
+    from story_ui import rate
+
+    systems = tmp_path / "systems.yaml"
+    systems.write_text(
+        f"systems:\n  - name: fp32\n    base: {tiny_model_dir}\n    quantization: fp32\n"
+        f"    sampling: {{max_new_tokens: 12}}\n  - name: nf4\n    base: {tiny_model_dir}\n"
+        f"    quantization: nf4\n    sampling: {{max_new_tokens: 12}}\n"
+    )
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text('{"genre": "mystery", "characters": ["Mara: kind"]}\n')
+    config = AppConfig(
+        votes_csv=tmp_path / "v.csv",
+        pairs=None,
+        live=True,
+        live_systems=systems,
+        live_requests=requests,
+    )
+    services = Services(config)
+    request_md, a, b, state, status = rate.show(services, "carol")
+    assert state["item_id"].startswith("live-") and {state["left"], state["right"]} == {
+        "fp32",
+        "nf4",
+    }
+    assert "Mara" in request_md and len(services.items) == 1
+    out = rate.vote(services, state, "Tie", [None] * 8, "")
+    assert "Saved" in out[-1] and len(services.items) == 2  # the next one was made live too
+    (vote,) = services.store.votes()
+    assert vote.item_id == state["item_id"] and vote.seed_left == vote.seed_right
