@@ -139,14 +139,17 @@ def prepare_model(cfg: TrainConfig):
     )
     model.config.use_cache = False  # the KV cache is useless in training and fights checkpointing
     torch.manual_seed(cfg.seed)
+    # GPT-2 stores its Conv1D weights transposed; once bitsandbytes has swapped them for
+    # 4/8-bit Linear layers they are in the usual orientation again.
+    transposed = model_type == "gpt2" and cfg.quantization not in ("nf4", "int8")
     lora = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
         target_modules=targets,
         task_type="CAUSAL_LM",
-        fan_in_fan_out=model_type == "gpt2",
-    )  # GPT-2 stores Conv1D weights transposed
+        fan_in_fan_out=transposed,
+    )
     model = get_peft_model(model, lora)
     return model, tokenizer, base_id, device
 

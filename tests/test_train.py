@@ -144,3 +144,58 @@ def test_generate_then_train_keeps_lora_gradients(tiny_model_dir, data_dir, tmp_
         opt.zero_grad()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "mistral"])
+@pytest.mark.parametrize("quantization", ["nf4", "fp32"])
+def test_lora_targets_every_projection_per_architecture(
+    arch, quantization, tiny_model_dir, data_dir, tmp_path
+):
+    """GPT-2 (Conv1D) and Mistral bases train too, with LoRA on each of their projections."""
+    from transformers import (
+        AutoTokenizer,
+        GPT2Config,
+        GPT2LMHeadModel,
+        MistralConfig,
+        MistralForCausalLM,
+    )
+
+    from finetune.config import TARGET_MODULES
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    if arch == "gpt2":
+        config = GPT2Config(
+            vocab_size=len(tok),
+            n_embd=64,
+            n_layer=2,
+            n_head=4,
+            n_positions=512,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+        model = GPT2LMHeadModel(config)
+    else:
+        config = MistralConfig(
+            vocab_size=len(tok),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            eos_token_id=tok.eos_token_id,
+        )
+        model = MistralForCausalLM(config)
+    folder = tmp_path / arch
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    cfg = _cfg(folder, data_dir, tmp_path / "out", quantization=quantization, max_steps=2)
+    peft_model, *_ = prepare_model(cfg)
+    wrapped = {
+        n.split(".lora_A")[0].rsplit(".", 1)[-1]
+        for n, _ in peft_model.named_parameters()
+        if "lora_A" in n
+    }
+    assert wrapped == set(TARGET_MODULES[arch])
+    metrics = train(cfg, progress=False)
+    assert metrics["steps"] == 2 and metrics["val_loss"] == metrics["val_loss"]  # finite, no nan
