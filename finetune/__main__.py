@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        print(json.dumps(train(cfg), indent=2))
+        metrics = train(cfg)
+        if metrics:  # under accelerate launch, only the main process reports
+            print(json.dumps(metrics, indent=2))
         return 0
     if args.command == "tagger-accuracy":
         from finetune.gold import accuracy

@@ -7,6 +7,7 @@ checkpoints and the files a run leaves behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -202,15 +203,26 @@ def _save_checkpoint(ckpt: Path, model, optimizer, state: dict) -> None:
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) a fine-tuning run; returns the final metrics."""
+    """Run (or resume) a fine-tuning run; returns the final metrics.
+
+    Runs as one process, or as several under ``accelerate launch`` (data-parallel: each process
+    holds the 4-bit base on its own GPU, takes every world-size-th micro-batch, and LoRA
+    gradients are averaged across processes). Only the main process evaluates and writes files.
+    """
+    from accelerate import Accelerator
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    acc = Accelerator(cpu=cfg.device == "cpu" or not torch.cuda.is_available())
+    if acc.num_processes > 1 and acc.device.type == "cuda":
+        cfg = TrainConfig(**{**cfg.to_dict(), "device": f"cuda:{acc.local_process_index}"})
+    main = acc.is_main_process
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "train_config.yaml")
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "train_config.yaml")
     data = Path(cfg.data_dir)
     model, tokenizer, base_id, device = prepare_model(cfg)
     pad_id = tokenizer.pad_token_id
@@ -228,7 +240,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     batches = length_grouped_batches(
         [len(e.input_ids) for e in train_set], cfg.batch_size, cfg.seed
     )
-    steps_per_epoch = max(1, len(batches) // cfg.grad_accum)
+    world, rank = acc.num_processes, acc.process_index
+    steps_per_epoch = max(1, len(batches) // (cfg.grad_accum * world))
     total = cfg.max_steps or max(1, int(steps_per_epoch * cfg.epochs))
     optimizer = make_optimizer(model, cfg, device)
 
@@ -238,34 +251,49 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
         state = json.loads((ckpt / "trainer_state.json").read_text())
         set_peft_model_state_dict(model, load_file(ckpt / "adapter_model.safetensors"))
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-        print(f"resumed from {ckpt} at step {state['step']}")
+        if main:
+            print(f"resumed from {ckpt} at step {state['step']}")
+    # Under several processes this wraps the model for gradient averaging; alone it is a no-op.
+    ddp_model, optimizer = acc.prepare(model, optimizer)
     history: list[dict] = state["history"]
-    if not history:
+    if not history and main:
         history.append({"step": 0, **evaluate(model, valid_set, cfg.batch_size, pad_id, device)})
 
-    model.train()
-    bar = tqdm(total=total, initial=state["step"], desc="train", unit="step", disable=not progress)
+    ddp_model.train()
+    bar = tqdm(
+        total=total,
+        initial=state["step"],
+        desc="train",
+        unit="step",
+        disable=not (progress and main),
+    )
     t_start = time.perf_counter() - state["seconds"]
     while state["step"] < total:
         step = state["step"]
         lr = lr_at(step, total, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        micro = [batches[(step * cfg.grad_accum + k) % len(batches)] for k in range(cfg.grad_accum)]
+        micro = [
+            batches[((step * cfg.grad_accum + k) * world + rank) % len(batches)]
+            for k in range(cfg.grad_accum)
+        ]
         # Seeded per step, so LoRA dropout after a resume matches an uninterrupted run.
-        torch.manual_seed(cfg.seed * 100_003 + step)
+        torch.manual_seed(cfg.seed * 100_003 + step * world + rank)
         sums, counts = 0.0, 0
         loaded = [collate([train_set[i] for i in b], pad_id, device) for b in micro]
         n_tokens = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in loaded)
-        for batch in loaded:
-            loss, n = batch_loss(model, batch)
-            (loss / max(n_tokens, 1)).backward()  # token-mean over the whole accumulated step
+        for k, batch in enumerate(loaded):
+            # Average gradients across processes once per optimizer step, not per micro-batch.
+            sync = acc.no_sync(ddp_model) if k < len(loaded) - 1 else contextlib.nullcontext()
+            with sync:
+                loss, n = batch_loss(ddp_model, batch)
+                acc.backward(loss / max(n_tokens, 1))  # token-mean over the accumulated step
             sums, counts = sums + loss.item(), counts + n
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         state["step"] = step + 1
-        state["tokens"] += sum(int(b["attention_mask"].sum()) for b in loaded)
+        state["tokens"] += world * sum(int(b["attention_mask"].sum()) for b in loaded)
         state["seconds"] = time.perf_counter() - t_start
         record = {
             "step": state["step"],
@@ -273,14 +301,17 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
             "lr": lr,
             "tokens_per_s": state["tokens"] / max(state["seconds"], 1e-9),
         }
-        if state["step"] % cfg.eval_steps == 0 or state["step"] == total:
+        if main and (state["step"] % cfg.eval_steps == 0 or state["step"] == total):
             record.update(evaluate(model, valid_set, cfg.batch_size, pad_id, device))
         history.append(record)
         bar.set_postfix(loss=f"{record['train_loss']:.3f}", lr=f"{lr:.1e}")
         bar.update(1)
-        if state["step"] % cfg.save_steps == 0 and state["step"] < total:
+        if main and state["step"] % cfg.save_steps == 0 and state["step"] < total:
             _save_checkpoint(ckpt, model, optimizer, state)
+        acc.wait_for_everyone()
     bar.close()
+    if not main:
+        return {}
 
     final = [h for h in history if "val_loss" in h]
     metrics = {

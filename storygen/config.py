@@ -5,6 +5,7 @@ The UI, the command line and the benchmarks take their defaults from these datac
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ class ModelSpec:
             raise ConfigError(
                 f"quantization must be one of {QUANTIZATIONS}, not {self.quantization!r}"
             )
-        if self.device not in DEVICES:
+        if self.device not in DEVICES and not re.fullmatch(r"cuda:\d+", self.device):
             raise ConfigError(f"device must be one of {DEVICES}, not {self.device!r}")
         if self.adapter in ("", "none", "None"):
             self.adapter = None

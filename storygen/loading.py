@@ -53,7 +53,7 @@ class LoadedModel:
 
 def resolve_device(requested: str) -> torch.device:
     """Map ``auto``/``cpu``/``cuda`` to a device, with a clear error when CUDA is absent."""
-    if requested == "cuda" and not torch.cuda.is_available():
+    if requested.startswith("cuda") and not torch.cuda.is_available():
         raise LoadError("CUDA was asked for, but no CUDA GPU is visible to torch; use --device cpu")
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

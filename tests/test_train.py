@@ -199,3 +199,56 @@ def test_lora_targets_every_projection_per_architecture(
     assert wrapped == set(TARGET_MODULES[arch])
     metrics = train(cfg, progress=False)
     assert metrics["steps"] == 2 and metrics["val_loss"] == metrics["val_loss"]  # finite, no nan
+
+
+def test_two_process_data_parallel_run_under_accelerate_launch(tiny_model_dir, data_dir, tmp_path):
+    """`accelerate launch` (here 2 CPU processes over gloo) trains one adapter together."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "finetune",
+        "train",
+        "--data-dir",
+        str(data_dir),
+        "--output-dir",
+        str(out),
+        "--base",
+        str(tiny_model_dir),
+        "--quantization",
+        "fp32",
+        "--max-length",
+        "384",
+        "--batch-size",
+        "1",
+        "--grad-accum",
+        "2",
+        "--max-steps",
+        "2",
+        "--eval-steps",
+        "2",
+        "--lora-r",
+        "4",
+    ]
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads(done.stdout[done.stdout.index("{") :])
+    assert metrics["steps"] == 2 and (out / "adapter_model.safetensors").exists()
