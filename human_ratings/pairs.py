@@ -39,21 +39,28 @@ def item_id(request: StoryRequest, seed: int) -> str:
     return hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
 
 
-def load_requests(path: Path) -> list[StoryRequest]:
-    out = []
+def _rows(path: Path, what: str, parse):
+    """Parse each non-empty JSONL line with ``parse``; errors name the file, line and cause."""
     try:
         lines = path.read_text().splitlines()
     except OSError as exc:
         raise PairsError(f"cannot read {path}: {exc}") from exc
+    out = []
     for n, line in enumerate(lines, 1):
         if line.strip():
             try:
-                row = json.loads(line)
-                out.append(StoryRequest.from_dict(row.get("request", row)))
-            except (ValueError, AttributeError) as exc:
+                out.append(parse(json.loads(line)))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 detail = exc.errors if isinstance(exc, RequestError) else exc
-                raise PairsError(f"{path}:{n}: not a story request ({detail})") from exc
+                raise PairsError(f"{path}:{n}: not {what} ({detail})") from exc
     return out
+
+
+def load_requests(path: Path) -> list[StoryRequest]:
+    """One request per line (a bare request, or a row with a "request" field)."""
+    return _rows(
+        path, "a story request", lambda row: StoryRequest.from_dict(row.get("request", row))
+    )
 
 
 def load_systems(path: Path) -> list[SystemSpec]:
@@ -93,27 +100,16 @@ def build_pairs(
     return len(requests)
 
 
+def _item(row: dict) -> Item:
+    item = Item(str(row["item_id"]), StoryRequest.from_dict(row["request"]), dict(row["stories"]))
+    if len(item.stories) != 2:
+        raise ValueError("an item needs exactly two stories")
+    return item
+
+
 def load_items(path: Path) -> list[Item]:
     """Read a pairs file; every item must hold exactly two stories."""
-    items = []
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise PairsError(f"cannot read pairs file {path}: {exc}") from exc
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            item = Item(
-                str(row["item_id"]), StoryRequest.from_dict(row["request"]), dict(row["stories"])
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise PairsError(f"{path}:{n}: not an A/B item ({exc})") from exc
-        if len(item.stories) != 2:
-            raise PairsError(f"{path}:{n}: an item needs exactly two stories")
-        items.append(item)
-    return items
+    return _rows(path, "an A/B item", _item)
 
 
 def assign_sides(item: Item, rng: random.Random) -> tuple[str, str]:

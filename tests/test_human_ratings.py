@@ -226,3 +226,18 @@ def test_summary_has_every_section():
     crit = {r["criterion"]: r for r in s["agreement"]}
     assert crit["coherence"]["annotators"] == 3 and crit["coherence"]["units"] == 10
     assert not (crit["coherence"]["fleiss_kappa"] != crit["coherence"]["fleiss_kappa"])  # not nan
+
+
+def test_pairs_files_are_checked_line_by_line(tmp_path):
+    from human_ratings.pairs import PairsError, load_items, load_requests
+
+    bad = tmp_path / "pairs.jsonl"
+    bad.write_text('{"item_id": "a", "request": {"prompt": "x"}, "stories": {"s1": {}}}\n')
+    with pytest.raises(PairsError, match=r"pairs.jsonl:1: not an A/B item .*two stories"):
+        load_items(bad)
+    reqs = tmp_path / "requests.jsonl"
+    reqs.write_text('{"prompt": "fine"}\n\n{"genre": "cooking"}\n')
+    with pytest.raises(PairsError, match=r"requests.jsonl:3: not a story request .*genre"):
+        load_requests(reqs)
+    with pytest.raises(PairsError, match="cannot read"):
+        load_items(tmp_path / "missing.jsonl")
