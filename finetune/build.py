@@ -150,7 +150,11 @@ def build(
                 seen.add(example["fingerprint"])
                 report.kept += 1
                 report.prompt_tags.update(example["prompt_tags"])
-                report.fields.update(k for k, v in example["request"].items() if v)
+                req = example["request"]
+                # A setting is present when it names a place or an era, not merely as a dict.
+                report.fields.update(
+                    k for k, v in req.items() if (any(v.values()) if k == "setting" else v)
+                )
                 is_valid = _unit(example["fingerprint"], "split") < valid_fraction
                 report.valid += is_valid
                 report.train += not is_valid

@@ -69,6 +69,9 @@ def test_build_writes_examples_and_an_honest_report(tmp_path):
     assert len(rows) == 4 and report.train == 4
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["kept"] == 4 and saved["prompt_tags"]["WP"] >= 2
+    with_setting = [r for r in rows if any(r["request"]["setting"].values())]
+    assert 0 < len(with_setting) < len(rows)
+    assert saved["fields_present"]["setting"] == len(with_setting)
     for row in rows:
         assert row["prompt"].endswith(STORY_MARKER + "\n")
         assert parse_request(row["prompt"]).to_dict() == row["request"]  # the shared format
