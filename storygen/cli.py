@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--plot-point", action="append", default=[], help="an event that must happen")
     g.add_argument("--ending", default="", help=", ".join(ENDINGS))
     g.add_argument("--pov", default="", help=", ".join(POVS))
-    g.add_argument("--length", default="short", help=", ".join(LENGTHS))
+    g.add_argument("--length", default=None, help=f"{', '.join(LENGTHS)} (default short)")
     g.add_argument("--prompt", default="", help="free text: anything else about the story")
     g.add_argument("--json", action="store_true", help="print one JSON object with provenance")
     add_model_args(g)
@@ -94,8 +94,8 @@ def request_from_args(args: argparse.Namespace) -> StoryRequest:
     for key, value in flags.items():
         if value:
             setattr(request, key, value)
-    if args.length != "short" or not args.request:
-        request.length = args.length
+    if args.length or not args.request:
+        request.length = args.length or "short"
     if args.place or args.era:
         request.setting = Setting(
             args.place or request.setting.place, args.era or request.setting.era

@@ -66,6 +66,11 @@ def test_request_file_and_flag_overrides(tiny_model_dir, tmp_path, capsys):
     assert main(_args(tiny_model_dir, "--request", str(path), "--tone", "dark", "--json")) == 0
     req = json.loads(capsys.readouterr().out)["provenance"]["request"]
     assert (req["genre"], req["tone"], req["characters"][0]["name"]) == ("horror", "dark", "Ada")
+    path.write_text(json.dumps({"prompt": "a door", "length": "flash"}))
+    assert main(_args(tiny_model_dir, "--request", str(path), "--json")) == 0
+    assert json.loads(capsys.readouterr().out)["provenance"]["request"]["length"] == "flash"
+    assert main(_args(tiny_model_dir, "--request", str(path), "--length", "short", "--json")) == 0
+    assert json.loads(capsys.readouterr().out)["provenance"]["request"]["length"] == "short"
 
 
 def test_streams_text_to_the_terminal(tiny_model_dir, capsys):
