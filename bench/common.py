@@ -53,7 +53,9 @@ def table(rows: list[dict], columns: list[str]) -> str:
     """A Markdown table; floats get three significant decimals."""
 
     def fmt(v):
-        return f"{v:.3g}" if isinstance(v, float) else str(v)
+        if not isinstance(v, float):
+            return str(v)
+        return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
 
     out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     out += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
