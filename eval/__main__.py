@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         "score", help="BLEU, ROUGE and diversity of a JSONL of {hypothesis, reference} pairs"
     )
     s.add_argument("pairs", type=Path)
+    s.add_argument("--workers", type=int, default=2, help="processes for BLEU and ROUGE")
     args = parser.parse_args(argv)
     try:
         if args.command == "compare":
@@ -52,11 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             from eval.overlap import bleu, rouge
 
             hyps, refs = _read_pairs(args.pairs)
-            print(
-                json.dumps(
-                    {"bleu": bleu(hyps, refs), **rouge(hyps, refs), **diversity(hyps)}, indent=2
-                )
-            )
+            scores = {"bleu": bleu(hyps, refs, args.workers), **rouge(hyps, refs, args.workers)}
+            print(json.dumps({**scores, **diversity(hyps)}, indent=2))
     except EvalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -27,7 +27,10 @@ def distinct_n(texts: list[str], n: int) -> float:
 
 def repeated_ngram_rate(text: str, n: int = 4) -> float:
     """Share of a text's n-grams that already occurred earlier in the same text."""
-    t = tokens(text)
+    return _repeat_rate(tokens(text), n)
+
+
+def _repeat_rate(t: list[str], n: int) -> float:
     grams = list(zip(*(t[i:] for i in range(n))))
     if not grams:
         return 0.0
@@ -52,10 +55,20 @@ def self_bleu(texts: list[str], sample: int = 100, seed: int = 0) -> float:
 
 
 def diversity(texts: list[str]) -> dict[str, float]:
-    """All diversity metrics for a set of generated stories."""
+    """All diversity metrics for a set of generated stories (each text tokenized once)."""
+    unigrams, bigrams = set(), set()
+    n1 = n2 = 0
+    repeats = 0.0
+    for text in texts:
+        t = tokens(text)
+        unigrams.update(t)
+        pairs = list(zip(t, t[1:]))
+        bigrams.update(pairs)
+        n1, n2 = n1 + len(t), n2 + len(pairs)
+        repeats += _repeat_rate(t, 4)
     return {
-        "distinct_1": distinct_n(texts, 1),
-        "distinct_2": distinct_n(texts, 2),
+        "distinct_1": len(unigrams) / n1 if n1 else 0.0,
+        "distinct_2": len(bigrams) / n2 if n2 else 0.0,
         "self_bleu": self_bleu(texts),
-        "repeated_4gram_rate": sum(map(repeated_ngram_rate, texts)) / max(len(texts), 1),
+        "repeated_4gram_rate": repeats / max(len(texts), 1),
     }

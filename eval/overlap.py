@@ -10,11 +10,13 @@ story-length texts. ``tests/test_eval.py`` checks it against rouge_score.
 from __future__ import annotations
 
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 
 import sacrebleu
 from nltk.stem import porter  # the stemmer rouge_score itself uses
 from rouge_score import tokenize as rouge_tokenize
+from sacrebleu.metrics import BLEU
 
 _STEMMER = porter.PorterStemmer()
 
@@ -70,19 +72,51 @@ def rouge_pair(hyp: str, ref: str) -> dict[str, float]:
     return out
 
 
-def rouge(hyps: list[str], refs: list[str]) -> dict[str, float]:
+def _chunks(hyps: list[str], refs: list[str], n: int) -> list[tuple[list[str], list[str]]]:
+    size = -(-len(hyps) // n)
+    return [(hyps[i : i + size], refs[i : i + size]) for i in range(0, len(hyps), size)]
+
+
+def _rouge_sums(chunk: tuple[list[str], list[str]]) -> Counter:
+    totals: Counter = Counter()
+    for h, r in zip(*chunk):
+        totals.update(rouge_pair(h, r))
+    return totals
+
+
+def _bleu_stats(chunk: tuple[list[str], list[str]]) -> list:
+    hyps, refs = chunk
+    return BLEU()._extract_corpus_statistics(hyps, [refs])
+
+
+def _map(fn, chunks, workers: int):
+    if workers <= 1 or len(chunks) <= 1:
+        return list(map(fn, chunks))
+    with ProcessPoolExecutor(workers) as pool:
+        return list(pool.map(fn, chunks))
+
+
+def rouge(hyps: list[str], refs: list[str], workers: int = 1) -> dict[str, float]:
     """Mean ROUGE F1 over pairs (ROUGE is reported per pair, then averaged)."""
     _check(hyps, refs)
     totals: Counter = Counter()
-    for h, r in zip(hyps, refs):
-        totals.update(rouge_pair(h, r))
+    for part in _map(_rouge_sums, _chunks(hyps, refs, max(workers, 1)), workers):
+        totals.update(part)
     return {k: totals[k] / max(len(hyps), 1) for k in ("rouge1", "rouge2", "rougeL")}
 
 
-def bleu(hyps: list[str], refs: list[str]) -> float:
-    """sacrebleu corpus BLEU (never an average of sentence BLEUs)."""
+def bleu(hyps: list[str], refs: list[str], workers: int = 1) -> float:
+    """sacrebleu corpus BLEU (never an average of sentence BLEUs).
+
+    With ``workers`` > 1 the per-segment n-gram statistics are counted in parallel and summed
+    before the one corpus-level BLEU is computed from them, exactly as sacrebleu does in one
+    process.
+    """
     _check(hyps, refs)
-    return sacrebleu.corpus_bleu(hyps, [refs]).score
+    if workers <= 1 or len(hyps) < 2 * workers:
+        return sacrebleu.corpus_bleu(hyps, [refs]).score
+    parts = _map(_bleu_stats, _chunks(hyps, refs, workers), workers)
+    return BLEU()._aggregate_and_compute([s for part in parts for s in part]).score
 
 
 def _check(hyps: list[str], refs: list[str]) -> None:

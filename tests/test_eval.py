@@ -179,3 +179,17 @@ def test_bad_comparison_inputs_are_clear_errors(tmp_path, comparison):
     junk.write_text('{"id": 1}\n')
     with pytest.raises(EvalError, match="junk.jsonl:1"):
         load_test_set(junk, 3)
+
+
+def test_parallel_scoring_equals_one_process():
+    from eval.diversity import diversity
+
+    hyps = [t for t in (CORPUS[:6] + TEXTS[:3]) * 3]
+    refs = list(reversed(hyps))
+    assert bleu(hyps, refs, workers=2) == pytest.approx(bleu(hyps, refs), abs=1e-9)
+    assert rouge(hyps, refs, workers=2) == pytest.approx(rouge(hyps, refs), abs=1e-12)
+    d = diversity(hyps)
+    assert d["distinct_1"] == distinct_n(hyps, 1) and d["distinct_2"] == distinct_n(hyps, 2)
+    assert d["repeated_4gram_rate"] == pytest.approx(
+        sum(map(repeated_ngram_rate, hyps)) / len(hyps)
+    )
