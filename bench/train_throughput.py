@@ -33,14 +33,22 @@ def main(argv=None) -> None:
     if not (args.data / "train.jsonl").exists():
         raise SystemExit(f"{args.data}/train.jsonl not found: run python -m finetune preprocess")
     rows = []
-    for quant, gc in (("nf4", False), ("fp32", False), ("nf4", True), ("fp32", True)):
+    # One discarded step first: the first configuration must not pay the process's warm-up.
+    configs = (
+        ("nf4", False, 1),
+        ("nf4", False, args.steps),
+        ("fp32", False, args.steps),
+        ("nf4", True, args.steps),
+        ("fp32", True, args.steps),
+    )
+    for i, (quant, gc, steps) in enumerate(configs):
         with tempfile.TemporaryDirectory() as out, PeakRSS() as mem:
             cfg = TrainConfig(
                 data_dir=str(args.data),
                 output_dir=out,
                 quantization=quant,
                 gradient_checkpointing=gc,
-                max_steps=args.steps,
+                max_steps=steps,
                 batch_size=2,
                 grad_accum=1,
                 max_length=args.max_length,
@@ -50,6 +58,8 @@ def main(argv=None) -> None:
                 threads=args.threads,
             )
             metrics = train(cfg, progress=False)
+        if i == 0:
+            continue
         rows.append(
             {
                 "base": quant,

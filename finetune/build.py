@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -112,6 +112,18 @@ def _batches(pairs: Iterable[RawPair], size: int) -> Iterator[list[RawPair]]:
         yield batch
 
 
+def _bounded_map(pool: ProcessPoolExecutor, fn, jobs: Iterable, inflight: int) -> Iterator:
+    """Like ``pool.map`` but reading ``jobs`` lazily: ``Executor.map`` submits the whole input
+    at once, which would hold the full dataset in memory. Results keep the input order."""
+    pending: deque = deque()
+    for job in jobs:
+        pending.append(pool.submit(fn, job))
+        if len(pending) >= inflight:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
 def build(
     source: str | Path,
     out_dir: Path,
@@ -132,7 +144,7 @@ def build(
         pairs = islice(pairs, limit)
     jobs = ((b, word_budget, field_dropout) for b in _batches(pairs, 256))
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
-    results = pool.map(_work, jobs) if pool else map(_work, jobs)
+    results = _bounded_map(pool, _work, jobs, 4 * workers) if pool else map(_work, jobs)
     bar = tqdm(desc="preprocess", unit=" pairs", disable=not progress, mininterval=1)
     with (
         (out_dir / "train.jsonl").open("w") as ftrain,

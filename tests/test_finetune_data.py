@@ -116,3 +116,11 @@ def test_tagger_accuracy_on_the_hand_labelled_set():
     assert result["tone_accuracy"] >= 0.4
     assert result["ending_accuracy"] >= 0.4
     assert result["character_recall"] >= 0.75
+
+
+def test_several_workers_write_exactly_what_one_writes(tmp_path):
+    one = build(FIXTURES / "wp_hf.csv", tmp_path / "one", workers=1, progress=False)
+    two = build(FIXTURES / "wp_hf.csv", tmp_path / "two", workers=2, progress=False)
+    assert one.to_dict() == two.to_dict()
+    for name in ("train.jsonl", "valid.jsonl"):
+        assert (tmp_path / "one" / name).read_text() == (tmp_path / "two" / name).read_text()
