@@ -310,13 +310,14 @@ def tag_story(story: str, prompt: str = "", prompt_tags: list[str] | None = None
         if tag in GENRE_PROMPT_TAGS:
             genre_scores[GENRE_PROMPT_TAGS[tag]] += 5
     tone_scores = lexicon_scores(words, n_words, TONE_WORDS)
-    places = places_in(words, story.lower())
+    lower = story.lower()
+    places = places_in(words, lower)
+    # Ties go to the place mentioned first, so the answer never depends on set order.
+    place = max(places, key=lambda p: (places[p], -lower.find(p))) if places else ""
     era = _ERA_RE.search(story + " " + prompt)
     request = StoryRequest(
         characters=characters(story, tokens=tokens),
-        setting=Setting(
-            places.most_common(1)[0][0] if places else "", era.group(1).lower() if era else ""
-        ),
+        setting=Setting(place, era.group(1).lower() if era else ""),
         genre=_best(genre_scores, 4.0),
         tone=_best(tone_scores, 3.0),
         ending=ending(story),
