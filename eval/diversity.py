@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 import re
 
-import sacrebleu
+from sacrebleu.metrics import BLEU
+from sacrebleu.metrics.helpers import extract_all_word_ngrams
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
@@ -38,19 +39,45 @@ def _repeat_rate(t: list[str], n: int) -> float:
 
 
 def self_bleu(texts: list[str], sample: int = 100, seed: int = 0) -> float:
-    """Mean BLEU of each text against the others (Zhu et al. 2018); high means repetitive.
+    """Mean sentence BLEU of each text against all the others (Zhu et al. 2018); high means
+    repetitive. Runs on a seeded sample of at most ``sample`` texts.
 
-    Quadratic in the number of texts, so it runs on a seeded sample of at most ``sample``.
+    Gives exactly ``mean(sacrebleu.sentence_bleu(t, others))`` but counts each text's n-grams
+    once: for every n-gram it keeps the two largest counts across texts, so "the largest count
+    among the others" is known without re-reading the other texts for every hypothesis.
     """
     texts = [t for t in texts if t.strip()]
     if len(texts) < 2:
         return 0.0
     if len(texts) > sample:
         texts = random.Random(seed).sample(texts, sample)
+    metric = BLEU(effective_order=True)  # sacrebleu.sentence_bleu's settings
+    grams, lens = [], []
+    for text in texts:
+        g, n = extract_all_word_ngrams(metric._preprocess_segment(text), 1, metric.max_ngram_order)
+        grams.append(g)
+        lens.append(n)
+    top: dict[tuple, list] = {}  # n-gram -> [largest count, its text, second largest count]
+    for i, g in enumerate(grams):
+        for gram, c in g.items():
+            t = top.get(gram)
+            if t is None:
+                top[gram] = [c, i, 0]
+            elif c > t[0]:
+                top[gram] = [c, i, t[0]]
+            elif c > t[2]:
+                t[2] = c
     scores = []
-    for i, hyp in enumerate(texts):
-        others = texts[:i] + texts[i + 1 :]
-        scores.append(sacrebleu.sentence_bleu(hyp, others).score)
+    for i, g in enumerate(grams):
+        correct = [0] * metric.max_ngram_order
+        total = correct[:]
+        for gram, c in g.items():
+            t = top[gram]
+            total[len(gram) - 1] += c
+            correct[len(gram) - 1] += min(c, t[2] if t[1] == i else t[0])
+        ref_len = metric._get_closest_ref_len(lens[i], lens[:i] + lens[i + 1 :])
+        stats = [lens[i], ref_len, *correct, *total]
+        scores.append(metric._compute_score_from_stats(stats).score)
     return sum(scores) / len(scores)
 
 

@@ -193,3 +193,11 @@ def test_parallel_scoring_equals_one_process():
     assert d["repeated_4gram_rate"] == pytest.approx(
         sum(map(repeated_ngram_rate, hyps)) / len(hyps)
     )
+
+
+def test_self_bleu_equals_the_sentence_bleu_definition():
+    texts = CORPUS[:6] + TEXTS[:3] + ["the cat sat on the mat today", "the cat sat on the mat"]
+    expected = sum(
+        sacrebleu.sentence_bleu(t, texts[:i] + texts[i + 1 :]).score for i, t in enumerate(texts)
+    ) / len(texts)
+    assert self_bleu(texts) == pytest.approx(expected, abs=1e-9)
