@@ -6,24 +6,6 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-# r/WritingPrompts post tags, as used in prompt titles.
-PROMPT_TAGS = {
-    "WP": "writing prompt",
-    "SP": "simple prompt",
-    "EU": "established universe",
-    "CW": "constrained writing",
-    "TT": "theme thursday",
-    "IP": "image prompt",
-    "MP": "media prompt",
-    "OT": "off topic",
-    "RF": "reality fiction",
-    "PI": "prompt inspired",
-    "FF": "fast finish",
-    "PM": "prompt me",
-    "CC": "community challenge",
-    "CS": "contest submission",
-    "NSFW": "not safe for work",
-}
 _TAG_RUN = re.compile(r"^\s*((?:[\[(]\s*[A-Za-z]{2,8}\s*[\])]\s*)+)")
 _ONE_TAG = re.compile(r"[\[(]\s*([A-Za-z]{2,8})\s*[\])]")
 
@@ -40,7 +22,12 @@ _SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]*]*(?=\s|$)")
 
 
 def split_prompt(prompt: str) -> tuple[list[str], str]:
-    """Separate the leading bracket tags (``[ WP ] [ EU ] ...``) from the prompt text."""
+    """Separate the leading bracket tags from the prompt text.
+
+    r/WritingPrompts tags: WP writing prompt, SP simple prompt, EU established universe, CW
+    constrained writing, TT theme thursday, IP image prompt, MP media prompt, OT off topic, RF
+    reality fiction, PI prompt inspired, FF fast finish, and rarer ones; they can stack.
+    """
     m = _TAG_RUN.match(prompt)
     if not m:
         return [], prompt.strip()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,6 @@ class LoadedModel:
     base_id: str
     device: torch.device
     adapter_meta: dict[str, Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def provenance(self) -> dict[str, Any]:
         """What produced a story: base model, adapter, quantization and prompt format."""
