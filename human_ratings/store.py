@@ -10,6 +10,7 @@ glues onto a good one.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import io
@@ -152,22 +153,17 @@ class VoteStore:
         self._offset = 0  # bytes of the file already parsed into _cache
         self._cache: list[Vote] = []
 
+    @contextlib.contextmanager
     def _locked(self):
-        store = self
-
-        class _Lock:
-            def __enter__(self):
-                store._thread_lock.acquire()
-                store.path.parent.mkdir(parents=True, exist_ok=True)
-                self.fd = os.open(store.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-                fcntl.flock(self.fd, fcntl.LOCK_EX)
-
-            def __exit__(self, *exc):
-                fcntl.flock(self.fd, fcntl.LOCK_UN)
-                os.close(self.fd)
-                store._thread_lock.release()
-
-        return _Lock()
+        """Exclusive access across threads (a lock) and processes (flock on the side file)."""
+        with self._thread_lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # closing the descriptor releases the flock
 
     def append(self, vote: Vote) -> Vote:
         """Record ``vote``; raises :class:`DuplicateVote` if the annotator already voted on the
