@@ -44,12 +44,13 @@ FIELDS = (
 )
 
 _ESCAPED = "\\;,()|"
+_ESCAPE = re.compile(r"[\\;,()|]")
 _UNESCAPE = re.compile(r"\\(.)")
 
 
 def escape(text: str) -> str:
     """Backslash-escape the characters that carry structure in the tagged format."""
-    return "".join("\\" + c if c in _ESCAPED else c for c in text)
+    return _ESCAPE.sub(r"\\\g<0>", text)
 
 
 def unescape(text: str) -> str:

@@ -7,8 +7,9 @@ the fine-tuning tagger (which derives the same fields from real stories) and the
 
 from __future__ import annotations
 
+import re
 import unicodedata
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 GENRES = (
@@ -64,6 +65,9 @@ MAX_PLOT_POINT = 300
 MAX_PLOT_POINTS = 8
 MAX_PROMPT = 2000
 
+# Unicode categories Cc (C0 and C1 controls, DEL) and Cs (surrogates), as one character class.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
 
 class RequestError(ValueError):
     """A request that cannot be used; ``errors`` maps each bad field to a readable message."""
@@ -112,7 +116,17 @@ class StoryRequest:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; :meth:`from_dict` reads it back."""
-        return asdict(self)
+        return {
+            "characters": [{"name": c.name, "traits": list(c.traits)} for c in self.characters],
+            "setting": {"place": self.setting.place, "era": self.setting.era},
+            "genre": self.genre,
+            "tone": self.tone,
+            "plot_points": list(self.plot_points),
+            "ending": self.ending,
+            "pov": self.pov,
+            "length": self.length,
+            "prompt": self.prompt,
+        }
 
     @classmethod
     def from_dict(cls, data: Any) -> StoryRequest:
@@ -156,10 +170,10 @@ def _clean_text(value: Any, name: str, limit: int, errors: dict[str, str], multi
         return ""
     value = unicodedata.normalize("NFC", value)
     allowed = "\n\t\r" if multiline else "\t"
-    bad = [c for c in value if unicodedata.category(c) in ("Cc", "Cs") and c not in allowed]
-    if bad:
-        errors[name] = f"contains a control character ({ascii(bad[0])})"
-        return ""
+    for m in _CONTROL.finditer(value):
+        if m.group(0) not in allowed:
+            errors[name] = f"contains a control character ({ascii(m.group(0))})"
+            return ""
     value = " ".join(value.split())  # one line: newlines and runs of spaces become one space
     if len(value) > limit:
         errors[name] = f"is too long ({len(value)} characters, at most {limit})"
@@ -168,6 +182,8 @@ def _clean_text(value: Any, name: str, limit: int, errors: dict[str, str], multi
 
 
 def _choice(value: Any, name: str, choices, errors: dict[str, str]) -> str:
+    if isinstance(value, str) and (not value or value in choices):
+        return value  # already a vocabulary value (or empty): nothing to clean
     text = _clean_text(value, name, 40, errors)
     key = text.lower()
     key = ALIASES.get(name, {}).get(key, key)
