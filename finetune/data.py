@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,14 +40,36 @@ def _check_columns(columns, path: Path) -> None:
 
 
 def _iter_csv(path: Path) -> Iterator[RawPair]:
-    csv.field_size_limit(sys.maxsize)
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        _check_columns(reader.fieldnames, path)
-        for i, row in enumerate(reader):
-            yield RawPair(
-                row["prompt"] or "", row["story"] or "", row.get("row_id") or f"{path.name}:{i}"
-            )
+    """Stream a CSV through pyarrow's C++ parser (about 7x faster than the csv module at 1 GB),
+    one block at a time; quoted fields may hold newlines, as stories do. 1 MiB blocks: with
+    8 MiB ones the parser held ~400 MiB more at the 1 GB benchmark input, for no speed-up."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    with path.open("rb") as f:
+        header = next(csv.reader([f.readline().decode("utf-8-sig")]), [])
+    _check_columns(header, path)
+    columns = ["prompt", "story"] + (["row_id"] if "row_id" in header else [])
+    try:
+        reader = pcsv.open_csv(
+            path,
+            read_options=pcsv.ReadOptions(block_size=1 << 20, use_threads=False),
+            parse_options=pcsv.ParseOptions(newlines_in_values=True),
+            convert_options=pcsv.ConvertOptions(
+                include_columns=columns,
+                column_types={c: pa.string() for c in columns},
+                strings_can_be_null=False,
+            ),
+        )
+        i = 0
+        for batch in reader:
+            ids = batch.column("row_id").to_pylist() if "row_id" in columns else None
+            prompts, stories = batch.column("prompt").to_pylist(), batch.column("story").to_pylist()
+            for j, (prompt, story) in enumerate(zip(prompts, stories)):
+                yield RawPair(prompt, story, (ids[j] if ids else "") or f"{path.name}:{i}")
+                i += 1
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable CSV ({exc})") from exc
 
 
 def _iter_jsonl(path: Path) -> Iterator[RawPair]:
