@@ -74,7 +74,7 @@ def make_example(raw: RawPair, word_budget: int, field_dropout: float) -> tuple[
     if pair is None:
         return None, why
     key = fingerprint(pair)
-    request = tag_story(pair.story, pair.prompt, pair.tags).request
+    request = tag_story(pair.story, pair.prompt, pair.tags, pair.words).request
     request.prompt = request.prompt[:MAX_PROMPT]
     if _unit(key, "plot") < 0.5:
         request.plot_points = [p for p in [plot_point(pair.story)] if p]
@@ -101,15 +101,41 @@ def make_example(raw: RawPair, word_budget: int, field_dropout: float) -> tuple[
     }, ""
 
 
-def _work(args: tuple[list[RawPair], int, float]) -> list[tuple[dict | None, str]]:
-    batch, budget, dropout = args
-    return [make_example(r, budget, dropout) for r in batch]
+def _present(request: dict) -> list[str]:
+    """The request fields that are set (a setting counts when it names a place or an era)."""
+    return [k for k, v in request.items() if (any(v.values()) if k == "setting" else v)]
 
 
-def _batches(pairs: Iterable[RawPair], size: int) -> Iterator[list[RawPair]]:
+def _work(args: tuple[tuple[list[str], list[str], list[str]], int, float, float]) -> list[tuple]:
+    """Worker side: everything per pair, including the JSON line, so that the parent process
+    only de-duplicates, counts and writes. Batches travel as three lists of strings (pickling
+    those is much cheaper than pickling dataclasses). Returns one tuple per pair:
+    (fingerprint or None, why dropped, prompt tags, fields present, JSON line, is validation)."""
+    (prompts, stories, ids), budget, dropout, valid_fraction = args
+    out = []
+    for raw in map(RawPair, prompts, stories, ids):
+        example, why = make_example(raw, budget, dropout)
+        if example is None:
+            out.append((None, why, (), (), "", False))
+            continue
+        key = example["fingerprint"]
+        out.append(
+            (
+                key,
+                "",
+                example["prompt_tags"],
+                _present(example["request"]),
+                json.dumps(example),
+                _unit(key, "split") < valid_fraction,
+            )
+        )
+    return out
+
+
+def _batches(pairs: Iterable[RawPair], size: int) -> Iterator[tuple[list[str], ...]]:
     it = iter(pairs)
     while batch := list(islice(it, size)):
-        yield batch
+        yield [p.prompt for p in batch], [p.story for p in batch], [p.source_id for p in batch]
 
 
 def _bounded_map(pool: ProcessPoolExecutor, fn, jobs: Iterable, inflight: int) -> Iterator:
@@ -142,7 +168,7 @@ def build(
     pairs = iter_pairs(source, split)
     if limit:
         pairs = islice(pairs, limit)
-    jobs = ((b, word_budget, field_dropout) for b in _batches(pairs, 256))
+    jobs = ((b, word_budget, field_dropout, valid_fraction) for b in _batches(pairs, 256))
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     results = _bounded_map(pool, _work, jobs, 4 * workers) if pool else map(_work, jobs)
     bar = tqdm(desc="preprocess", unit=" pairs", disable=not progress, mininterval=1)
@@ -151,26 +177,21 @@ def build(
         (out_dir / "valid.jsonl").open("w") as fvalid,
     ):
         for batch in results:
-            for example, why in batch:
+            for key, why, prompt_tags, fields, line, is_valid in batch:
                 report.read += 1
-                if example is None:
+                if key is None:
                     report.dropped[why] += 1
                     continue
-                if example["fingerprint"] in seen:
+                if key in seen:
                     report.dropped["duplicate"] += 1
                     continue
-                seen.add(example["fingerprint"])
+                seen.add(key)
                 report.kept += 1
-                report.prompt_tags.update(example["prompt_tags"])
-                req = example["request"]
-                # A setting is present when it names a place or an era, not merely as a dict.
-                report.fields.update(
-                    k for k, v in req.items() if (any(v.values()) if k == "setting" else v)
-                )
-                is_valid = _unit(example["fingerprint"], "split") < valid_fraction
+                report.prompt_tags.update(prompt_tags)
+                report.fields.update(fields)
                 report.valid += is_valid
                 report.train += not is_valid
-                (fvalid if is_valid else ftrain).write(json.dumps(example) + "\n")
+                (fvalid if is_valid else ftrain).write(line + "\n")
             bar.update(len(batch))
     bar.close()
     if pool:
