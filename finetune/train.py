@@ -122,10 +122,16 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
 
 def prepare_model(cfg: TrainConfig):
     """Load the base (4-bit by default), guard it and wrap it in fresh LoRA adapters."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
     spec = ModelSpec(base=cfg.base, adapter=None, quantization=cfg.quantization, device=cfg.device)
     model, tokenizer, base_id, device = load_base(spec, trainable=True)
+    return add_lora(model, cfg), tokenizer, base_id, device
+
+
+def add_lora(model, cfg: TrainConfig):
+    """Freeze the base, enable gradient checkpointing if asked, and add LoRA adapters on every
+    linear projection of the architecture (bench/gpu_qlora.py calls this on a random model)."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
     model_type = model.config.model_type
     targets = TARGET_MODULES.get(model_type)
     if targets is None:
@@ -151,8 +157,7 @@ def prepare_model(cfg: TrainConfig):
         task_type="CAUSAL_LM",
         fan_in_fan_out=transposed,
     )
-    model = get_peft_model(model, lora)
-    return model, tokenizer, base_id, device
+    return get_peft_model(model, lora)
 
 
 def make_optimizer(model, cfg: TrainConfig, device):

@@ -252,3 +252,21 @@ def test_two_process_data_parallel_run_under_accelerate_launch(tiny_model_dir, d
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads(done.stdout[done.stdout.index("{") :])
     assert metrics["steps"] == 2 and (out / "adapter_model.safetensors").exists()
+
+
+def test_gpu_benchmark_runs_end_to_end_on_a_tiny_shape(tmp_path):
+    """bench/gpu_qlora.py is only timed on a GPU; here it runs on a tiny shape so it cannot rot:
+    the plain stack and the trainer's own path start from the same model and the same loss."""
+    from bench.gpu_qlora import main
+
+    out = tmp_path / "gpu.json"
+    args = "--shape tiny --device cpu --steps 1 --warmup 1 --batch 2 --seq 32 --json"
+    rows = main([*args.split(), str(out)])
+    assert [(r["path"], r["grad_ckpt"]) for r in rows] == [
+        ("plain", True),
+        ("plain", False),
+        ("storygen", True),
+    ]
+    assert all(isinstance(r["tokens_per_s"], float) and r["tokens_per_s"] > 0 for r in rows)
+    assert len({r["loss_first_last"].split(" / ")[0] for r in rows}) == 1
+    assert json.loads(out.read_text())["rows"] == rows
