@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -39,7 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="train", help="split name for the original .wp files")
     p.add_argument("--valid-fraction", type=float, default=0.1)
     p.add_argument("--word-budget", type=int, default=1000)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes that clean and tag (default: one per core, %(default)s here); "
+        "the output does not depend on it",
+    )
     p.add_argument("--limit", type=int, default=None)
     t = sub.add_parser("train", help="QLoRA fine-tuning on preprocessed data")
     _add_train_flags(t)

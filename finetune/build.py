@@ -6,6 +6,7 @@ Streams its input and writes JSONL as it goes, so memory stays flat at full data
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -173,6 +174,8 @@ def build(
     results = _bounded_map(pool, _work, jobs, 4 * workers) if pool else map(_work, jobs)
     bar = tqdm(desc="preprocess", unit=" pairs", disable=not progress, mininterval=1)
     with (
+        # The pool is shut down however the loop ends (an unreadable input raises mid-way).
+        pool if pool else contextlib.nullcontext(),
         (out_dir / "train.jsonl").open("w") as ftrain,
         (out_dir / "valid.jsonl").open("w") as fvalid,
     ):
@@ -194,8 +197,6 @@ def build(
                 (fvalid if is_valid else ftrain).write(line + "\n")
             bar.update(len(batch))
     bar.close()
-    if pool:
-        pool.shutdown()
     (out_dir / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return report
 

@@ -149,3 +149,17 @@ def test_tagger_breaks_ties_the_same_way_in_every_process():
         for seed in (1, 2, 3, 4)
     }
     assert seen == {"forest"}  # the first-mentioned place wins a tie, whatever the hash seed
+
+
+def test_preprocess_command_line(tmp_path, capsys):
+    from finetune.__main__ import main
+
+    assert main(["preprocess", str(FIXTURES / "wp_hf.csv"), "--out", str(tmp_path / "ok")]) == 0
+    assert json.loads(capsys.readouterr().out)["kept"] == 4
+    assert (tmp_path / "ok" / "train.jsonl").exists()
+    broken = tmp_path / "broken.csv"
+    broken.write_text('prompt,story\n"a","b"\n"c","d","e"\n')
+    for workers in ("1", "2"):
+        args = ["preprocess", str(broken), "--out", str(tmp_path / "no"), "--workers", workers]
+        assert main(args) == 2
+        assert "broken.csv" in capsys.readouterr().err
