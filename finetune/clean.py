@@ -11,7 +11,7 @@ _ONE_TAG = re.compile(r"[\[(]\s*([A-Za-z]{2,8})\s*[\])]")
 
 # Every pattern below starts with a literal character, so the regex engine skips ahead to its
 # candidates instead of trying a match at every position: at 300K stories this is most of the
-# cleaning time. tests/test_finetune_data.py checks the result against straightforward patterns.
+# cleaning time. tests/test_fast_paths.py checks the result against straightforward patterns.
 # "do n't" -> "don't", "it 's" -> "it's" (any case, straight or curly apostrophe).
 _CONTRACTION = re.compile(r" (?<=\w )((?:n['’]t|['’](?:s|re|ve|ll|d|m))\b)", re.I)
 # "don ' t", "don 't" -> "don't" ...

@@ -47,7 +47,11 @@ def _iter_csv(path: Path) -> Iterator[RawPair]:
     import pyarrow.csv as pcsv
 
     with path.open("rb") as f:
-        header = next(csv.reader([f.readline().decode("utf-8-sig")]), [])
+        first = f.readline()
+    try:
+        header = next(csv.reader([first.decode("utf-8-sig")]), [])
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 ({exc})") from exc
     _check_columns(header, path)
     columns = ["prompt", "story"] + (["row_id"] if "row_id" in header else [])
     try:
@@ -127,6 +131,13 @@ def _iter_hub(spec: str) -> Iterator[RawPair]:
 
 def iter_pairs(source: str | Path, split: str = "train") -> Iterator[RawPair]:
     """Yield the raw pairs of a WritingPrompts source, whatever its rendering."""
+    try:
+        yield from _iter_source(source, split)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{source}: not UTF-8 text ({exc})") from exc
+
+
+def _iter_source(source: str | Path, split: str) -> Iterator[RawPair]:
     text = str(source)
     if text.startswith("hub:"):
         yield from _iter_hub(text)
