@@ -46,12 +46,8 @@ def _iter_csv(path: Path) -> Iterator[RawPair]:
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
-    with path.open("rb") as f:
-        first = f.readline()
-    try:
-        header = next(csv.reader([first.decode("utf-8-sig")]), [])
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 ({exc})") from exc
+    with path.open(encoding="utf-8-sig") as f:  # iter_pairs reports a file that is not UTF-8
+        header = next(csv.reader([f.readline()]), [])
     _check_columns(header, path)
     columns = ["prompt", "story"] + (["row_id"] if "row_id" in header else [])
     try:
@@ -72,7 +68,7 @@ def _iter_csv(path: Path) -> Iterator[RawPair]:
             for j, (prompt, story) in enumerate(zip(prompts, stories)):
                 yield RawPair(prompt, story, (ids[j] if ids else "") or f"{path.name}:{i}")
                 i += 1
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+    except pa.ArrowInvalid as exc:
         raise DataError(f"{path}: not a readable CSV ({exc})") from exc
 
 
