@@ -102,6 +102,8 @@ def random_4bit_llama(shape: str, device: torch.device, seed: int = 0):
 def plain_step_setup(model, gradient_checkpointing: bool, device: torch.device):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
+    from finetune.config import TARGET_MODULES
+
     model = prepare_model_for_kbit_training(
         model,
         use_gradient_checkpointing=gradient_checkpointing,
@@ -113,15 +115,7 @@ def plain_step_setup(model, gradient_checkpointing: bool, device: torch.device):
             r=8,
             lora_alpha=16,
             lora_dropout=0.05,
-            target_modules=[
-                "q_proj",
-                "k_proj",
-                "v_proj",
-                "o_proj",
-                "gate_proj",
-                "up_proj",
-                "down_proj",
-            ],  # fmt: skip
+            target_modules=TARGET_MODULES["llama"],  # all seven projections
             task_type="CAUSAL_LM",
         ),
     )
