@@ -202,18 +202,17 @@ def test_csv_reader_equals_the_csv_module(tmp_path):
 
 
 def test_broken_or_non_utf8_files_are_clear_errors(tmp_path):
-    path = tmp_path / "broken.csv"
-    path.write_text('prompt,story\n"a","b"\n"c","d","e"\n')
-    with pytest.raises(DataError, match="broken.csv"):
-        list(iter_pairs(path))
-    latin = tmp_path / "latin.csv"
-    latin.write_bytes("prompt,story\ncaf\xe9,na\xefve\n".encode("latin-1"))
-    with pytest.raises(DataError, match="latin.csv"):
-        list(iter_pairs(latin))
-    latin.write_bytes("pr\xf6mpt,story\n".encode("latin-1"))
-    with pytest.raises(DataError, match="not UTF-8"):
-        list(iter_pairs(latin))
-    jsonl = tmp_path / "latin.jsonl"
-    jsonl.write_bytes('{"prompt": "caf\xe9", "story": "x"}\n'.encode("latin-1"))
-    with pytest.raises(DataError, match="latin.jsonl: not UTF-8"):
-        list(iter_pairs(jsonl))
+    cases = [
+        ("broken.csv", b'prompt,story\n"a","b"\n"c","d","e"\n', "broken.csv"),
+        ("latin.csv", "prompt,story\ncaf\xe9,na\xefve\n".encode("latin-1"), "latin.csv"),
+        ("header.csv", "pr\xf6mpt,story\n".encode("latin-1"), "header.csv: not UTF-8"),
+        (
+            "latin.jsonl",
+            '{"prompt": "caf\xe9", "story": "x"}\n'.encode("latin-1"),
+            "latin.jsonl: not UTF-8",
+        ),
+    ]
+    for name, content, message in cases:
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(DataError, match=message):
+            list(iter_pairs(tmp_path / name))
