@@ -1,0 +1,92 @@
+"""The shared sampler against transformers' logits processors, its plain definition."""
+
+import numpy as np
+import pytest
+import torch
+from transformers.generation.logits_process import (
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from storygen.config import SamplingConfig
+from storygen.sampling import Sampler
+
+SETTINGS = [
+    SamplingConfig(),
+    SamplingConfig(temperature=1.0, top_p=1.0, top_k=0, repetition_penalty=1.0),
+    SamplingConfig(temperature=0.3, top_p=0.5, top_k=0, repetition_penalty=1.3),
+    SamplingConfig(temperature=1.7, top_p=0.99, top_k=7, repetition_penalty=2.5),
+    SamplingConfig(temperature=0.9, top_p=0.05, top_k=200, repetition_penalty=1.0),
+]
+
+
+def reference_distribution(logits: np.ndarray, generated: list[int], s: SamplingConfig):
+    """The probabilities transformers' processors give, in the order our sampler applies them."""
+    scores = torch.tensor(logits, dtype=torch.float64)[None]
+    seen = torch.tensor([generated])
+    if generated and s.repetition_penalty != 1.0:
+        scores = RepetitionPenaltyLogitsProcessor(s.repetition_penalty)(seen, scores)
+    scores = TemperatureLogitsWarper(s.temperature)(seen, scores)
+    if s.top_k:
+        scores = TopKLogitsWarper(s.top_k)(seen, scores)
+    if s.top_p < 1.0:
+        scores = TopPLogitsWarper(s.top_p)(seen, scores)
+    return torch.softmax(scores, -1)[0].numpy()
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=str)
+def test_distribution_equals_transformers_processors(settings):
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        logits = (rng.standard_normal(500) * rng.uniform(0.5, 6)).astype(np.float32)
+        generated = rng.integers(0, 500, size=int(rng.integers(0, 40))).tolist()
+        sampler = Sampler(settings)
+        ids, probs = sampler.candidates(sampler.penalized(logits, generated))
+        ours = np.zeros(500)
+        ours[ids] = probs
+        np.testing.assert_allclose(
+            ours, reference_distribution(logits, generated, settings), atol=1e-7
+        )
+
+
+def test_draws_follow_the_distribution():
+    """10,000 draws land on each candidate as often as its probability says (chi-square)."""
+    from scipy.stats import chisquare
+
+    settings = SamplingConfig(temperature=1.0, top_k=5, top_p=1.0, repetition_penalty=1.0)
+    logits = np.array([2.0, 1.5, 1.0, 0.5, 0.0, -5.0, -6.0], dtype=np.float32)
+    sampler = Sampler(settings)
+    draws = np.array([sampler(logits, []) for _ in range(10_000)])
+    counts = np.bincount(draws, minlength=7)
+    assert counts[5] == counts[6] == 0  # outside the top 5
+    ids, probs = sampler.candidates(sampler.penalized(logits, []))
+    expected = np.zeros(7)
+    expected[ids] = probs * 10_000
+    assert chisquare(counts[:5], expected[:5]).pvalue > 0.001
+
+
+def test_penalty_touches_only_the_story_tokens():
+    sampler = Sampler(SamplingConfig(repetition_penalty=2.0))
+    logits = np.array([4.0, -4.0, 4.0, -4.0], dtype=np.float32)
+    np.testing.assert_array_equal(sampler.penalized(logits, [0, 1, 0]), [2.0, -8.0, 4.0, -4.0])
+
+
+def test_greedy_takes_the_penalized_argmax():
+    sampler = Sampler(SamplingConfig(temperature=0, repetition_penalty=3.0))
+    logits = np.array([3.0, 2.0, 0.5], dtype=np.float32)
+    assert sampler(logits, []) == 0
+    assert sampler(logits, [0]) == 1  # 3 / 3 = 1 < 2
+
+
+def test_same_seed_same_draws_other_seed_differs():
+    logits = np.random.default_rng(1).standard_normal(1000).astype(np.float32)
+    settings = SamplingConfig(top_k=0, top_p=1.0, temperature=1.5, seed=11)
+
+    def draws(s):
+        sampler = Sampler(s)
+        return [sampler(logits, []) for _ in range(50)]
+
+    assert draws(settings) == draws(settings)
+    assert draws(settings) != draws(SamplingConfig(top_k=0, top_p=1.0, temperature=1.5, seed=12))
