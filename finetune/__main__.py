@@ -1,4 +1,4 @@
-"""``python -m finetune {preprocess,train,tagger-accuracy}``."""
+"""``python -m finetune {preprocess,train,export-gguf,tagger-accuracy}``."""
 
 from __future__ import annotations
 
@@ -10,21 +10,12 @@ from dataclasses import fields
 from pathlib import Path
 
 from finetune.config import TrainConfig
+from storygen.config import QUANTIZATIONS, UNSET, add_fields
 
 
 def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML file; flags given here override it")
-    for f in fields(TrainConfig):
-        default = f.default
-        if isinstance(default, bool):
-            parser.add_argument(
-                f"--{f.name.replace('_', '-')}",
-                type=lambda s: s.lower() in ("1", "true", "yes"),
-                default=None,
-                metavar="BOOL",
-            )
-        else:
-            parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(default), default=None)
+    add_fields(parser, TrainConfig, {"quantization": QUANTIZATIONS})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None)
     t = sub.add_parser("train", help="QLoRA fine-tuning on preprocessed data")
     _add_train_flags(t)
+    x = sub.add_parser("export-gguf", help="write an adapter's GGUF form for the llama.cpp backend")
+    x.add_argument("adapter_dir", type=Path, help="a folder written by `finetune train`")
+    x.add_argument("--out", type=Path, default=None, help="default: ADAPTER_DIR/adapter_model.gguf")
     a = sub.add_parser("tagger-accuracy", help="score the tagger on the hand-labelled set")
     a.add_argument(
         "--gold", type=Path, default=Path(__file__).parent / "gold" / "tagger_gold.jsonl"
@@ -78,7 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         from finetune.train import train
 
-        overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
+        overrides = {
+            f.name: getattr(args, f.name)
+            for f in fields(TrainConfig)
+            if getattr(args, f.name) is not UNSET
+        }
         try:
             cfg = TrainConfig.load(args.config, overrides)
         except (ValueError, OSError) as exc:
@@ -87,6 +85,16 @@ def main(argv: list[str] | None = None) -> int:
         metrics = train(cfg)
         if metrics:  # under accelerate launch, only the main process reports
             print(json.dumps(metrics, indent=2))
+        return 0
+    if args.command == "export-gguf":
+        from finetune.export_gguf import ExportError, export_gguf
+        from storygen.loading import LoadError
+
+        try:
+            print(export_gguf(args.adapter_dir, args.out))
+        except (ExportError, LoadError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "tagger-accuracy":
         from finetune.gold import accuracy

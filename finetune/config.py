@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from storygen.config import QUANTIZATIONS
+from storygen.config import QUANTIZATIONS, from_dict
 
 # LoRA on every linear projection, named per architecture (model.config.model_type).
 TARGET_MODULES = {
@@ -90,16 +90,12 @@ class TrainConfig:
     def load(
         cls, path: str | Path | None = None, overrides: dict[str, Any] | None = None
     ) -> TrainConfig:
-        """Read a YAML file (optional) and apply overrides on top."""
+        """Read a YAML file (optional) and apply overrides on top (unknown keys are named)."""
         data: dict[str, Any] = {}
         if path:
             data = yaml.safe_load(Path(path).read_text()) or {}
         data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown training settings: {sorted(unknown)}")
-        return cls(**data)
+        return from_dict(cls, data, str(path or "training settings"))
 
     def save(self, path: Path) -> None:
         path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))

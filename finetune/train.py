@@ -190,6 +190,17 @@ def save_adapter(model, out: Path, cfg: TrainConfig, base_id: str, metrics: dict
         "metrics": metrics,
     }
     (out / ADAPTER_META).write_text(json.dumps(meta, indent=2) + "\n")
+    write_gguf_form(out)
+
+
+def write_gguf_form(out: Path) -> None:
+    """The adapter's GGUF form for the llama.cpp backend, where the architecture allows it."""
+    from finetune.export_gguf import ExportError, export_gguf
+
+    try:
+        export_gguf(out)
+    except ExportError as exc:  # e.g. GPT-2: the peft adapter is still complete and usable
+        print(f"note: no GGUF form written ({exc})")
 
 
 def _save_checkpoint(ckpt: Path, model, optimizer, state: dict) -> None:

@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from finetune.build import build
 from finetune.config import TrainConfig
 from finetune.train import IGNORE, prepare_model, tokenize, train
+from storygen.backends.hf import TransformersBackend
 from storygen.config import ModelSpec, SamplingConfig
 from storygen.generation import generate_story
 from storygen.loading import LoadedModel, load_model
@@ -64,6 +65,7 @@ def test_training_writes_everything_and_the_adapter_loads(tiny_model_dir, data_d
         "loss_curve.csv",
         "loss_curve.png",
         "data_report.json",
+        "adapter_model.gguf",
     ):
         assert (out / name).exists(), name
     assert not (out / "checkpoint").exists()
@@ -72,7 +74,7 @@ def test_training_writes_everything_and_the_adapter_loads(tiny_model_dir, data_d
     assert meta["base_model"] == str(tiny_model_dir.resolve()) and meta["prompt_format"]
     lm = load_model(ModelSpec(base=str(tiny_model_dir), adapter=str(out), quantization="nf4"))
     story = generate_story(
-        lm,
+        TransformersBackend(lm),
         __import__("storygen.request", fromlist=["StoryRequest"]).StoryRequest(prompt="a dragon"),
         SamplingConfig(max_new_tokens=10),
     )
@@ -127,7 +129,7 @@ def test_generate_then_train_keeps_lora_gradients(tiny_model_dir, data_dir, tmp_
     lm = LoadedModel(model, tok, ModelSpec(base=str(tiny_model_dir), adapter="x"), base_id, device)
     model.eval()
     generate_story(
-        lm,
+        TransformersBackend(lm),
         __import__("storygen.request", fromlist=["StoryRequest"]).StoryRequest(prompt="a dragon"),
         SamplingConfig(max_new_tokens=8),
     )
