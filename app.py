@@ -14,6 +14,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from story_ui.layout import build_app  # noqa: E402
 from story_ui.services import AppConfig, Services, start_hub_sync  # noqa: E402
 from storygen.cli import add_model_args, model_spec  # noqa: E402
+from storygen.config import ConfigError  # noqa: E402
 
 
 def ensure_embedded_model() -> None:
@@ -40,7 +41,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 7860)))
     parser.add_argument("--votes", default=None, help="votes CSV (default runs/votes.csv)")
     parser.add_argument("--pairs", default=None, help="A/B items JSONL for the Rate tab")
-    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=AppConfig.concurrency,
+        help="stories written at once; the rest wait in the queue (default: %(default)s)",
+    )
     parser.add_argument(
         "--live",
         action="store_true",
@@ -53,22 +59,28 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     ensure_embedded_model()
+    try:
+        spec = model_spec(args)
+    except ConfigError as exc:
+        parser.error(str(exc))
     config = AppConfig.from_env(
-        model=model_spec(args),
+        model=spec,
         votes_csv=Path(args.votes) if args.votes else None,
         pairs=Path(args.pairs) if args.pairs else None,
         concurrency=args.concurrency,
         live=args.live or None,
     )
-    import torch
+    if config.model.resolved_backend() == "transformers":
+        import torch
 
-    # Each generation gets its share of the cores; more threads per request only contend.
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, args.concurrency)))
+        # Each generation gets its share of the cores; more threads per request only contend.
+        # (llama.cpp shares the cores out itself; an openai server runs elsewhere.)
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, args.concurrency)))
     services = Services(config)
     start_hub_sync(services)
     if not args.lazy:
-        print(f"loading {config.model.base} ({config.model.quantization}) ...", flush=True)
-        services.lm  # noqa: B018 - load once, before the first visitor waits for it
+        print(f"loading {config.model.base} on {config.model.resolved_backend()} ...", flush=True)
+        services.backend  # noqa: B018 - load once, before the first visitor waits for it
     build_app(services).launch(server_name=args.host, server_port=args.port, share=False)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from eval.diversity import diversity
 from eval.overlap import bleu, rouge
 from eval.perplexity import perplexity
 from eval.ranking import prompt_ranking
+from storygen.config import ConfigError, ModelSpec, from_dict
 from storygen.config import SystemSpec as System
 from storygen.request import RequestError, StoryRequest
 
@@ -47,10 +48,10 @@ class Comparison:
         if not isinstance(data, dict) or not data.get("systems") or not data.get("test"):
             raise EvalError(f"{path}: needs 'test' (a JSONL file) and a list of 'systems'")
         try:
-            systems = [System(**s) for s in data.pop("systems")]
-            comparison = cls(systems=systems, **data)
-        except TypeError as exc:
-            raise EvalError(f"{path}: {exc}") from exc
+            systems = [System.from_dict(s, str(path)) for s in data.pop("systems")]
+            comparison = from_dict(cls, {**data, "systems": systems}, str(path))
+        except ConfigError as exc:
+            raise EvalError(str(exc)) from exc
         names = [s.name for s in systems]
         if len(set(names)) != len(names):
             raise EvalError(f"{path}: system names must be unique, got {names}")
@@ -100,7 +101,7 @@ def _read_done(path: Path) -> dict[str, dict]:
     return done
 
 
-def generate_all(lm, system: System, items: list[dict], seed: int, out: Path) -> list[dict]:
+def generate_all(backend, system: System, items: list[dict], seed: int, out: Path) -> list[dict]:
     """Generate (or reuse) one story per item; item i always uses seed ``seed + i``."""
     from storygen.generation import generate_story
 
@@ -108,7 +109,7 @@ def generate_all(lm, system: System, items: list[dict], seed: int, out: Path) ->
     todo = [(i, it) for i, it in enumerate(items) if it["id"] not in done]
     with out.open("a") as f:
         for i, item in tqdm(todo, desc=f"generate {system.name}", disable=not todo):
-            story = generate_story(lm, item["request"], system.sampling_for(seed + i))
+            story = generate_story(backend, item["request"], system.sampling_for(seed + i))
             row = {"id": item["id"], "story": story.text, "provenance": story.provenance}
             f.write(json.dumps(row) + "\n")
             f.flush()
@@ -117,21 +118,31 @@ def generate_all(lm, system: System, items: list[dict], seed: int, out: Path) ->
 
 
 def evaluate_system(system: System, items: list[dict], cmp: Comparison, out_dir: Path) -> dict:
-    """All requested metrics for one system."""
-    from storygen.generation import build_prompt
-    from storygen.loading import load_model
+    """All requested metrics for one system.
 
-    lm = load_model(system.spec())
-    gens_dir = out_dir / "generations"
-    gens_dir.mkdir(parents=True, exist_ok=True)
+    Stories come from the system's own backend (llama.cpp by default on a CPU). Perplexity and
+    prompt ranking need every position's logits from torch, so they score the same weights on
+    the transformers backend: a llama.cpp system is scored in fp32 dequantized from its GGUF.
+    """
+    from storygen.backends import load_backend
+    from storygen.backends.hf import TransformersBackend
+
     result: dict[str, Any] = {"system": system.name, "n": len(items)}
     refs = [it["reference"] for it in items]
+    scorer = None
+    if {"perplexity", "ranking"} & set(cmp.metrics):
+        scorer = TransformersBackend.load(scoring_spec(system.spec()))
+        lm = scorer.lm
     if "perplexity" in cmp.metrics:
-        pairs = [(build_prompt(lm, it["request"])[0], it["reference"]) for it in items]
+        pairs = [(scorer.prompt(it["request"]).text, it["reference"]) for it in items]
         result.update(perplexity(lm.model, lm.tokenizer, pairs))
     needs_gen = {"overlap", "diversity", "adherence"} & set(cmp.metrics)
     if needs_gen:
-        rows = generate_all(lm, system, items, cmp.seed, gens_dir / f"{system.name}.jsonl")
+        gens_dir = out_dir / "generations"
+        gens_dir.mkdir(parents=True, exist_ok=True)
+        spec = system.spec()
+        backend = scorer if spec.resolved_backend() == "transformers" else load_backend(spec)
+        rows = generate_all(backend, system, items, cmp.seed, gens_dir / f"{system.name}.jsonl")
         hyps = [r["story"] for r in rows]
         if "overlap" in cmp.metrics:
             result["bleu"] = bleu(hyps, refs)
@@ -142,9 +153,18 @@ def evaluate_system(system: System, items: list[dict], cmp: Comparison, out_dir:
             result.update(adherence([it["request"] for it in items], hyps))
         result["mean_words"] = sum(len(h.split()) for h in hyps) / len(hyps)
     if "ranking" in cmp.metrics and len(items) > 9:
-        prompts = [build_prompt(lm, it["request"])[0] for it in items]
+        prompts = [scorer.prompt(it["request"]).text for it in items]
         result.update(prompt_ranking(lm.model, lm.tokenizer, prompts, refs))
     return result
+
+
+def scoring_spec(spec: ModelSpec) -> ModelSpec:
+    """The transformers twin of a system's model, for the metrics that need torch's logits."""
+    if spec.resolved_backend() == "transformers":
+        return spec
+    if spec.resolved_backend() == "openai":
+        raise EvalError("perplexity and ranking need local weights; an openai system has none")
+    return replace(spec, backend="transformers", quantization="fp32", threads=0)
 
 
 TABLE_COLUMNS = (

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from tqdm import tqdm
 
-from storygen.config import SystemSpec
+from storygen.config import ConfigError, SystemSpec
 from storygen.request import RequestError, StoryRequest
 
 
@@ -66,9 +66,11 @@ def load_requests(path: Path) -> list[StoryRequest]:
 def load_systems(path: Path) -> list[SystemSpec]:
     try:
         data = yaml.safe_load(path.read_text())
-        systems = [SystemSpec(**s) for s in data["systems"]]
+        systems = [SystemSpec.from_dict(s, str(path)) for s in data["systems"]]
     except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
         raise PairsError(f"{path}: expected 'systems:' with two entries ({exc})") from exc
+    except ConfigError as exc:
+        raise PairsError(str(exc)) from exc
     if len(systems) != 2 or systems[0].name == systems[1].name:
         raise PairsError(f"{path}: need exactly two systems with different names")
     return systems
@@ -78,17 +80,17 @@ def build_pairs(
     requests: list[StoryRequest], systems: list[SystemSpec], out: Path, seed: int = 7000
 ) -> int:
     """Generate both systems' stories for every request; returns the number of items."""
+    from storygen.backends import load_backend
     from storygen.generation import generate_story
-    from storygen.loading import load_model
 
     stories: dict[str, list[dict]] = {}
     for system in systems:
-        lm = load_model(system.spec())
+        backend = load_backend(system.spec())
         stories[system.name] = []
         for i, request in enumerate(tqdm(requests, desc=f"stories {system.name}")):
-            story = generate_story(lm, request, system.sampling_for(seed + i))
+            story = generate_story(backend, request, system.sampling_for(seed + i))
             stories[system.name].append({"text": story.text, "provenance": story.provenance})
-        del lm
+        backend.close()
     with out.open("w") as f:
         for i, request in enumerate(requests):
             row = {

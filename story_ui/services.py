@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import random
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from human_ratings.pairs import Item, item_id, load_items, load_requests, load_systems
 from human_ratings.store import VoteStore
-from storygen.config import ModelSpec, SystemSpec
-from storygen.loading import LoadedModel, load_model
+from storygen.backends import Backend, load_backend
+from storygen.config import ModelSpec, SamplingConfig, SystemSpec
+from storygen.generation import StoryUpdate, generate_story, stream_story
+from storygen.request import StoryRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,8 +36,9 @@ class AppConfig:
     """Requests that live items are drawn from."""
     rater_password: str | None = None
     """If set, annotators must give it before rating."""
-    concurrency: int = 2
-    """Story generations running at once (the rest wait in Gradio's queue)."""
+    concurrency: int = 4
+    """Stories written at once (the rest wait in Gradio's queue). On llama.cpp each has its own
+    context and they share the cores: one story alone gets them all, four get one each."""
     hub_dataset: str | None = None
     """Push votes to this Hub dataset with scheduled commits (needs HF_TOKEN)."""
 
@@ -56,38 +60,47 @@ class AppConfig:
 class Services:
     """The loaded model, the vote store and the A/B items, shared read-only by all sessions."""
 
-    def __init__(self, config: AppConfig, lm: LoadedModel | None = None):
+    def __init__(self, config: AppConfig, backend: Backend | None = None):
         self.config = config
         self.store = VoteStore(config.votes_csv)
         self.items: list[Item] = (
             load_items(config.pairs) if config.pairs and Path(config.pairs).exists() else []
         )
-        self._lm = lm
+        self._backend = backend
         self._lock = threading.Lock()
         self._items_lock = threading.Lock()
-        self._system_models: dict[str, LoadedModel] = {}
+        self._system_models: dict[str, Backend] = {}
         self.sync_status = "Votes are kept in " + str(config.votes_csv) + " only."
 
     @property
-    def lm(self) -> LoadedModel:
-        """The model, loaded on first use (once, whichever session asks first)."""
+    def backend(self) -> Backend:
+        """The model on its backend, loaded on first use (once, whichever session asks first),
+        with one slot per story the app writes at once."""
         with self._lock:
-            if self._lm is None:
-                self._lm = load_model(self.config.model)
-            return self._lm
+            if self._backend is None:
+                self._backend = load_backend(self.config.model, slots=self.config.concurrency)
+            return self._backend
 
-    def model_for(self, system: SystemSpec) -> LoadedModel:
+    def write(
+        self,
+        request: StoryRequest,
+        sampling: SamplingConfig,
+        prefix: str = "",
+        stop_event: threading.Event | None = None,
+    ) -> Iterator[StoryUpdate]:
+        """The one way the UI reaches generation: stream a story for ``request``."""
+        return stream_story(self.backend, request, sampling, stop_event, prefix=prefix)
+
+    def model_for(self, system: SystemSpec) -> Backend:
         """A model per live system, loaded once. Separate models rather than toggling one
         adapter on and off: that toggle would be state shared by concurrent users."""
         with self._lock:
             if system.name not in self._system_models:
-                self._system_models[system.name] = load_model(system.spec())
+                self._system_models[system.name] = load_backend(system.spec())
             return self._system_models[system.name]
 
     def live_item(self) -> Item:
         """Generate a new A/B item now: a random request, both systems, the same seed."""
-        from storygen.generation import generate_story
-
         systems = load_systems(self.config.live_systems)
         request = random.SystemRandom().choice(load_requests(self.config.live_requests))
         seed = random.SystemRandom().randrange(2**31)

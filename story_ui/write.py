@@ -7,8 +7,8 @@ import re
 import tempfile
 from pathlib import Path
 
+from storygen.backends.base import BackendError
 from storygen.config import ConfigError, SamplingConfig
-from storygen.generation import stream_story
 from storygen.request import Character, RequestError, Setting, StoryRequest, validate
 
 MAX_SEED = 2**31 - 1
@@ -81,25 +81,31 @@ def write(
         yield prefix or "", error_text(exc), seed, drafts, None
         return
     yield prefix or "", "Writing…", seed, drafts, None
-    for update in stream_story(services.lm, request, sampling, prefix=prefix or ""):
-        if update.story is None:
-            yield update.text, "Writing…", seed, drafts, None
-            continue
-        story = update.story
-        p = story.provenance
-        draft = {
-            "title": story_title(story.text, request),
-            "seed": seed,
-            "words": len(story.text.split()),
-            "text": story.text,
-            "provenance": p,
-        }
-        drafts = [*drafts, draft]
-        status = (
-            f"Done: {draft['words']} words, {p['new_tokens']} tokens in {p['seconds']} s "
-            f"(stopped: {p['stop_reason']}); seed {seed}."
-        )
-        yield story.text, status, seed, drafts, p
+    text, story = prefix or "", None
+    try:
+        for update in services.write(request, sampling, prefix=prefix or ""):
+            if update.story is None:
+                text = update.text
+                yield text, "Writing…", seed, drafts, None
+            else:
+                story = update.story
+    except BackendError as exc:  # a server gone or silent: keep what was written, say why
+        yield text, error_text(exc), seed, drafts, None
+        return
+    p = story.provenance
+    draft = {
+        "title": story_title(story.text, request),
+        "seed": seed,
+        "words": len(story.text.split()),
+        "text": story.text,
+        "provenance": p,
+    }
+    drafts = [*drafts, draft]
+    status = (
+        f"Done: {draft['words']} words, {p['new_tokens']} tokens in {p['seconds']} s "
+        f"(stopped: {p['stop_reason']}); seed {seed}."
+    )
+    yield story.text, status, seed, drafts, p
 
 
 def drafts_table(drafts: list[dict]) -> list[list]:

@@ -5,10 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import fields
 from pathlib import Path
 
-from storygen.config import QUANTIZATIONS, ConfigError, ModelSpec, SamplingConfig
+from storygen.config import (
+    MODEL_CHOICES,
+    ConfigError,
+    ModelSpec,
+    SamplingConfig,
+    add_fields,
+    fields_from_args,
+)
 from storygen.request import (
     ENDINGS,
     GENRES,
@@ -24,31 +30,20 @@ from storygen.request import (
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """The flags that choose a model; shared with eval and the app."""
-    d = ModelSpec()
-    parser.add_argument("--base", default=d.base, help="embedded, a local model folder or a hub id")
-    parser.add_argument(
-        "--adapter", default=d.adapter, help="LoRA adapter folder, 'demo' (default) or 'none'"
-    )
-    parser.add_argument("--quantization", default=d.quantization, choices=QUANTIZATIONS)
-    parser.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"))
+    """The flags that choose a model and its backend; shared with eval and the app."""
+    add_fields(parser.add_argument_group("model"), ModelSpec, MODEL_CHOICES)
 
 
 def model_spec(args: argparse.Namespace) -> ModelSpec:
-    return ModelSpec(
-        base=args.base, adapter=args.adapter, quantization=args.quantization, device=args.device
-    )
+    return fields_from_args(ModelSpec, args)
 
 
 def add_sampling_args(parser: argparse.ArgumentParser) -> None:
-    d = SamplingConfig()
-    for f in fields(SamplingConfig):
-        kind = float if isinstance(getattr(d, f.name), float) else int
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=getattr(d, f.name))
+    add_fields(parser.add_argument_group("sampling"), SamplingConfig)
 
 
 def sampling_config(args: argparse.Namespace) -> SamplingConfig:
-    return SamplingConfig(**{f.name: getattr(args, f.name) for f in fields(SamplingConfig)})
+    return fields_from_args(SamplingConfig, args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,8 +99,9 @@ def request_from_args(args: argparse.Namespace) -> StoryRequest:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from storygen.backends import BackendError, load_backend
     from storygen.generation import stream_story
-    from storygen.loading import LoadError, load_model
+    from storygen.loading import LoadError
 
     try:
         request = request_from_args(args)
@@ -115,17 +111,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        lm = load_model(spec)
-    except LoadError as exc:
+        backend = load_backend(spec)
+    except (LoadError, BackendError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
     story, streamed = None, ""
-    for update in stream_story(lm, request, sampling):
-        if update.story is not None:
-            story = update.story
-        elif not args.json:
-            print(update.delta, end="", flush=True)
-            streamed = update.text
+    try:
+        for update in stream_story(backend, request, sampling):
+            if update.story is not None:
+                story = update.story
+            elif not args.json:
+                print(update.delta, end="", flush=True)
+                streamed = update.text
+    except BackendError as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 4
     if args.json:
         print(json.dumps({"story": story.text, "provenance": story.provenance}, indent=2))
     else:
@@ -134,7 +134,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
             print("\n--- cleaned (request echo and unfinished sentence removed) ---\n" + story.text)
         p = story.provenance
         print(
-            f"\n[{p['base_model']} + {p['adapter_name'] or 'no adapter'}, {p['quantization']}, "
+            f"\n[{p['base_model']} + {p['adapter_name'] or 'no adapter'}, {p['backend']}, "
+            f"{p['quantization']}, "
             f"seed {p['sampling']['seed']}, {p['new_tokens']} tokens in {p['seconds']} s, "
             f"stop: {p['stop_reason']}]",
             file=sys.stderr,

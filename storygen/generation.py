@@ -1,11 +1,11 @@
-"""Streaming story generation: request in, clean story with provenance out.
+"""Streaming story generation: request in, clean story with provenance out, on any backend.
 
-The decoding loop is our own (over the model's KV cache and transformers' logits processors)
-rather than ``model.generate`` in a background thread, for three reasons a reader would notice:
-each request samples from its own ``torch.Generator`` (so concurrent users cannot disturb each
-other's seeds), Stop takes effect between two tokens with no worker left running, and the
-repetition guard can end a degenerate loop as soon as it starts. ``bench/generation.py`` measures
-it against plain ``generate`` on the same model.
+What every backend shares lives here: request validation, the prompt (through
+:mod:`storygen.prompt_format`), the token budget, Stop between two tokens, the repetition guard,
+incremental text, story clean-up and provenance. The engines only turn a prompt into tokens
+(:mod:`storygen.backends`); the local ones choose each token with the one
+:class:`~storygen.sampling.Sampler`, seeded per request, so concurrent users cannot disturb each
+other's stories. ``bench/generation.py`` measures it against the engines' own loops.
 """
 
 from __future__ import annotations
@@ -13,26 +13,18 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-from transformers import DynamicCache, LogitsProcessorList
-from transformers.generation.logits_process import (
-    RepetitionPenaltyLogitsProcessor,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
-
+from storygen.backends.base import Backend, BackendError, DecodeStats
 from storygen.config import SamplingConfig
-from storygen.loading import LoadedModel
-from storygen.prompt_format import FIELDS, REQUEST_MARKER, render_request, request_fields
+from storygen.prompt_format import FIELDS, REQUEST_MARKER, Prompt
 from storygen.request import LENGTHS, StoryRequest, validate
 
+__all__ = ["BackendError", "DecodeStats", "Story", "StoryUpdate", "stream_story", "generate_story"]
+
 TOKENS_PER_WORD = 1.4  # English BPE averages ~1.3 tokens a word; a little headroom
-CHAT_INSTRUCTION = "Write a short story that follows this request. Reply with the story only."
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]*]*(?=\s|$)")
 
 
@@ -58,52 +50,11 @@ class StoryUpdate:
         return self.story is not None
 
 
-@dataclass
-class DecodeStats:
-    """Counters a caller (or a test) can read after decoding."""
-
-    prompt_tokens: int = 0
-    new_tokens: int = 0
-    forward_calls: int = 0
-    first_token_s: float | None = None
-    seconds: float = 0.0
-
-
 def max_new_tokens(request: StoryRequest, sampling: SamplingConfig) -> int:
     """Token budget: the explicit cap, else the request's length bucket in tokens."""
     if sampling.max_new_tokens:
         return sampling.max_new_tokens
     return int(LENGTHS[request.length] * TOKENS_PER_WORD) + 32
-
-
-def build_prompt(lm: LoadedModel, request: StoryRequest) -> tuple[str, str]:
-    """Return (prompt text, prompt style).
-
-    With an adapter the model was trained on the tagged format, so it gets exactly that. A bare
-    instruction-tuned base gets the same fields inside its chat template, which it understands.
-    """
-    tok = lm.tokenizer
-    if lm.spec.adapter is None and getattr(tok, "chat_template", None):
-        fields_text = "\n".join(f"{k}: {v}" for k, v in request_fields(request).items())
-        messages = [{"role": "user", "content": f"{CHAT_INSTRUCTION}\n\n{fields_text}"}]
-        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return text, "chat"
-    return render_request(request), "tagged"
-
-
-def _processors(sampling: SamplingConfig) -> tuple[LogitsProcessorList, LogitsProcessorList]:
-    """(repetition penalty, sampling warpers) as transformers' logits processors."""
-    penalty = LogitsProcessorList()
-    if sampling.repetition_penalty != 1.0:
-        penalty.append(RepetitionPenaltyLogitsProcessor(sampling.repetition_penalty))
-    warpers = LogitsProcessorList()
-    if sampling.temperature > 0:
-        warpers.append(TemperatureLogitsWarper(sampling.temperature))
-        if sampling.top_k:
-            warpers.append(TopKLogitsWarper(sampling.top_k))
-        if sampling.top_p < 1.0:
-            warpers.append(TopPLogitsWarper(sampling.top_p))
-    return penalty, warpers
 
 
 def repetition_start(ids: list[int], min_span: int = 16, max_period: int = 48) -> int | None:
@@ -123,63 +74,40 @@ def repetition_start(ids: list[int], min_span: int = 16, max_period: int = 48) -
     return None
 
 
-def eos_ids(lm: LoadedModel) -> set[int]:
-    """Every token id that ends a story: the tokenizer's EOS and the model's configured ones."""
-    ids = getattr(lm.model.generation_config, "eos_token_id", None)
-    ids = set(ids if isinstance(ids, (list, tuple)) else [ids] if ids is not None else [])
-    return (ids | {lm.tokenizer.eos_token_id}) - {None}
-
-
 def decode(
-    lm: LoadedModel,
-    prompt: str,
+    backend: Backend,
+    prompt: Prompt,
     sampling: SamplingConfig,
     budget: int,
     stop_event: threading.Event | None = None,
     stats: DecodeStats | None = None,
     stop_on_eos: bool = True,
-) -> Iterator[tuple[list[int], str]]:
-    """Sample up to ``budget`` tokens after ``prompt``; yield (generated ids, stop reason or "").
+) -> Iterator[tuple[list[Hashable], str]]:
+    """Up to ``budget`` tokens after ``prompt``; yield (generated tokens, stop reason or "").
 
-    The last item carries the reason: ``eos``, ``length``, ``stopped`` or ``repetition``.
+    The last item carries the reason: ``eos``, ``length``, ``stopped`` or ``repetition``. Stop
+    is checked before each model step, and closing this generator closes the engine's stream.
     """
     stats = stats if stats is not None else DecodeStats()
-    model, tok = lm.model, lm.tokenizer
     t0 = time.perf_counter()
-    input_ids = tok(prompt, return_tensors="pt", add_special_tokens=False).input_ids.to(lm.device)
-    stats.prompt_tokens = input_ids.shape[1]
-    generator = torch.Generator(device="cpu").manual_seed(sampling.seed)
-    penalty, warpers = _processors(sampling)
-    eos = eos_ids(lm)
-    cache = DynamicCache()
-    generated: list[int] = []
-    step_input = input_ids
-    reason = "length"
-    with torch.inference_mode():
-        for _ in range(budget):
+    generated: list[Hashable] = []
+    reason = "eos"
+    stream = backend.tokens(prompt, sampling, budget, stats, stop_on_eos)
+    try:
+        while True:
             if stop_event is not None and stop_event.is_set():
                 reason = "stopped"
                 break
-            # Only the last position's logits are needed: on the prompt pass that saves the
-            # LM head over every prompt token (~150 ms of first-token latency here).
-            out = model(input_ids=step_input, cache=cache, use_cache=True, logits_to_keep=1)
-            stats.forward_calls += 1
-            logits = out.logits[:, -1, :].float()
-            # The penalty looks at the story so far, not the prompt: a requested name must not
-            # become less likely because the request mentions it.
-            seen = torch.tensor([generated], dtype=torch.long, device=logits.device)
-            scores = penalty(seen, logits) if generated else logits
-            scores = warpers(seen, scores)
-            if sampling.temperature > 0:
-                probs = torch.softmax(scores, dim=-1).cpu()
-                token = int(torch.multinomial(probs, 1, generator=generator))
-            else:
-                token = int(scores.argmax(-1))
+            if len(generated) >= budget:
+                reason = "length"
+                break
+            try:
+                token = next(stream)
+            except StopIteration as end:
+                reason = end.value or "eos"  # the engine ended the story (or ran out of room)
+                break
             if stats.first_token_s is None:
                 stats.first_token_s = time.perf_counter() - t0
-            if stop_on_eos and token in eos:
-                reason = "eos"
-                break
             generated.append(token)
             loop_at = repetition_start(generated)
             if loop_at is not None:
@@ -187,10 +115,31 @@ def decode(
                 reason = "repetition"
                 break
             yield generated, ""
-            step_input = torch.tensor([[token]], device=lm.device)
-    stats.new_tokens = len(generated)
-    stats.seconds = time.perf_counter() - t0
+    finally:
+        stream.close()
+        stats.new_tokens = len(generated)
+        stats.seconds = time.perf_counter() - t0
     yield generated, reason
+
+
+class IncrementalText:
+    """The text of a growing token list, decoding only a short window of the newest tokens each
+    time (the way vLLM detokenizes incrementally), so a long story costs the same per token as a
+    short one. Text is added once its tokens decode to whole characters."""
+
+    def __init__(self, backend: Backend):
+        self.detokenize = backend.detokenize
+        self.text = ""
+        self._start = 0  # the window decoded for context starts here ...
+        self._done = 0  # ... and the text of tokens before this index is final
+
+    def __call__(self, ids: list[Hashable]) -> str:
+        before = self.detokenize(ids[self._start : self._done])
+        now = self.detokenize(ids[self._start :])
+        if len(now) > len(before) and not now.endswith("\ufffd"):
+            self.text += now[len(before) :]
+            self._start, self._done = self._done, len(ids)
+        return self.text
 
 
 def clean_story(text: str, finished: bool) -> str:
@@ -215,7 +164,7 @@ def clean_story(text: str, finished: bool) -> str:
 
 
 def stream_story(
-    lm: LoadedModel,
+    backend: Backend,
     request: StoryRequest,
     sampling: SamplingConfig | None = None,
     stop_event: threading.Event | None = None,
@@ -231,24 +180,23 @@ def stream_story(
     """
     request = validate(request)
     sampling = sampling or SamplingConfig()
-    prompt, style = build_prompt(lm, request)
+    backend.check_sampling(sampling, stop_on_eos)
+    prompt = backend.prompt(request)
     prefix = prefix.strip()
     if prefix:
-        prompt += prefix
+        prompt = prompt.extended(prefix)
         prefix += " " if not prefix.endswith("\n") else ""
     stats = DecodeStats()
-    tok = lm.tokenizer
     shown = ""
-    ids: list[int] = []
+    ids: list[Hashable] = []
     reason = ""
+    text_of = IncrementalText(backend)
     for ids, reason in decode(
-        lm, prompt, sampling, max_new_tokens(request, sampling), stop_event, stats, stop_on_eos
+        backend, prompt, sampling, max_new_tokens(request, sampling), stop_event, stats, stop_on_eos
     ):
         if reason:
             break
-        text = tok.decode(ids, skip_special_tokens=True)
-        if text.endswith("\ufffd"):
-            continue  # half of a multi-byte character: wait for the rest
+        text = text_of(ids)
         text = (
             prefix + text.split(REQUEST_MARKER, 1)[0].lstrip(" ")
             if prefix
@@ -257,12 +205,12 @@ def stream_story(
         if len(text) > len(shown) and text.startswith(shown):
             delta, shown = text[len(shown) :], text
             yield StoryUpdate(delta, shown)
-    raw = tok.decode(ids, skip_special_tokens=True)
+    raw = backend.detokenize(ids)
     story_text = clean_story(prefix + raw.lstrip(" ") if prefix else raw, finished=reason == "eos")
     provenance = {
-        **lm.provenance(),
+        **backend.provenance(),
         "sampling": sampling.to_dict(),
-        "prompt_style": style,
+        "prompt_style": prompt.style,
         "request": request.to_dict(),
         "stop_reason": reason,
         "continued_from_chars": len(prefix),
@@ -275,12 +223,12 @@ def stream_story(
 
 
 def generate_story(
-    lm: LoadedModel,
+    backend: Backend,
     request: StoryRequest,
     sampling: SamplingConfig | None = None,
 ) -> Story:
     """Generate a whole story without streaming."""
-    for update in stream_story(lm, request, sampling):
+    for update in stream_story(backend, request, sampling):
         if update.story is not None:
             return update.story
     raise AssertionError("stream_story ended without a story")

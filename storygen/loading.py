@@ -1,8 +1,10 @@
-"""Model loading, in one place: base model, quantization and optional LoRA adapter.
+"""Model loading for the transformers backend, in one place: base model, quantization and LoRA.
 
-Nothing else in the project builds a ``BitsAndBytesConfig`` or a ``PeftModel``: the app, the
-command line, fine-tuning and evaluation all call :func:`load_model` (or :func:`load_base`) and
-pass the result around.
+Nothing else in the project builds a ``BitsAndBytesConfig`` or a ``PeftModel``: the transformers
+backend, fine-tuning and evaluation all call :func:`load_model` (or :func:`load_base`) and pass
+the result around. The adapter checks (:func:`adapter_path`, :func:`read_adapter_meta`,
+:func:`check_adapter`) are shared with the llama.cpp backend, so torch is imported only inside
+the functions that need it.
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from storygen.config import DEMO_ADAPTER, EMBEDDED, ModelSpec, demo_adapter_dir
 from storygen.prompt_format import PROMPT_FORMAT_VERSION
 
 log = logging.getLogger(__name__)
 
 ADAPTER_META = "storygen_adapter.json"
+GGUF_ADAPTER = "adapter_model.gguf"
+"""The adapter's GGUF form (``python -m finetune export-gguf``), read by the llama.cpp backend."""
+GGUF_KEY_BASE = "storygen.base_model"
+GGUF_KEY_PROMPT_FORMAT = "storygen.prompt_format"
+GGUF_KEY_ADAPTER_NAME = "storygen.adapter_name"
 
 
 class LoadError(RuntimeError):
@@ -35,23 +40,15 @@ class LoadedModel:
     tokenizer: Any
     spec: ModelSpec
     base_id: str
-    device: torch.device
+    device: Any
+    """The ``torch.device`` the model runs on."""
     adapter_meta: dict[str, Any] | None = None
 
-    def provenance(self) -> dict[str, Any]:
-        """What produced a story: base model, adapter, quantization and prompt format."""
-        return {
-            "base_model": self.base_id,
-            "adapter": self.spec.adapter and str(self.spec.adapter),
-            "adapter_name": (self.adapter_meta or {}).get("name"),
-            "quantization": self.spec.quantization,
-            "device": str(self.device),
-            "prompt_format": PROMPT_FORMAT_VERSION,
-        }
 
+def resolve_device(requested: str):
+    """Map ``auto``/``cpu``/``cuda`` to a ``torch.device`` (a clear error when CUDA is absent)."""
+    import torch
 
-def resolve_device(requested: str) -> torch.device:
-    """Map ``auto``/``cpu``/``cuda`` to a device, with a clear error when CUDA is absent."""
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise LoadError("CUDA was asked for, but no CUDA GPU is visible to torch; use --device cpu")
     if requested == "auto":
@@ -59,8 +56,10 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def quantization_config(quantization: str, device: torch.device):
+def quantization_config(quantization: str, device):
     """The bitsandbytes config for ``nf4``/``int8`` (None for the plain dtypes)."""
+    import torch
+
     if quantization not in ("nf4", "int8"):
         return None
     from transformers import BitsAndBytesConfig
@@ -132,12 +131,14 @@ def load_base(spec: ModelSpec, trainable: bool = False):
     ``trainable`` prepares 4-bit layers for LoRA training (see :func:`guard_4bit_for_training`);
     inference-only loads keep bitsandbytes' faster repacked CPU kernels.
     """
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = resolve_device(spec.device)
     source, base_id = resolve_base(spec.base)
-    qconfig = quantization_config(spec.quantization, device)
-    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}.get(spec.quantization, torch.float32)
+    quantization = spec.quantization or "nf4"
+    qconfig = quantization_config(quantization, device)
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}.get(quantization, torch.float32)
     if device.type == "cuda" and qconfig is not None:
         dtype = torch.bfloat16
     kwargs: dict[str, Any] = {"dtype": dtype}
@@ -148,9 +149,7 @@ def load_base(spec: ModelSpec, trainable: bool = False):
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (torch.OutOfMemoryError, MemoryError) as exc:
-        raise LoadError(
-            f"not enough memory to load {base_id} as {spec.quantization}: try nf4"
-        ) from exc
+        raise LoadError(f"not enough memory to load {base_id} as {quantization}: try nf4") from exc
     except Exception as exc:  # noqa: BLE001 - every loader failure becomes one readable message
         hint = "" if Path(source).exists() else " (a hub id needs a network connection)"
         raise LoadError(f"could not load {base_id!r}{hint}: {type(exc).__name__}: {exc}") from exc
@@ -189,6 +188,25 @@ def check_adapter(meta: dict[str, Any], base_id: str, adapter_dir: Path) -> None
             f"adapter {adapter_dir} uses prompt format {meta.get('prompt_format')!r}; this "
             f"version of storygen speaks {PROMPT_FORMAT_VERSION!r}: retrain the adapter"
         )
+
+
+def read_gguf_adapter_meta(path: Path) -> dict[str, Any]:
+    """The storygen metadata written into a GGUF adapter, in ``storygen_adapter.json``'s keys."""
+    from gguf import GGUFReader
+
+    try:
+        fields = GGUFReader(path).fields
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file is one message
+        raise LoadError(f"{path} is not a readable GGUF file: {type(exc).__name__}: {exc}") from exc
+    keys = {"base_model": GGUF_KEY_BASE, "prompt_format": GGUF_KEY_PROMPT_FORMAT}
+    keys["name"] = GGUF_KEY_ADAPTER_NAME
+    meta = {k: fields[key].contents() for k, key in keys.items() if key in fields}
+    if "base_model" not in meta:
+        raise LoadError(
+            f"{path} carries no {GGUF_KEY_BASE}: it was not written by "
+            "`python -m finetune export-gguf`, so its base model cannot be checked"
+        )
+    return meta
 
 
 def adapter_path(spec: ModelSpec) -> Path | None:

@@ -21,6 +21,7 @@ marker (which needs ``|``) nor a field or list separator can appear unescaped.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from storygen.request import LENGTHS, Character, Setting, StoryRequest, validate
 
@@ -105,6 +106,75 @@ def render_request(request: StoryRequest) -> str:
     lines += [f"{k}: {v}" for k, v in request_fields(request).items()]
     lines.append(STORY_MARKER)
     return "\n".join(lines) + "\n"
+
+
+CHAT_INSTRUCTION = "Write a short story that follows this request. Reply with the story only."
+_CONTENT_SLOT = "\x00storygen-content\x00"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt as pieces of text. Pieces marked ``special`` come from a chat template and may
+    hold the tokenizer's special tokens (``<|im_start|>``); every other piece (the request, the
+    story so far) is tokenized so that no special token can be formed from it."""
+
+    parts: tuple[tuple[str, bool], ...]
+    style: str
+    """``tagged`` (the fine-tuning format) or ``chat`` (the base model's chat template)."""
+
+    @property
+    def text(self) -> str:
+        return "".join(text for text, _ in self.parts)
+
+    def extended(self, text: str) -> Prompt:
+        """This prompt followed by plain ``text`` (the story so far, for Continue)."""
+        if not text:
+            return self
+        parts = list(self.parts)
+        if parts and not parts[-1][1]:
+            parts[-1] = (parts[-1][0] + text, False)
+        else:
+            parts.append((text, False))
+        return Prompt(tuple(parts), self.style)
+
+
+def tagged_prompt(request: StoryRequest) -> Prompt:
+    """The fine-tuning format, for a model trained on it (any adapter of this project)."""
+    return Prompt(((render_request(request), False),), "tagged")
+
+
+def chat_prompt(request: StoryRequest, template: str, special_tokens: dict[str, str]) -> Prompt:
+    """The request's fields inside a base model's own chat template (a bare instruct model
+    understands that better than tags it was never trained on).
+
+    The template is rendered the way transformers' ``apply_chat_template`` renders it (sandboxed
+    Jinja, ``trim_blocks``, ``lstrip_blocks``), with a placeholder for the user's text, so the
+    template's pieces and the user's text can be tokenized each by their own rule.
+    """
+    from jinja2.ext import loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message):
+        raise ValueError(f"chat template: {message}")
+
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols]
+    )
+    env.globals["raise_exception"] = raise_exception
+    fields_text = "\n".join(f"{k}: {v}" for k, v in request_fields(request).items())
+    content = f"{CHAT_INSTRUCTION}\n\n{fields_text}"
+    rendered = env.from_string(template).render(
+        messages=[{"role": "user", "content": _CONTENT_SLOT}],
+        add_generation_prompt=True,
+        **special_tokens,
+    )
+    before, slot, after = rendered.partition(_CONTENT_SLOT)
+    if not slot or _CONTENT_SLOT in after:
+        raise ValueError("the chat template does not show the user's message exactly once")
+    parts = tuple(
+        (t, special) for t, special in ((before, True), (content, False), (after, True)) if t
+    )
+    return Prompt(parts, "chat")
 
 
 def render_example(request: StoryRequest, story: str) -> tuple[str, str]:

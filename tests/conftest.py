@@ -76,6 +76,14 @@ def tiny_lm(tiny_model_dir):
     return load_model(ModelSpec(base=str(tiny_model_dir), adapter=None, quantization="fp32"))
 
 
+@pytest.fixture(scope="session")
+def tiny_backend(tiny_lm):
+    """The tiny model on the transformers backend."""
+    from storygen.backends.hf import TransformersBackend
+
+    return TransformersBackend(tiny_lm)
+
+
 @pytest.fixture
 def request_two_characters():
     from storygen.request import Character, Setting, StoryRequest

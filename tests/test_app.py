@@ -49,7 +49,7 @@ def write_pairs(path, n=4):
 
 
 @pytest.fixture(scope="module")
-def app(tiny_lm, tmp_path_factory):
+def app(tiny_backend, tmp_path_factory):
     from gradio_client import Client
 
     tmp = tmp_path_factory.mktemp("app")
@@ -59,7 +59,7 @@ def app(tiny_lm, tmp_path_factory):
         rater_password="s3cret",
         concurrency=2,
     )
-    services = Services(config, lm=tiny_lm)
+    services = Services(config, backend=tiny_backend)
     demo = build_app(services)
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)

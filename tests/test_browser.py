@@ -27,9 +27,9 @@ FLAGS = [
 
 
 @pytest.fixture
-def served(tiny_lm, tmp_path):
+def served(tiny_backend, tmp_path):
     config = AppConfig(votes_csv=tmp_path / "votes.csv", pairs=write_pairs(tmp_path / "p.jsonl"))
-    demo = build_app(Services(config, lm=tiny_lm))
+    demo = build_app(Services(config, backend=tiny_backend))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -10,15 +10,16 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def embedded_nf4():
-    from storygen.loading import load_model
+    from storygen.backends import load_backend
 
-    return load_model(ModelSpec(adapter=None, quantization="nf4"))
+    return load_backend(ModelSpec(adapter=None, quantization="nf4"))
 
 
 def test_embedded_model_writes_a_story_in_4bit(embedded_nf4, request_two_characters):
     import bitsandbytes as bnb
 
-    assert any(isinstance(m, bnb.nn.Linear4bit) for m in embedded_nf4.model.modules())
+    assert embedded_nf4.name == "transformers"
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in embedded_nf4.lm.model.modules())
     story = generate_story(
         embedded_nf4, request_two_characters, SamplingConfig(seed=11, max_new_tokens=60)
     )

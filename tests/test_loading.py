@@ -6,6 +6,7 @@ import shutil
 import pytest
 import torch
 
+from storygen.backends.hf import TransformersBackend
 from storygen.config import ModelSpec
 from storygen.loading import (
     ADAPTER_META,
@@ -25,7 +26,7 @@ def test_nf4_load_uses_4bit_layers(tiny_model_dir):
     assert len(layers) == 2 * 7  # every projection of both decoder layers
     assert layers[0].weight.quant_state.quant_type == "nf4"
     assert layers[0].weight.quant_state.nested  # double quantization
-    assert lm.provenance()["quantization"] == "nf4"
+    assert TransformersBackend(lm).provenance()["quantization"] == "nf4"
 
 
 def test_trainable_load_disables_the_avx512_repack(tiny_model_dir):
@@ -76,7 +77,7 @@ def _make_adapter(tiny_model_dir, folder, **meta_overrides):
 def test_adapter_loads_and_mismatches_are_refused(tiny_model_dir, tmp_path):
     good = _make_adapter(tiny_model_dir, tmp_path / "good")
     lm = load_model(ModelSpec(base=str(tiny_model_dir), adapter=str(good), quantization="fp32"))
-    assert lm.provenance()["adapter_name"] == "t"
+    assert TransformersBackend(lm).provenance()["adapter_name"] == "t"
     other = _make_adapter(tiny_model_dir, tmp_path / "other", base_model="gpt2")
     with pytest.raises(LoadError, match="trained on 'gpt2'"):
         load_model(ModelSpec(base=str(tiny_model_dir), adapter=str(other), quantization="fp32"))

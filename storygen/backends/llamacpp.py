@@ -1,0 +1,233 @@
+"""The llama.cpp backend: llama-cpp-python in process, on the GGUF base as it is (the embedded
+Q4_1 file, no conversion) plus the adapter's GGUF form (``python -m finetune export-gguf``).
+
+llama.cpp computes the logits; the shared :class:`~storygen.sampling.Sampler` chooses each token,
+so seeds, the repetition penalty and Stop behave exactly as on the transformers backend. One
+llama.cpp context per slot lets the app write several stories at once; the CPU threads are
+shared out among the stories running (one story alone gets every core).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from storygen.backends.base import BackendError, LocalBackend
+from storygen.config import EMBEDDED, ModelSpec
+from storygen.loading import (
+    GGUF_ADAPTER,
+    LoadError,
+    adapter_path,
+    check_adapter,
+    read_adapter_meta,
+    read_gguf_adapter_meta,
+)
+from storygen.prompt_format import Prompt
+
+N_CTX = 4096
+"""Prompt + story tokens a context holds (capped at the model's training context)."""
+
+
+def resolve_gguf_base(base: str) -> tuple[Path, str]:
+    """(GGUF file, base model id) for ``embedded`` or a ``.gguf`` path."""
+    if base == EMBEDDED:
+        from storygen.embedded import EMBEDDED_ID, EmbeddedModelError, gguf_path
+
+        try:
+            return gguf_path(), EMBEDDED_ID
+        except EmbeddedModelError as exc:
+            raise LoadError(str(exc)) from exc
+    path = Path(base).expanduser()
+    if not path.suffix.lower() == ".gguf":
+        raise LoadError(
+            f"the llamacpp backend runs GGUF files; {base!r} is not one: pass a .gguf file, "
+            "'embedded', or --backend transformers for a Hugging Face model"
+        )
+    if not path.is_file():
+        raise LoadError(f"GGUF file {path} does not exist")
+    return path, str(path.resolve())
+
+
+def gguf_adapter(spec: ModelSpec, base_id: str) -> tuple[Path | None, dict | None]:
+    """The adapter's GGUF file and its metadata, both checked against the base."""
+    adir = adapter_path(spec)
+    if adir is None:
+        return None, None
+    if not adir.exists():
+        raise LoadError(f"adapter folder {adir} does not exist")
+    meta = read_adapter_meta(adir)
+    check_adapter(meta, base_id, adir)
+    lora = adir / GGUF_ADAPTER
+    if not lora.exists():
+        raise LoadError(
+            f"{adir} has no {GGUF_ADAPTER} (the adapter's llama.cpp form): run "
+            f"`python -m finetune export-gguf {adir}`"
+        )
+    check_adapter(read_gguf_adapter_meta(lora), base_id, lora)
+    return lora, meta
+
+
+class _Session:
+    """One story on one slot: feeds tokens, returns the last position's logits."""
+
+    def __init__(self, backend: LlamaCppBackend, llm):
+        self.backend, self.llm = backend, llm
+        self.threads = 0
+        self.first = True
+
+    def __call__(self, ids: list[int]) -> np.ndarray:
+        llm, lc = self.llm, self.backend._llama_cpp
+        want = self.backend._threads()
+        if want != self.threads:  # a story alone uses every core; several share them
+            lc.llama_set_n_threads(llm.ctx, want, want)
+            self.threads = want
+        if self.first:
+            # The slot still holds its last story's cache: keep what the new prompt shares with
+            # it (Regenerate, Continue, a chat template's system part) and compute only the
+            # rest; at least one token, for the logits.
+            keep = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), ids)
+            llm.n_tokens = min(keep, len(ids) - 1)
+            ids = ids[llm.n_tokens :]
+            self.first = False
+        try:
+            llm.eval(ids)  # drops the cache past n_tokens first
+        except RuntimeError as exc:
+            raise BackendError(f"llama.cpp failed to decode: {exc}") from exc
+        # The logits of the last position, valid until the next eval (the sampler copies them).
+        logits = lc.llama_get_logits_ith(llm.ctx, -1)
+        return np.ctypeslib.as_array(logits, shape=(self.backend._n_vocab,))
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    return next((i for i in range(n) if a[i] != b[i]), n)
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class LlamaCppBackend(LocalBackend):
+    name = "llamacpp"
+
+    def __init__(self, spec: ModelSpec, slots: int = 1):
+        try:
+            import llama_cpp
+        except ImportError as exc:
+            raise LoadError(
+                "llama-cpp-python is not installed: run `bash scripts/setup.sh` (it builds it), "
+                "or use --backend transformers"
+            ) from exc
+        self._llama_cpp = llama_cpp
+        self.spec = spec
+        self.model_path, self.base_id = resolve_gguf_base(spec.base)
+        self.lora_path, self.adapter_meta = gguf_adapter(spec, self.base_id)
+        self._slots: queue.Queue = queue.Queue()
+        self._all = [self._open() for _ in range(max(1, slots))]
+        for llm in self._all:
+            self._slots.put(llm)
+        self._running = 0
+        self._lock = threading.Lock()
+        first = self._all[0]
+        self.n_ctx = first.n_ctx()
+        self._vocab = llama_cpp.llama_model_get_vocab(first.model)
+        self._n_vocab = first.n_vocab()
+        self._file_type = first.metadata.get("general.file_type")
+
+    def _open(self):
+        from llama_cpp import Llama
+
+        kwargs = dict(
+            model_path=str(self.model_path),
+            n_ctx=N_CTX,
+            n_batch=512,
+            n_threads=self.spec.threads or cpu_count(),
+            n_threads_batch=self.spec.threads or cpu_count(),
+            verbose=False,
+        )
+        if self.lora_path is not None:
+            kwargs["lora_path"] = str(self.lora_path)
+        try:
+            llm = Llama(**kwargs)
+        except (ValueError, RuntimeError) as exc:
+            raise LoadError(f"llama.cpp could not load {self.model_path}: {exc}") from exc
+        train_ctx = self._llama_cpp.llama_model_n_ctx_train(llm.model)
+        if 0 < train_ctx < N_CTX:
+            llm.close()
+            llm = Llama(**{**kwargs, "n_ctx": train_ctx})
+        return llm
+
+    def quantization(self) -> str:
+        try:
+            from gguf import LlamaFileType
+
+            name = LlamaFileType(int(self._file_type)).name.removeprefix("MOSTLY_")
+        except (ImportError, TypeError, ValueError):
+            name = "unknown"
+        return f"gguf-{name.lower()}"
+
+    def provenance(self):
+        return {**super().provenance(), "engine": f"llama-cpp-python {self._llama_cpp.__version__}"}
+
+    def chat_template(self):
+        llm = self._all[0]
+        template = llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            return None
+
+        def text(token: int) -> str:
+            return llm.detokenize([token], special=True).decode("utf-8", errors="replace")
+
+        specials = {"bos_token": text(llm.token_bos()), "eos_token": text(llm.token_eos())}
+        return template, specials
+
+    def tokenize(self, prompt: Prompt) -> list[int]:
+        llm = self._all[0]  # the vocabulary is read-only: any slot's model will do
+        ids: list[int] = []
+        for text, special in prompt.parts:
+            ids += llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
+        return ids
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._all[0].tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def detokenize(self, tokens) -> str:
+        raw = self._all[0].detokenize(list(tokens), special=False)
+        return raw.decode("utf-8", errors="replace")
+
+    def is_eos(self, token: int) -> bool:
+        return bool(self._llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    def _threads(self) -> int:
+        return self.spec.threads or max(1, cpu_count() // max(1, self._running))
+
+    @contextmanager
+    def session(self):
+        try:
+            # The app's concurrency equals the slots, so one is free unless a story abandoned
+            # mid-token has not been closed yet; then open another rather than wait for it.
+            llm = self._slots.get(timeout=1.0)
+        except queue.Empty:
+            llm = self._open()
+            self._all.append(llm)
+        with self._lock:
+            self._running += 1
+        try:
+            yield _Session(self, llm)
+        finally:
+            with self._lock:
+                self._running -= 1
+            self._slots.put(llm)
+
+    def close(self) -> None:
+        for llm in self._all:
+            llm.close()
+        self._all = []

@@ -1,0 +1,214 @@
+"""The llama.cpp backend on the real embedded GGUF with the demo adapter's GGUF form: seeds, Stop,
+the adapter's effect, bad input, and parity with the transformers reference."""
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from bench import parity
+from storygen.backends import load_backend
+from storygen.backends.base import DecodeStats
+from storygen.config import ModelSpec, SamplingConfig, demo_adapter_dir
+from storygen.generation import decode, generate_story
+from storygen.loading import GGUF_ADAPTER, LoadError
+from storygen.prompt_format import Prompt, tagged_prompt
+from storygen.request import RequestError, StoryRequest
+
+SETTINGS = SamplingConfig(seed=7, max_new_tokens=40)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return load_backend(ModelSpec(adapter="demo"))
+
+
+@pytest.fixture(scope="module")
+def base():
+    return load_backend(ModelSpec(adapter=None))
+
+
+@pytest.fixture(scope="module")
+def hf_demo():
+    return parity.HFScorer("demo")
+
+
+def test_the_default_on_a_cpu_is_llamacpp_with_the_demo_adapter(demo):
+    assert ModelSpec().resolved_backend() == "llamacpp"
+    p = generate_story(demo, StoryRequest(genre="horror", length="flash"), SETTINGS).provenance
+    assert p["backend"] == "llamacpp" and p["quantization"] == "gguf-q4_1"
+    assert p["adapter_name"] == "smollm2-135m-wp-demo" and p["prompt_style"] == "tagged"
+    assert p["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_same_seed_same_story_other_seed_differs(demo, request_two_characters):
+    a = generate_story(demo, request_two_characters, SETTINGS)
+    b = generate_story(demo, request_two_characters, SETTINGS)
+    c = generate_story(demo, request_two_characters, SamplingConfig(seed=8, max_new_tokens=40))
+    assert a.text and a.text == b.text and a.provenance["new_tokens"] == b.provenance["new_tokens"]
+    assert a.text != c.text
+
+
+def test_concurrent_same_seed_stories_equal_the_sequential_one(request_two_characters):
+    backend = load_backend(ModelSpec(adapter="demo"), slots=2)
+    alone = generate_story(backend, request_two_characters, SETTINGS).text
+    results = [None] * 4
+
+    def run(i):
+        results[i] = generate_story(backend, request_two_characters, SETTINGS).text
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [alone] * 4
+    backend.close()
+
+
+def test_stop_ends_the_work_between_two_tokens(demo):
+    stop, stats = threading.Event(), DecodeStats()
+    prompt = tagged_prompt(StoryRequest(genre="fantasy"))
+    for i, (_, reason) in enumerate(
+        decode(demo, prompt, SamplingConfig(seed=1), 400, stop, stats, stop_on_eos=False)
+    ):
+        if i == 4:
+            stop.set()
+        if reason:
+            break
+    assert reason == "stopped" and stats.forward_calls == 5 and stats.new_tokens == 5
+
+
+def test_bad_input_gets_clear_errors(demo, tmp_path):
+    with pytest.raises(RequestError):
+        generate_story(demo, StoryRequest(genre="not a genre"), SETTINGS)
+    with pytest.raises(LoadError, match="runs GGUF files"):
+        load_backend(ModelSpec(base=str(tmp_path), backend="llamacpp", adapter=None))
+    no_gguf = tmp_path / "adapter"
+    shutil.copytree(demo_adapter_dir(), no_gguf)
+    (no_gguf / GGUF_ADAPTER).unlink()
+    with pytest.raises(LoadError, match="finetune export-gguf"):
+        load_backend(ModelSpec(adapter=str(no_gguf)))
+
+
+def test_an_adapter_of_another_base_is_refused(tmp_path):
+    from finetune.export_gguf import config_from_gguf, export_gguf
+    from storygen.embedded import gguf_path
+
+    other = tmp_path / "other"
+    shutil.copytree(demo_adapter_dir(), other)
+    meta_file = other / "storygen_adapter.json"
+    meta = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps({**meta, "base_model": "someone/else"}))
+    export_gguf(other, config=config_from_gguf(gguf_path()))
+    with pytest.raises(LoadError, match="trained on 'someone/else'"):
+        load_backend(ModelSpec(adapter=str(other)))
+    meta_file.write_text(json.dumps(meta))  # now only the GGUF form names the other base
+    with pytest.raises(LoadError, match=f"{GGUF_ADAPTER} was trained on 'someone/else'"):
+        load_backend(ModelSpec(adapter=str(other)))
+
+
+def test_prompts_tokenize_as_transformers_tokenizes_them(demo, hf_demo):
+    hf = hf_demo.backend
+    for request in parity.example_requests(10):
+        prompt = tagged_prompt(request)
+        assert demo.tokenize(prompt) == hf.tokenize(prompt)
+
+
+def test_user_text_never_forms_special_tokens(base):
+    """Special tokens typed into a request stay text, on both backends (the tagged format
+    escapes "|", so markers like <|im_start|> cannot even be spelled; <repo_name> can)."""
+    from storygen.backends.hf import TransformersBackend
+    from storygen.loading import load_model
+
+    hf_base = TransformersBackend(load_model(ModelSpec(adapter=None, quantization="fp32")))
+    request = StoryRequest(prompt="<repo_name> <file_sep> <jupyter_code> <empty_output>")
+    for backend in (base, hf_base):
+        specials = [
+            backend.tokenize(Prompt(((name, True),), "chat"))
+            for name in ("<repo_name>", "<file_sep>", "<jupyter_code>", "<empty_output>")
+        ]
+        assert all(len(ids) == 1 for ids in specials)  # each is one special token ...
+        for prompt in (backend.prompt(request), tagged_prompt(request)):
+            ids = backend.tokenize(prompt)
+            assert not {ids[0] for ids in specials} & set(ids), prompt.style  # ... not here
+
+
+def test_chat_prompt_equals_transformers_apply_chat_template(base):
+    from transformers import AutoTokenizer
+
+    from storygen.embedded import converted_dir
+
+    tok = AutoTokenizer.from_pretrained(converted_dir())
+    request = StoryRequest(genre="mystery", prompt="a letter in a bottle", length="flash")
+    ours = base.prompt(request)
+    content = ours.parts[1][0]
+    expected = tok.apply_chat_template(
+        [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+    )
+    assert ours.style == "chat" and ours.text == expected
+
+
+@pytest.fixture(scope="module")
+def parity_figures():
+    """bench.parity's figures: on 20 real stories from ../shared when it is there (as in CI),
+    else on the fixture stories; greedy continuations of 10 example requests either way."""
+    if parity.SHARED_SAMPLE.exists():
+        stories = parity.real_stories(20)
+        # measured: 0.11% / 0.12%, 0.61%, 96.6% / 96.7%, adapter effect 0.1433 vs 0.1438
+        limits = {"loss": 0.002, "story": 0.01, "top1": 0.96, "effect": 0.02}
+    else:
+        stories = parity.real_stories(4, parity.ROOT / "tests" / "fixtures" / "wp_hf.csv")
+        # 3 short stories: measured 0.04% / 0.18%, 0.56%, 95.5% / 98.4%, 0.1365 vs 0.1303
+        limits = {"loss": 0.003, "story": 0.01, "top1": 0.95, "effect": 0.06}
+    return parity.measure(stories, n_prompts=10, n_tokens=32), limits
+
+
+def test_llamacpp_scores_stories_as_transformers_does(parity_figures):
+    """Same weights, two engines: the mean per-token loss, each story's loss and the top token
+    at each position agree, at the levels measured (see the fixture)."""
+    figures, limits = parity_figures
+    for key in ("demo", "base"):
+        f = figures[key]
+        assert f["loss_rel_diff"] < limits["loss"], f
+        assert f["max_story_rel_diff"] < limits["story"], f
+        assert f["top1_agreement"] > limits["top1"], f
+
+
+def test_the_adapter_changes_stories_as_much_as_in_transformers(parity_figures):
+    """Fails if llama.cpp silently ignored the LoRA: the loss it removes, story by story, is the
+    same on both engines."""
+    figures, limits = parity_figures
+    effect = figures["adapter_effect"]
+    assert effect["hf_mean"] > 0.05  # the adapter matters on these stories ...
+    assert effect["llamacpp_mean"] == pytest.approx(effect["hf_mean"], rel=limits["effect"])
+    assert effect["effect_correlation"] > 0.98  # ... story by story
+
+
+def test_greedy_continuations_agree(parity_figures):
+    """Greedy text diverges only through activation quantization (measured on 10 requests x 32
+    tokens: 6 identical, the others equal for their first 9 tokens or more)."""
+    greedy = parity_figures[0]["greedy"]
+    assert min(greedy["agreeing_prefix"]) >= 8 and greedy["all_agree"] >= 5, greedy
+
+
+def test_the_write_path_imports_no_torch():
+    """The UI, its handlers and a story on llama.cpp run without torch or transformers."""
+    code = (
+        "import sys\n"
+        "import story_ui.layout, story_ui.services, story_ui.write, story_ui.rate\n"
+        "from storygen.backends import load_backend\n"
+        "from storygen.generation import generate_story\n"
+        "from storygen.config import SamplingConfig\n"
+        "from storygen.request import StoryRequest\n"
+        "b = load_backend()\n"
+        "s = generate_story(b, StoryRequest(genre='horror'), SamplingConfig(max_new_tokens=8))\n"
+        "assert s.provenance['backend'] == 'llamacpp'\n"
+        "bad = [m for m in ('torch', 'transformers', 'peft', 'bitsandbytes') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
