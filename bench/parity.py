@@ -1,0 +1,230 @@
+"""Parity of the llama.cpp backend with the transformers reference, on the embedded model.
+
+    python -m bench.parity [--stories 20] [--prompts 10] [--tokens 32]
+
+Both sides run the same weights: transformers in fp32 dequantized from the embedded Q4_1 GGUF
+with the peft demo adapter, llama.cpp on the GGUF itself with the adapter's GGUF form. They
+still differ, because llama.cpp multiplies 4-bit weights by 8-bit-quantized activations. So this
+compares what matters and says how close:
+
+- the mean per-token loss of real stories (the shared WritingPrompts sample, tagged prompts),
+  with and without the adapter, and the adapter's effect (loss without minus loss with) on each;
+- teacher-forced agreement: at how many story positions both pick the same most likely token;
+- greedy continuations of example requests through each backend's own generation path: how many
+  tokens agree before the first divergence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import table
+from storygen.config import ModelSpec, SamplingConfig
+from storygen.prompt_format import tagged_prompt
+from storygen.request import StoryRequest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_SAMPLE = ROOT.parent / "shared" / "data" / "writingprompts" / "train_sample_500.csv"
+MAX_TOKENS = 320  # prompt + story tokens scored per story, as in the demo adapter's validation
+
+
+def real_stories(n: int, path: Path = SHARED_SAMPLE) -> list[tuple[str, str]]:
+    """(tagged prompt, story) for the last ``n`` rows of the sample (the demo's held-out end)."""
+    from finetune.build import make_example
+    from finetune.data import RawPair
+
+    rows = list(csv.DictReader(path.open(encoding="utf-8")))
+    out = []
+    for row in reversed(rows):
+        raw = RawPair(row["prompt"], row["story"], str(row["row_id"]))
+        example, _ = make_example(raw, word_budget=1000, field_dropout=0.15)
+        if example is not None:
+            out.append((example["prompt"], example["completion"]))
+        if len(out) == n:
+            break
+    return out
+
+
+def example_requests(n: int) -> list[StoryRequest]:
+    lines = (ROOT / "examples" / "requests.jsonl").read_text().splitlines()
+    requests = [StoryRequest.from_dict(json.loads(line)) for line in lines if line.strip()]
+    return (requests * (n // len(requests) + 1))[:n]
+
+
+def token_ids(prompt: str, story: str, tokenize) -> tuple[list[int], int]:
+    """Prompt + story ids (capped at MAX_TOKENS) and the number of prompt ids."""
+    p, s = tokenize(prompt), tokenize(story)
+    return (p + s)[:MAX_TOKENS], len(p)
+
+
+def nll_and_argmax(logits: np.ndarray, ids: list[int], n_prompt: int):
+    """Per-token NLL of the story tokens and the model's top token at each of those positions."""
+    logits = logits[n_prompt - 1 : len(ids) - 1].astype(np.float64)
+    targets = np.asarray(ids[n_prompt:])
+    top = logits.max(-1, keepdims=True)
+    logz = top[:, 0] + np.log(np.exp(logits - top).sum(-1))
+    return logz - logits[np.arange(len(targets)), targets], logits.argmax(-1)
+
+
+class HFScorer:
+    """Every position's logits from transformers (fp32 from the GGUF, peft adapter or none)."""
+
+    def __init__(self, adapter: str | None):
+        from storygen.backends.hf import TransformersBackend
+
+        self.backend = TransformersBackend.load(
+            ModelSpec(adapter=adapter, backend="transformers", quantization="fp32")
+        )
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.backend.lm.tokenizer(text, add_special_tokens=False).input_ids
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.backend.lm.model(input_ids=torch.tensor([ids])).logits[0].numpy()
+
+
+class LlamaScorer:
+    """Every position's logits from llama.cpp (the GGUF base, the adapter's GGUF form or none)."""
+
+    def __init__(self, adapter: str | None, threads: int = 2):
+        from llama_cpp import Llama
+
+        from storygen.backends.llamacpp import gguf_adapter, resolve_gguf_base
+
+        spec = ModelSpec(adapter=adapter, backend="llamacpp")
+        model_path, base_id = resolve_gguf_base(spec.base)
+        lora, _ = gguf_adapter(spec, base_id)
+        kwargs = {"lora_path": str(lora)} if lora else {}
+        self.llm = Llama(
+            model_path=str(model_path),
+            n_ctx=MAX_TOKENS,
+            n_batch=MAX_TOKENS,
+            n_threads=threads,
+            logits_all=True,
+            verbose=False,
+            **kwargs,
+        )
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        self.llm.reset()
+        self.llm.eval(ids)
+        return np.array(self.llm.scores[: len(ids)])
+
+
+def story_losses(scorer, stories: list[tuple[str, str]]):
+    """Per story: (mean NLL of its story tokens, top-token ids at those positions)."""
+    out = []
+    for prompt, story in stories:
+        ids, n_prompt = token_ids(prompt, story, scorer.tokenize)
+        nll, top = nll_and_argmax(scorer.logits(ids), ids, n_prompt)
+        out.append((float(nll.mean()), top))
+    return out
+
+
+def greedy_tokens(backend, request: StoryRequest, n: int) -> list[int]:
+    """The first ``n`` greedy tokens of a story, through the backend's own generation path."""
+    from storygen.generation import decode
+
+    greedy = SamplingConfig(temperature=0, repetition_penalty=1.0)
+    ids, _ = list(decode(backend, tagged_prompt(request), greedy, n, stop_on_eos=False))[-1]
+    return list(ids)
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def measure(
+    stories: list[tuple[str, str]], n_prompts: int, n_tokens: int, threads: int = 2
+) -> dict:
+    """All parity figures in one dict (see the module docstring)."""
+    from storygen.backends.llamacpp import LlamaCppBackend
+
+    result: dict = {"stories": len(stories)}
+    if stories:
+        losses = {}
+        for adapter in ("demo", None):
+            hf = story_losses(HFScorer(adapter), stories)
+            lc = story_losses(LlamaScorer(adapter, threads), stories)
+            key = adapter or "base"
+            losses[key] = (hf, lc)
+            hf_mean = float(np.mean([x for x, _ in hf]))
+            lc_mean = float(np.mean([x for x, _ in lc]))
+            same = sum(int((a == b).sum()) for (_, a), (_, b) in zip(hf, lc))
+            total = sum(len(a) for _, a in hf)
+            result[key] = {
+                "hf_loss": hf_mean,
+                "llamacpp_loss": lc_mean,
+                "loss_rel_diff": abs(lc_mean - hf_mean) / hf_mean,
+                "max_story_rel_diff": max(abs(b[0] - a[0]) / a[0] for a, b in zip(hf, lc)),
+                "top1_agreement": same / total,
+            }
+        hf_effect = [b[0] - a[0] for a, b in zip(losses["demo"][0], losses["base"][0])]
+        lc_effect = [b[0] - a[0] for a, b in zip(losses["demo"][1], losses["base"][1])]
+        result["adapter_effect"] = {
+            "hf_mean": float(np.mean(hf_effect)),
+            "llamacpp_mean": float(np.mean(lc_effect)),
+            "effect_correlation": float(np.corrcoef(hf_effect, lc_effect)[0, 1]),
+        }
+    requests = example_requests(n_prompts)
+    hf = HFScorer("demo").backend
+    lc = LlamaCppBackend(ModelSpec(adapter="demo", threads=threads))
+    prefixes = [
+        common_prefix(greedy_tokens(hf, r, n_tokens), greedy_tokens(lc, r, n_tokens))
+        for r in requests
+    ]
+    result["greedy"] = {
+        "prompts": len(requests),
+        "tokens": n_tokens,
+        "agreeing_prefix": prefixes,
+        "all_agree": sum(p == n_tokens for p in prefixes),
+    }
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stories", type=int, default=20)
+    parser.add_argument("--prompts", type=int, default=10)
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    stories = real_stories(args.stories) if SHARED_SAMPLE.exists() else []
+    r = measure(stories, args.prompts, args.tokens)
+    rows = [{"adapter": k, **r[k]} for k in ("demo", "base") if k in r]
+    if rows:
+        print(f"Per-token loss of {r['stories']} real stories (first {MAX_TOKENS} tokens):\n")
+        cols = ["adapter", "hf_loss", "llamacpp_loss", "loss_rel_diff", "max_story_rel_diff"]
+        print(table(rows, [*cols, "top1_agreement"]))
+        e = r["adapter_effect"]
+        print(
+            f"\nAdapter effect (loss without - with): transformers {e['hf_mean']:.4f}, llama.cpp "
+            f"{e['llamacpp_mean']:.4f}, correlation over stories {e['effect_correlation']:.3f}"
+        )
+    else:
+        print(f"(no real stories: {SHARED_SAMPLE} is absent)")
+    g = r["greedy"]
+    print(
+        f"\nGreedy, {g['prompts']} requests x {g['tokens']} tokens: "
+        f"identical for {g['all_agree']}; "
+        f"tokens before the first divergence: {g['agreeing_prefix']}"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(r, indent=2, default=float) + "\n")
+    assert all(math.isfinite(v) for k in ("demo", "base") if k in r for v in r[k].values())
+
+
+if __name__ == "__main__":
+    main()
