@@ -88,15 +88,43 @@ def write_tab(services: Services) -> None:
     provenance = gr.State(None)
     form = [characters, place, era, genre, tone, plot, ending, pov, length, prompt]
     settings = [temperature, top_p, top_k, rep, max_new]
-    n_form = len(form)
 
     def run(new_seed: bool, from_story: bool):
-        def handler(*args):
-            f, s = list(args[:n_form]), args[n_form : n_form + 5]
-            seed_v, rand, current, drafts_v = args[n_form + 5 :]
-            prefix = current if from_story else ""
+        # Named parameters (in the order of ``inputs`` below): gradio_client users see these
+        # names, and Gradio passes the visitor's request, whose session Stop is aimed at.
+        def handler(
+            characters,
+            place,
+            era,
+            genre,
+            tone,
+            plot_points,
+            ending,
+            pov,
+            length,
+            prompt,
+            temperature,
+            top_p,
+            top_k,
+            repetition_penalty,
+            max_new_tokens,
+            seed,
+            randomize,
+            story,
+            drafts,
+            request: gr.Request,
+        ):
+            form = [characters, place, era, genre, tone, plot_points, ending, pov, length, prompt]
+            settings = _sampling(temperature, top_p, top_k, repetition_penalty, max_new_tokens)
             yield from write.write(
-                services, f, _sampling(*s), seed_v or 0, rand or new_seed, prefix, drafts_v
+                services,
+                form,
+                settings,
+                seed or 0,
+                randomize or new_seed,
+                story if from_story else "",
+                drafts,
+                request.session_hash,
             )
 
         return handler
@@ -110,7 +138,14 @@ def write_tab(services: Services) -> None:
     ]
     for e in events:
         e.then(write.drafts_table, drafts, drafts_view, api_visibility="private")
-    stop.click(lambda: "Stopped.", None, status, cancels=events, api_name="stop")
+    def stop_writing(request: gr.Request):
+        # The story ends between two tokens and arrives cleaned, as a draft; its engine slot is
+        # free at once (cancelling Gradio's task would leave the generator holding it).
+        if services.stop(request.session_hash):
+            return "Stopping…"
+        return "Nothing is being written."
+
+    stop.click(stop_writing, None, status, api_name="stop")
     dl.click(write.export, [story, fmt, drafts], file, api_name="download")
 
     def open_draft(i, drafts_v):

@@ -39,6 +39,9 @@ class AppConfig:
     concurrency: int = 4
     """Stories written at once (the rest wait in Gradio's queue). On llama.cpp each has its own
     context and they share the cores: one story alone gets them all, four get one each."""
+    stream_every_s: float = 0.1
+    """While a story is written, the page is refreshed at most this often (each refresh sends
+    the story so far; every token at 50 tokens/s costs the server more than it shows)."""
     hub_dataset: str | None = None
     """Push votes to this Hub dataset with scheduled commits (needs HF_TOKEN)."""
 
@@ -70,6 +73,7 @@ class Services:
         self._lock = threading.Lock()
         self._items_lock = threading.Lock()
         self._system_models: dict[str, Backend] = {}
+        self._stops: dict[str | None, set[threading.Event]] = {}
         self.sync_status = "Votes are kept in " + str(config.votes_csv) + " only."
 
     @property
@@ -86,10 +90,31 @@ class Services:
         request: StoryRequest,
         sampling: SamplingConfig,
         prefix: str = "",
-        stop_event: threading.Event | None = None,
+        session: str | None = None,
     ) -> Iterator[StoryUpdate]:
-        """The one way the UI reaches generation: stream a story for ``request``."""
-        return stream_story(self.backend, request, sampling, stop_event, prefix=prefix)
+        """The one way the UI reaches generation: stream a story for ``request``.
+
+        :meth:`stop` with the same ``session`` ends it between two tokens; the story so far is
+        still cleaned and returned, and the engine's slot is free at once.
+        """
+        stop = threading.Event()
+        with self._lock:
+            self._stops.setdefault(session, set()).add(stop)
+        try:
+            yield from stream_story(self.backend, request, sampling, stop, prefix=prefix)
+        finally:
+            with self._lock:
+                self._stops[session].discard(stop)
+                if not self._stops[session]:
+                    del self._stops[session]
+
+    def stop(self, session: str | None) -> bool:
+        """Stop the stories ``session`` is writing; False if it is writing none."""
+        with self._lock:
+            events = list(self._stops.get(session, ()))
+        for event in events:
+            event.set()
+        return bool(events)
 
     def model_for(self, system: SystemSpec) -> Backend:
         """A model per live system, loaded once. Separate models rather than toggling one

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 import re
 import tempfile
+import time
+from contextlib import closing
 from pathlib import Path
 
 from storygen.backends.base import BackendError
@@ -70,8 +72,11 @@ def write(
     randomize: bool,
     prefix: str,
     drafts: list[dict],
+    session: str | None = None,
 ):
-    """Stream a story for the form; yields (story, status, seed, drafts, provenance)."""
+    """Stream a story for the form; yields (story, status, seed, drafts, provenance).
+
+    ``session`` names the visitor, so that Stop ends this visitor's story only."""
     try:
         request = form_request(*form)
         if randomize:
@@ -82,13 +87,18 @@ def write(
         return
     yield prefix or "", "Writing…", seed, drafts, None
     text, story = prefix or "", None
+    shown_at = float("-inf")  # the first piece is shown at once
     try:
-        for update in services.write(request, sampling, prefix=prefix or ""):
-            if update.story is None:
+        # closing(): Stop closes this handler, and with it the story's engine, at once.
+        with closing(services.write(request, sampling, prefix or "", session)) as updates:
+            for update in updates:
+                if update.story is not None:
+                    story = update.story
+                    continue
                 text = update.text
-                yield text, "Writing…", seed, drafts, None
-            else:
-                story = update.story
+                if time.monotonic() - shown_at >= services.config.stream_every_s:
+                    shown_at = time.monotonic()
+                    yield text, "Writing…", seed, drafts, None
     except BackendError as exc:  # a server gone or silent: keep what was written, say why
         yield text, error_text(exc), seed, drafts, None
         return

@@ -14,6 +14,7 @@ import re
 import threading
 import time
 from collections.abc import Hashable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,20 +192,24 @@ def stream_story(
     ids: list[Hashable] = []
     reason = ""
     text_of = IncrementalText(backend)
-    for ids, reason in decode(
-        backend, prompt, sampling, max_new_tokens(request, sampling), stop_event, stats, stop_on_eos
-    ):
-        if reason:
-            break
-        text = text_of(ids)
-        text = (
-            prefix + text.split(REQUEST_MARKER, 1)[0].lstrip(" ")
-            if prefix
-            else text.split(REQUEST_MARKER, 1)[0]
-        )
-        if len(text) > len(shown) and text.startswith(shown):
-            delta, shown = text[len(shown) :], text
-            yield StoryUpdate(delta, shown)
+    budget = max_new_tokens(request, sampling)
+    # closing(): a caller that closes this stream (Stop in the app) closes the engine's at once,
+    # rather than whenever the garbage collector gets to it.
+    with closing(
+        decode(backend, prompt, sampling, budget, stop_event, stats, stop_on_eos)
+    ) as steps:
+        for ids, reason in steps:
+            if reason:
+                break
+            text = text_of(ids)
+            text = (
+                prefix + text.split(REQUEST_MARKER, 1)[0].lstrip(" ")
+                if prefix
+                else text.split(REQUEST_MARKER, 1)[0]
+            )
+            if len(text) > len(shown) and text.startswith(shown):
+                delta, shown = text[len(shown) :], text
+                yield StoryUpdate(delta, shown)
     raw = backend.detokenize(ids)
     story_text = clean_story(prefix + raw.lstrip(" ") if prefix else raw, finished=reason == "eos")
     provenance = {

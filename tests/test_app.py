@@ -58,6 +58,7 @@ def app(tiny_backend, tmp_path_factory):
         pairs=write_pairs(tmp / "pairs.jsonl"),
         rater_password="s3cret",
         concurrency=2,
+        stream_every_s=0,  # the tiny model writes a story in milliseconds: show every token
     )
     services = Services(config, backend=tiny_backend)
     demo = build_app(services)
@@ -219,3 +220,40 @@ def test_live_mode_generates_a_new_item_when_all_are_rated(tiny_model_dir, tmp_p
     assert "Saved" in out[-1] and len(services.items) == 2  # the next one was made live too
     (vote,) = services.store.votes()
     assert vote.item_id == state["item_id"] and vote.seed_left == vote.seed_right
+
+
+def test_the_page_is_refreshed_at_most_every_stream_interval(tiny_backend, tmp_path):
+    """Every token costs the server a resend of the story: a slow interval shows the first
+    piece at once, then only the finished story."""
+    from story_ui import write
+
+    config = AppConfig(votes_csv=tmp_path / "v.csv", pairs=None, stream_every_s=3600)
+    services = Services(config, backend=tiny_backend)
+    form = ["Mara: kind", "", "", "mystery", "", "", "", "", "flash", ""]
+    settings = {"temperature": 0.8, "top_p": 0.9, "top_k": 50, "repetition_penalty": 1.1}
+    settings["max_new_tokens"] = 30
+    outs = list(write.write(services, form, settings, 5, False, "", []))
+    statuses = [o[1] for o in outs]
+    assert statuses[:2] == ["Writing…", "Writing…"] and statuses[-1].startswith("Done:")
+    assert len(outs) == 3 and outs[1][0] and outs[-1][0].startswith(outs[1][0].strip()[:3])
+
+
+def test_stop_ends_only_this_visitors_story_and_keeps_it(tiny_backend, tmp_path):
+    from storygen.config import SamplingConfig
+    from storygen.request import StoryRequest
+
+    services = Services(AppConfig(votes_csv=tmp_path / "v.csv", pairs=None), backend=tiny_backend)
+    request = StoryRequest(genre="mystery")
+    mine = services.write(request, SamplingConfig(seed=1, max_new_tokens=400), "", "me")
+    theirs = services.write(request, SamplingConfig(seed=1, max_new_tokens=30), "", "them")
+    next(mine), next(theirs)
+    assert services.stop("me") and not services.stop("nobody")
+    *_, last = mine
+    assert last.story.stop_reason == "stopped" and last.story.provenance["new_tokens"] == 1
+    assert not services.stop("me")  # finished: nothing left to stop
+    *_, other = theirs
+    assert other.story.stop_reason != "stopped"
+
+
+def test_stop_through_the_app_with_nothing_running_says_so(app):
+    assert app["client"].predict(api_name="/stop") == "Nothing is being written."

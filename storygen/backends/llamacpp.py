@@ -227,6 +227,11 @@ class LlamaCppBackend(LocalBackend):
                 self._running -= 1
             self._slots.put(llm)
 
+    def clear_cache(self) -> None:
+        """Forget every slot's cached prompt, so the next story computes its whole prompt."""
+        for llm in self._all:
+            llm.reset()
+
     def close(self) -> None:
         for llm in self._all:
             llm.close()
