@@ -138,6 +138,7 @@ def write_tab(services: Services) -> None:
     ]
     for e in events:
         e.then(write.drafts_table, drafts, drafts_view, api_visibility="private")
+
     def stop_writing(request: gr.Request):
         # The story ends between two tokens and arrives cleaned, as a draft; its engine slot is
         # free at once (cancelling Gradio's task would leave the generator holding it).
