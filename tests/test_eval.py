@@ -201,3 +201,27 @@ def test_self_bleu_equals_the_sentence_bleu_definition():
         sacrebleu.sentence_bleu(t, texts[:i] + texts[i + 1 :]).score for i, t in enumerate(texts)
     ) / len(texts)
     assert self_bleu(texts) == pytest.approx(expected, abs=1e-9)
+
+
+def test_a_comparison_generates_on_llamacpp_and_scores_on_the_same_weights(tmp_path):
+    """A system on the embedded base writes through llama.cpp (the CPU default) and is scored by
+    its transformers twin (fp32 from the same GGUF); an unknown key is named."""
+    data = tmp_path / "data"
+    build(FIXTURES / "wp_hf.csv", data, valid_fraction=0.0, progress=False)
+    config = {
+        "test": str(data / "train.jsonl"),
+        "limit": 2,
+        "metrics": ["perplexity", "overlap"],
+        "systems": [{"name": "demo", "adapter": "demo", "sampling": {"max_new_tokens": 12}}],
+    }
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(config))
+    (result,) = run(path, tmp_path / "out")
+    rows = (tmp_path / "out" / "generations" / "demo.jsonl").read_text().splitlines()
+    provenance = json.loads(rows[0])["provenance"]
+    assert provenance["backend"] == "llamacpp" and provenance["adapter_name"]
+    assert 5 < result["token_ppl"] < 200  # scored by the real model, not a tiny one
+    config["systems"][0]["max_tokens"] = 5
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(EvalError, match="unknown setting 'max_tokens'.*known: base, adapter"):
+        run(path, tmp_path / "out2")
