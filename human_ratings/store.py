@@ -3,9 +3,18 @@
 Safe with many annotators at once, in threads and in several processes: every append holds an
 exclusive ``flock`` on a side lock file, checks the one-vote-per-(annotator, item) rule against
 the file as it is *now*, and writes the whole row with a single ``write`` on an ``O_APPEND``
-descriptor, then fsyncs. Each row carries a CRC of its own cells, so a row torn by a crash is
-recognised and skipped on read; the next append starts on a fresh line, so a torn row never
-glues onto a good one.
+descriptor, then fsyncs. Each row carries a CRC of its own cells.
+
+The file is standard CSV (RFC 4180, as Python's csv module, pandas and spreadsheets read it):
+free text is stored exactly as typed, line breaks inside quoted cells. A cell that a
+spreadsheet would run as a formula (it starts with ``= + - @``, a tab or a CR), or that starts
+with ``'``, gets one ``'`` in front; the reader takes exactly one off, so the rule is reversible
+and two texts never share a cell. A row torn by a crash is cut off before the next append, under
+the lock, and its bytes are kept in ``<log>.torn``: its open quote would otherwise swallow every
+later row in other tools.
+
+Schema 1 (before these rules) wrote line breaks as spaces and quoted only formula starts; its
+rows are still read, by their own rule.
 """
 
 from __future__ import annotations
@@ -16,16 +25,21 @@ import fcntl
 import io
 import json
 import os
+import re
 import threading
 import zlib
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 CHOICES = ("left", "right", "tie", "both_bad")
 CRITERIA = ("coherence", "engagement", "relevance", "personalization")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# The Write form's rule for multi-line text: no control character but tab, LF and CR (and no
+# lone surrogate, which has no UTF-8 form).
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+_RECORD_BREAKS = re.compile(rb'["\n]')
 
 
 class VoteError(ValueError):
@@ -82,6 +96,11 @@ class Vote:
                     errors.append(f"{side} {c} must be 1-5")
         if not isinstance(self.comment, str) or len(self.comment) > 5000:
             errors.append("comment must be text of at most 5000 characters")
+        for name in ("annotator", "item_id", "system_left", "system_right", "comment", "settings"):
+            value = getattr(self, name)
+            bad = _CONTROL.search(value) if isinstance(value, str) else None
+            if bad:
+                errors.append(f"{name} contains a control character ({ascii(bad.group(0))})")
         if errors:
             raise VoteError("; ".join(errors))
 
@@ -96,8 +115,14 @@ _INT_FIELDS = {f.name for f in fields(Vote) if "int" in str(f.type)}
 
 
 def neutralize(cell: str) -> str:
-    """Keep spreadsheets from running a cell as a formula (a leading ' makes it text)."""
-    return "'" + cell if cell.startswith(_FORMULA_START) else cell
+    """Keep spreadsheets from running a cell as a formula (a leading ' makes it text). A cell
+    that starts with ' gets one more, so :func:`restore` is exact."""
+    return "'" + cell if cell.startswith((*_FORMULA_START, "'")) else cell
+
+
+def restore(cell: str) -> str:
+    """The text :func:`neutralize` was given."""
+    return cell[1:] if cell.startswith("'") else cell
 
 
 def _cells(vote: Vote) -> list[str]:
@@ -105,11 +130,14 @@ def _cells(vote: Vote) -> list[str]:
     cells = []
     for name in COLUMNS[:-1]:
         v = raw[name]
-        text = "" if v is None else str(int(v)) if isinstance(v, bool) else str(v)
-        # One row per physical line, so a torn row cannot swallow the next one.
-        cells.append(
-            neutralize(" ".join(text.splitlines()) if len(text.splitlines()) > 1 else text)
-        )
+        if v is None:
+            cells.append("")
+        elif isinstance(v, bool):
+            cells.append(str(int(v)))
+        elif isinstance(v, int):
+            cells.append(str(v))
+        else:
+            cells.append(neutralize(v))
     return cells
 
 
@@ -120,7 +148,9 @@ def _crc(cells: list[str]) -> str:
 def _encode(vote: Vote) -> bytes:
     cells = _cells(vote)
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(cells + [_crc(cells)])
+    # Every cell quoted: the csv module quotes a lone CR only then, and a raw CR would end the
+    # row for other readers.
+    csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL).writerow(cells + [_crc(cells)])
     return buf.getvalue().encode()
 
 
@@ -129,6 +159,7 @@ def _decode(row: list[str]) -> Vote | None:
     if len(row) != len(COLUMNS) or _crc(row[:-1]) != row[-1]:
         return None
     data = dict(zip(COLUMNS[:-1], row[:-1]))
+    schema_1 = data["schema_version"] == "1"
     try:
         for name in COLUMNS[:-1]:
             v = data[name]
@@ -136,8 +167,10 @@ def _decode(row: list[str]) -> Vote | None:
                 data[name] = v == "1"
             elif name in _INT_FIELDS:
                 data[name] = int(v) if v != "" else None
-            elif v.startswith("'") and v[1:].startswith(_FORMULA_START):
-                data[name] = v[1:]
+            elif schema_1:  # the old rule: only a formula start was quoted
+                data[name] = v[1:] if v.startswith("'") and v[1:].startswith(_FORMULA_START) else v
+            else:
+                data[name] = restore(v)
         return Vote(**data)
     except (ValueError, VoteError):
         return None
@@ -170,35 +203,45 @@ class VoteStore:
         item and ``vote.replaces`` is not set."""
         data = _encode(vote)
         with self._locked():
+            current = self._read()  # always: the torn-tail cut below relies on a fresh offset
             if not vote.replaces and any(
-                v.annotator == vote.annotator and v.item_id == vote.item_id for v in self._read()
+                v.annotator == vote.annotator and v.item_id == vote.item_id for v in current
             ):
                 raise DuplicateVote(f"{vote.annotator} has already rated item {vote.item_id}")
+            self._cut_torn_tail()
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 size = os.fstat(fd).st_size
-                prefix = b""
-                if size == 0:
-                    prefix = (",".join(COLUMNS) + "\n").encode()
-                elif not self._ends_with_newline():
-                    prefix = b"\n"  # a crash tore the last row: start clean after it
+                prefix = (",".join(COLUMNS) + "\n").encode() if size == 0 else b""
                 os.write(fd, prefix + data)
                 os.fsync(fd)
             finally:
                 os.close(fd)
         return vote
 
-    def _ends_with_newline(self) -> bool:
-        with self.path.open("rb") as f:
-            f.seek(-1, os.SEEK_END)
-            return f.read(1) == b"\n"
+    def _cut_torn_tail(self) -> None:
+        """Move an unfinished last row (a crash mid-write) into ``<log>.torn`` (lock held).
+
+        Every writer writes whole rows under the lock, so bytes past the last complete row can
+        only be the remains of a writer that died.
+        """
+        if not self.path.exists() or self.path.stat().st_size == self._offset:
+            return
+        with self.path.open("rb+") as f:
+            f.seek(self._offset)
+            torn = f.read()
+            with open(self.path.with_name(self.path.name + ".torn"), "ab") as side:
+                side.write(torn + b"\n")
+                side.flush()
+                os.fsync(side.fileno())
+            f.truncate(self._offset)
+            os.fsync(f.fileno())
 
     def _read(self) -> list[Vote]:
-        """Parse the lines appended since the last call (call with the lock held).
+        """Parse the rows appended since the last call (call with the lock held).
 
-        One physical line is one row (cells never contain a newline), so a torn line can only
-        damage itself. A last line without its newline is left for later: if it was torn, the
-        next append ends it and its CRC then fails.
+        A row ends at a line break outside quotes. An unfinished last row is left unparsed:
+        the next append cuts it off (see :meth:`_cut_torn_tail`).
         """
         if not self.path.exists():
             self._offset, self._cache = 0, []
@@ -208,15 +251,25 @@ class VoteStore:
         with self.path.open("rb") as f:
             f.seek(self._offset)
             chunk = f.read()
-        complete = chunk[: chunk.rfind(b"\n") + 1]
-        for line in complete.decode("utf-8", errors="replace").split("\n"):
-            if not line or line == ",".join(COLUMNS):
-                continue  # the header
-            row = next(csv.reader([line]), [])
+        start, quoted = 0, False
+        header = (",".join(COLUMNS)).encode()
+        for m in _RECORD_BREAKS.finditer(chunk):
+            if m.group() == b'"':
+                quoted = not quoted  # a doubled quote inside a cell toggles twice
+                continue
+            if quoted:
+                continue
+            record, start = chunk[start : m.end()], m.end()
+            if record.rstrip(b"\r\n") == header:
+                continue
+            try:
+                row = next(csv.reader([record.decode("utf-8")[:-1]]), [])
+            except (UnicodeDecodeError, csv.Error):
+                continue  # damaged bytes: that row alone is lost
             vote = _decode(row)
             if vote is not None:
                 self._cache.append(vote)
-        self._offset += len(complete)
+        self._offset += start
         return list(self._cache)
 
     def read_all(self) -> list[Vote]:
