@@ -9,11 +9,16 @@ import time
 from contextlib import closing
 from pathlib import Path
 
+import gradio as gr
+
 from storygen.backends.base import BackendError
 from storygen.config import ConfigError, SamplingConfig
 from storygen.request import Character, RequestError, Setting, StoryRequest, validate
 
 MAX_SEED = 2**31 - 1
+"""Random seeds are drawn below this."""
+MAX_PAGE_SEED = 2**53 - 1
+"""The largest whole number a browser's number field holds exactly."""
 
 
 def parse_characters(text: str) -> list[Character]:
@@ -64,6 +69,21 @@ def story_title(text: str, request: StoryRequest) -> str:
     return (f"{request.genre or 'story'} — {names}" if names else first) or "untitled"
 
 
+KEEP = gr.skip()
+"""An output value that leaves the component as it is."""
+
+
+def seed_value(seed) -> int:
+    """The form's seed as an int the page can show exactly, or a ConfigError saying why not."""
+    if isinstance(seed, float) and seed.is_integer():
+        seed = int(seed)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"the seed must be a whole number, not {str(seed)[:40]!r}")
+    if not 0 <= seed <= MAX_PAGE_SEED:
+        raise ConfigError(f"the seed must be between 0 and {MAX_PAGE_SEED}")
+    return seed
+
+
 def write(
     services,
     form: list,
@@ -76,14 +96,16 @@ def write(
 ):
     """Stream a story for the form; yields (story, status, seed, drafts, provenance).
 
-    ``session`` names the visitor, so that Stop ends this visitor's story only."""
+    ``session`` names the visitor, so that Stop ends this visitor's story only. A seed that
+    cannot be used is answered with a message and left on screen as typed (echoing a number
+    beyond what the page can hold would end the request without one)."""
     try:
         request = form_request(*form)
         if randomize:
             seed = random.SystemRandom().randrange(MAX_SEED)
-        sampling = SamplingConfig(seed=int(seed), **settings)
+        sampling = SamplingConfig(seed=seed_value(seed), **settings)
     except (RequestError, ConfigError, TypeError, ValueError) as exc:
-        yield prefix or "", error_text(exc), seed, drafts, None
+        yield KEEP, error_text(exc), KEEP, drafts, None  # the story on screen stays
         return
     yield prefix or "", "Writing…", seed, drafts, None
     text, story = prefix or "", None
@@ -99,7 +121,7 @@ def write(
                 if time.monotonic() - shown_at >= services.config.stream_every_s:
                     shown_at = time.monotonic()
                     yield text, "Writing…", seed, drafts, None
-    except BackendError as exc:  # a server gone or silent: keep what was written, say why
+    except (BackendError, RequestError) as exc:  # keep what is on screen, say why
         yield text, error_text(exc), seed, drafts, None
         return
     p = story.provenance

@@ -21,11 +21,14 @@ from typing import Any
 from storygen.backends.base import Backend, BackendError, DecodeStats
 from storygen.config import SamplingConfig
 from storygen.prompt_format import FIELDS, REQUEST_MARKER, Prompt
-from storygen.request import LENGTHS, StoryRequest, validate
+from storygen.request import LENGTHS, RequestError, StoryRequest, validate
 
 __all__ = ["BackendError", "DecodeStats", "Story", "StoryUpdate", "stream_story", "generate_story"]
 
 TOKENS_PER_WORD = 1.4  # English BPE averages ~1.3 tokens a word; a little headroom
+MAX_PREFIX_TOKENS = 2048
+"""The longest story text Continue takes (its prompt pass cannot be stopped, so it is bounded)."""
+_CHARS_PER_TOKEN_MAX = 12  # no tokenizer needs this many characters a token: a cheap first check
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]*]*(?=\s|$)")
 
 
@@ -164,6 +167,23 @@ def clean_story(text: str, finished: bool) -> str:
     return text
 
 
+def check_prefix(backend: Backend, prefix: str) -> None:
+    """Refuse story text too long to continue, before any model work (and before tokenizing
+    megabytes of it)."""
+    n = None
+    if len(prefix) <= MAX_PREFIX_TOKENS * _CHARS_PER_TOKEN_MAX:
+        n = backend.count_tokens(prefix)
+    if n is None or n > MAX_PREFIX_TOKENS:
+        size = f"{n} tokens" if n is not None else f"{len(prefix)} characters"
+        raise RequestError(
+            {
+                "story to continue": f"is too long ({size}); at most {MAX_PREFIX_TOKENS} tokens "
+                f"(about {int(MAX_PREFIX_TOKENS / TOKENS_PER_WORD)} words) can be continued: "
+                "keep its last part"
+            }
+        )
+
+
 def stream_story(
     backend: Backend,
     request: StoryRequest,
@@ -185,6 +205,7 @@ def stream_story(
     prompt = backend.prompt(request)
     prefix = prefix.strip()
     if prefix:
+        check_prefix(backend, prefix)
         prompt = prompt.extended(prefix)
         prefix += " " if not prefix.endswith("\n") else ""
     stats = DecodeStats()

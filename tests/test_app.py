@@ -257,3 +257,19 @@ def test_stop_ends_only_this_visitors_story_and_keeps_it(tiny_backend, tmp_path)
 
 def test_stop_through_the_app_with_nothing_running_says_so(app):
     assert app["client"].predict(api_name="/stop") == "Nothing is being written."
+
+
+@pytest.mark.parametrize("seed", [2**64, 2**63, -1, 2**53])
+def test_a_seed_that_cannot_be_used_gets_a_message_and_keeps_the_page(app, seed):
+    out = _write(app["client"], genre="mystery", seed=seed).result()
+    assert "seed must be" in out[1]
+
+
+def test_a_huge_continue_text_is_refused_fast(app):
+    import time
+
+    t0 = time.perf_counter()
+    client = app["client"]
+    values = {**FORM_DEFAULTS, "genre": "mystery"}.values()
+    out = client.predict(*values, *SAMPLING, 5, False, "word " * 20_000, api_name="/continue")
+    assert "too long" in out[1] and time.perf_counter() - t0 < 5

@@ -177,3 +177,21 @@ def test_greedy_matches_plain_generate(tiny_backend):
     with torch.no_grad():
         out = lm.model.generate(**enc, max_new_tokens=25, min_new_tokens=25, do_sample=False)
     assert ids == out[0, enc.input_ids.shape[1] :].tolist()
+
+
+def test_story_text_too_long_to_continue_is_refused_before_any_model_work(
+    tiny_backend, request_two_characters
+):
+    import time
+
+    from storygen.generation import MAX_PREFIX_TOKENS
+
+    stats_before = time.perf_counter()
+    for prefix in ("word " * (MAX_PREFIX_TOKENS + 10), "x" * 10_000_000):
+        with pytest.raises(RequestError, match="too long") as err:
+            list(stream_story(tiny_backend, request_two_characters, SETTINGS, prefix=prefix))
+        assert "story to continue" in err.value.errors
+    assert time.perf_counter() - stats_before < 2  # ten megabytes are not even tokenized
+    fits = "word " * 100
+    final = list(stream_story(tiny_backend, request_two_characters, SETTINGS, prefix=fits))[-1]
+    assert final.story.text.startswith(fits.strip()[:50])
