@@ -17,6 +17,11 @@ Describe the story you want — characters, setting, genre, tone, events, ending
 fine-tuned language model writes it. Annotators: the **Rate** tab compares two systems blind."""
 
 
+def _any(choices) -> list[tuple[str, str]]:
+    """Dropdown choices with the empty one shown as "any" (its value stays "")."""
+    return [("any", ""), *((c, c) for c in choices)]
+
+
 def _sampling(temperature, top_p, top_k, repetition_penalty, max_new_tokens) -> dict:
     return {
         "temperature": float(temperature),
@@ -41,25 +46,36 @@ def write_tab(services: Services) -> None:
                 place = gr.Textbox(label="Place", placeholder="a lighthouse", elem_id="place")
                 era = gr.Textbox(label="Era", placeholder="the 1920s", elem_id="era")
             with gr.Row():
-                genre = gr.Dropdown(["", *GENRES], value="", label="Genre", elem_id="genre")
-                tone = gr.Dropdown(["", *TONES], value="", label="Tone", elem_id="tone")
+                genre = gr.Dropdown(_any(GENRES), value="", label="Genre", elem_id="genre")
+                tone = gr.Dropdown(_any(TONES), value="", label="Tone", elem_id="tone")
             plot = gr.Textbox(
                 label="Events that must happen (one per line)", lines=2, elem_id="plot"
             )
             with gr.Row():
-                ending = gr.Dropdown(["", *ENDINGS], value="", label="Ending", elem_id="ending")
-                pov = gr.Dropdown(["", *POVS], value="", label="Point of view", elem_id="pov")
+                ending = gr.Dropdown(_any(ENDINGS), value="", label="Ending", elem_id="ending")
+                pov = gr.Dropdown(_any(POVS), value="", label="Point of view", elem_id="pov")
             length = gr.Radio(list(LENGTHS), value="short", label="Length", elem_id="length")
             prompt = gr.Textbox(label="Anything else (free text)", lines=2, elem_id="prompt")
             with gr.Accordion("Advanced sampling", open=False):
-                temperature = gr.Slider(0, 2, value=d.temperature, step=0.05, label="Temperature")
-                top_p = gr.Slider(0.05, 1, value=d.top_p, step=0.01, label="Top-p")
-                top_k = gr.Slider(0, 200, value=d.top_k, step=1, label="Top-k (0: off)")
+                # Ranges from SamplingConfig itself, so the page and validation agree.
+                r = SamplingConfig.RANGES
+                temperature = gr.Slider(
+                    *r["temperature"], value=d.temperature, step=0.05, label="Temperature"
+                )
+                top_p = gr.Slider(*r["top_p"], value=d.top_p, step=0.01, label="Top-p")
+                top_k = gr.Slider(*r["top_k"], value=d.top_k, step=1, label="Top-k (0: off)")
                 rep = gr.Slider(
-                    1, 2, value=d.repetition_penalty, step=0.01, label="Repetition penalty"
+                    *r["repetition_penalty"],
+                    value=d.repetition_penalty,
+                    step=0.01,
+                    label="Repetition penalty",
                 )
                 max_new = gr.Slider(
-                    0, 2048, value=0, step=16, label="Max new tokens (0: from the length)"
+                    0,
+                    r["max_new_tokens"][1],
+                    value=0,
+                    step=16,
+                    label="Max new tokens (0: from the length)",
                 )
             with gr.Row():
                 seed = gr.Number(value=d.seed, label="Seed", precision=0, elem_id="seed")

@@ -125,8 +125,10 @@ def write(
         yield text, error_text(exc), seed, drafts, None
         return
     p = story.provenance
+    unfinished = p["stop_reason"] == "stopped"
     draft = {
-        "title": story_title(story.text, request),
+        "title": story_title(story.text, request) + (" (unfinished)" if unfinished else ""),
+        "unfinished": unfinished,
         "seed": seed,
         "words": len(story.text.split()),
         "text": story.text,
@@ -134,8 +136,8 @@ def write(
     }
     drafts = [*drafts, draft]
     status = (
-        f"Done: {draft['words']} words, {p['new_tokens']} tokens in {p['seconds']} s "
-        f"(stopped: {p['stop_reason']}); seed {seed}."
+        f"{'Stopped' if unfinished else 'Done'}: {draft['words']} words, {p['new_tokens']} "
+        f"tokens in {p['seconds']} s (end: {p['stop_reason']}); seed {seed}; kept in the drafts."
     )
     yield story.text, status, seed, drafts, p
 

@@ -11,7 +11,7 @@ import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from functools import cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 EMBEDDED = "embedded"
 DEMO_ADAPTER = "demo"
@@ -174,21 +174,29 @@ class SamplingConfig:
     seed: int = 1234
     """The same request, settings and seed give the same story."""
 
+    RANGES: ClassVar[dict[str, tuple[float, float]]] = {
+        "temperature": (0, 5),
+        "top_p": (0.01, 1),
+        "top_k": (0, 1000),
+        "repetition_penalty": (1, 3),
+        "max_new_tokens": (1, 4096),
+        "seed": (0, 2**63 - 1),
+    }
+    """Inclusive bounds of each setting: validation and the app's sliders both read them."""
+
     def __post_init__(self):
-        checks = [
-            (0 <= self.temperature <= 5, "temperature must be between 0 and 5"),
-            (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
-            (self.top_k >= 0, "top_k must be 0 or more"),
-            (1 <= self.repetition_penalty <= 3, "repetition_penalty must be between 1 and 3"),
-            (
-                self.max_new_tokens is None or 1 <= self.max_new_tokens <= 4096,
-                "max_new_tokens must be between 1 and 4096",
-            ),
-            (0 <= self.seed < 2**63, "seed must be a non-negative 64-bit integer"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        for name, (low, high) in self.RANGES.items():
+            value = getattr(self, name)
+            if value is None and name == "max_new_tokens":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{name} must be a number, not {value!r}")
+            if not low <= value <= high:
+                raise ConfigError(f"{name} must be between {low} and {high}")
+        for name in ("top_k", "max_new_tokens", "seed"):
+            value = getattr(self, name)
+            if value is not None and value != int(value):
+                raise ConfigError(f"{name} must be a whole number")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

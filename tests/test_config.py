@@ -26,7 +26,7 @@ def test_an_unknown_key_is_named_with_the_known_ones():
         SystemSpec.from_dict({"name": "a", "quantisation": "nf4"}, "systems.yaml")
     with pytest.raises(ConfigError, match="needs 'name'"):
         from_dict(SystemSpec, {})
-    with pytest.raises(ConfigError, match="top_p must be in"):
+    with pytest.raises(ConfigError, match="top_p must be between 0.01 and 1"):
         SystemSpec.from_dict({"name": "a", "sampling": {"top_p": 2}}, "x.yaml")
 
 
