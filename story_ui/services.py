@@ -74,7 +74,8 @@ class Services:
         self._items_lock = threading.Lock()
         self._system_models: dict[str, Backend] = {}
         self._stops: dict[str | None, set[threading.Event]] = {}
-        self.sync_status = "Votes are kept in " + str(config.votes_csv) + " only."
+        # Never the server's file path: the Results tab shows this line to every visitor.
+        self.sync_status = "Votes are kept on this server only (not synced anywhere)."
 
     @property
     def backend(self) -> Backend:

@@ -273,3 +273,8 @@ def test_a_huge_continue_text_is_refused_fast(app):
     values = {**FORM_DEFAULTS, "genre": "mystery"}.values()
     out = client.predict(*values, *SAMPLING, 5, False, "word " * 20_000, api_name="/continue")
     assert "too long" in out[1] and time.perf_counter() - t0 < 5
+
+
+def test_results_never_show_the_servers_file_path(app):
+    _, _, sync = app["client"].predict(api_name="/results")
+    assert str(app["votes"]) not in str(sync) and "votes.csv" not in str(sync)
