@@ -142,21 +142,18 @@ def greedy_tokens(backend, request: StoryRequest, n: int) -> list[int]:
     return list(ids)
 
 
-def common_prefix(a: list[int], b: list[int]) -> int:
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-
-
 def measure(
     stories: list[tuple[str, str]], n_prompts: int, n_tokens: int, threads: int = 2
 ) -> dict:
     """All parity figures in one dict (see the module docstring)."""
-    from storygen.backends.llamacpp import LlamaCppBackend
+    from storygen.backends.llamacpp import LlamaCppBackend, common_prefix
 
     result: dict = {"stories": len(stories)}
+    hf_demo = HFScorer("demo")
     if stories:
         losses = {}
         for adapter in ("demo", None):
-            hf = story_losses(HFScorer(adapter), stories)
+            hf = story_losses(hf_demo if adapter else HFScorer(None), stories)
             lc = story_losses(LlamaScorer(adapter, threads), stories)
             key = adapter or "base"
             losses[key] = (hf, lc)
@@ -179,7 +176,7 @@ def measure(
             "effect_correlation": float(np.corrcoef(hf_effect, lc_effect)[0, 1]),
         }
     requests = example_requests(n_prompts)
-    hf = HFScorer("demo").backend
+    hf = hf_demo.backend
     lc = LlamaCppBackend(ModelSpec(adapter="demo", threads=threads))
     prefixes = [
         common_prefix(greedy_tokens(hf, r, n_tokens), greedy_tokens(lc, r, n_tokens))

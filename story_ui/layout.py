@@ -130,12 +130,12 @@ def write_tab(services: Services) -> None:
             drafts,
             request: gr.Request,
         ):
-            form = [characters, place, era, genre, tone, plot_points, ending, pov, length, prompt]
-            settings = _sampling(temperature, top_p, top_k, repetition_penalty, max_new_tokens)
+            values = [characters, place, era, genre, tone, plot_points, ending, pov, length, prompt]
+            sampling = _sampling(temperature, top_p, top_k, repetition_penalty, max_new_tokens)
             yield from write.write(
                 services,
-                form,
-                settings,
+                values,
+                sampling,
                 seed or 0,
                 randomize or new_seed,
                 story if from_story else "",

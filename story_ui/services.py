@@ -74,6 +74,7 @@ class Services:
         self._items_lock = threading.Lock()
         self._system_models: dict[str, Backend] = {}
         self._stops: dict[str | None, set[threading.Event]] = {}
+        self._stops_lock = threading.Lock()  # not _lock: Stop must not wait for a model load
         # Never the server's file path: the Results tab shows this line to every visitor.
         self.sync_status = "Votes are kept on this server only (not synced anywhere)."
 
@@ -99,19 +100,19 @@ class Services:
         still cleaned and returned, and the engine's slot is free at once.
         """
         stop = threading.Event()
-        with self._lock:
+        with self._stops_lock:
             self._stops.setdefault(session, set()).add(stop)
         try:
             yield from stream_story(self.backend, request, sampling, stop, prefix=prefix)
         finally:
-            with self._lock:
+            with self._stops_lock:
                 self._stops[session].discard(stop)
                 if not self._stops[session]:
                     del self._stops[session]
 
     def stop(self, session: str | None) -> bool:
         """Stop the stories ``session`` is writing; False if it is writing none."""
-        with self._lock:
+        with self._stops_lock:
             events = list(self._stops.get(session, ()))
         for event in events:
             event.set()

@@ -128,7 +128,6 @@ def write(
     unfinished = p["stop_reason"] == "stopped"
     draft = {
         "title": story_title(story.text, request) + (" (unfinished)" if unfinished else ""),
-        "unfinished": unfinished,
         "seed": seed,
         "words": len(story.text.split()),
         "text": story.text,

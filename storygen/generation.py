@@ -92,6 +92,7 @@ def decode(
     The last item carries the reason: ``eos``, ``length``, ``stopped`` or ``repetition``. Stop
     is checked before each model step, and closing this generator closes the engine's stream.
     """
+    backend.check_sampling(sampling, stop_on_eos)
     stats = stats if stats is not None else DecodeStats()
     t0 = time.perf_counter()
     generated: list[Hashable] = []
@@ -201,7 +202,6 @@ def stream_story(
     """
     request = validate(request)
     sampling = sampling or SamplingConfig()
-    backend.check_sampling(sampling, stop_on_eos)
     prompt = backend.prompt(request)
     prefix = prefix.strip()
     if prefix:

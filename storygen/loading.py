@@ -198,8 +198,11 @@ def read_gguf_adapter_meta(path: Path) -> dict[str, Any]:
         fields = GGUFReader(path).fields
     except Exception as exc:  # noqa: BLE001 - a truncated or foreign file is one message
         raise LoadError(f"{path} is not a readable GGUF file: {type(exc).__name__}: {exc}") from exc
-    keys = {"base_model": GGUF_KEY_BASE, "prompt_format": GGUF_KEY_PROMPT_FORMAT}
-    keys["name"] = GGUF_KEY_ADAPTER_NAME
+    keys = {
+        "base_model": GGUF_KEY_BASE,
+        "prompt_format": GGUF_KEY_PROMPT_FORMAT,
+        "name": GGUF_KEY_ADAPTER_NAME,
+    }
     meta = {k: fields[key].contents() for k, key in keys.items() if key in fields}
     if "base_model" not in meta:
         raise LoadError(

@@ -90,7 +90,7 @@ class _Session:
             # The slot still holds its last story's cache: keep what the new prompt shares with
             # it (Regenerate, Continue, a chat template's system part) and compute only the
             # rest; at least one token, for the logits.
-            keep = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), ids)
+            keep = common_prefix(llm.input_ids[: llm.n_tokens].tolist(), ids)
             llm.n_tokens = min(keep, len(ids) - 1)
             ids = ids[llm.n_tokens :]
             self.first = False
@@ -103,7 +103,8 @@ class _Session:
         return np.ctypeslib.as_array(logits, shape=(self.backend._n_vocab,))
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
+def common_prefix(a: list, b: list) -> int:
+    """How many leading items ``a`` and ``b`` share."""
     n = min(len(a), len(b))
     return next((i for i in range(n) if a[i] != b[i]), n)
 

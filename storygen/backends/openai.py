@@ -76,13 +76,18 @@ class OpenAIBackend(Backend):
 
             from storygen.embedded import gguf_path
 
-            field = GGUFReader(gguf_path()).fields.get("tokenizer.chat_template")
-            template = field.contents() if field is not None else None
-            return (
-                (template, {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>"})
-                if template
-                else None
-            )
+            fields = GGUFReader(gguf_path()).fields
+            if "tokenizer.chat_template" not in fields:
+                return None
+            tokens = fields["tokenizer.ggml.tokens"]
+            specials = {
+                f"{name}_token": tokens.contents(
+                    fields[f"tokenizer.ggml.{name}_token_id"].contents()
+                )
+                for name in ("bos", "eos")
+                if f"tokenizer.ggml.{name}_token_id" in fields
+            }
+            return fields["tokenizer.chat_template"].contents(), specials
         cfg = Path(self.spec.base).expanduser() / "tokenizer_config.json"
         if cfg.exists():
             data = json.loads(cfg.read_text())
@@ -134,7 +139,6 @@ class OpenAIBackend(Backend):
         }
 
     def tokens(self, prompt, sampling, budget, stats, stop_on_eos=True):
-        self.check_sampling(sampling, stop_on_eos)
         chunks: queue.Queue = queue.Queue()
         cancel = threading.Event()
         reader = threading.Thread(
