@@ -39,18 +39,6 @@ def markdown(summary: dict) -> str:
             summary["bradley_terry"],
             ("system", "bt_score", "ci_low", "ci_high"),
         ),
-        (
-            "Inter-annotator agreement",
-            summary["agreement"],
-            (
-                "criterion",
-                "units",
-                "annotators",
-                "cohen_kappa",
-                "fleiss_kappa",
-                "krippendorff_alpha",
-            ),
-        ),
     )
     for title, rows, cols in sections:
         out.append(f"### {title}\n")
@@ -58,6 +46,14 @@ def markdown(summary: dict) -> str:
         out.append("|---" * len(cols) + "|")
         out += ["| " + " | ".join(_fmt(r[c]) for c in cols) + " |" for r in rows]
         out.append("")
+    out.append("### Inter-annotator agreement\n")
+    out.append("| criterion | statistic | value | rests on | note |")
+    out.append("|---|---|---|---|---|")
+    for r in summary["agreement"]:
+        value = _fmt(r["value"]) if r["status"] == "ok" else r["status"]
+        rests = f"{r['units']} {r['unit']}, {r['raters']} raters"
+        out.append(f"| {r['criterion']} | {r['statistic']} | {value} | {rests} | {r['note']} |")
+    out.append("")
     pb = summary["position_bias"]
     out.append("### Position bias\n")
     out.append(

@@ -97,6 +97,13 @@ def bradley_terry(votes: list[Vote], iters: int = 200, tol: float = 1e-9) -> dic
     return {s: math.log(p[s]) for s in systems}
 
 
+def percentile_interval(xs: list[float]) -> tuple[float, float]:
+    """The 95% percentile interval of bootstrap samples, widened to whole samples: the 2.5th
+    percentile rounded down and the 97.5th rounded up (numpy's "lower" and "higher")."""
+    xs = sorted(xs)
+    return xs[int(0.025 * (len(xs) - 1))], xs[int(math.ceil(0.975 * (len(xs) - 1)))]
+
+
 def bradley_terry_ci(votes: list[Vote], rounds: int = 200, seed: int = 0) -> list[dict]:
     """Bradley-Terry scores with 95% percentile bootstrap intervals (votes resampled)."""
     point = bradley_terry(votes)
@@ -108,52 +115,60 @@ def bradley_terry_ci(votes: list[Vote], rounds: int = 200, seed: int = 0) -> lis
             samples[s].append(boot.get(s, 0.0))
     rows = []
     for s, score in sorted(point.items(), key=lambda kv: -kv[1]):
-        xs = sorted(samples[s]) or [score]
-        rows.append(
-            {
-                "system": s,
-                "bt_score": score,
-                "ci_low": xs[int(0.025 * (len(xs) - 1))],
-                "ci_high": xs[int(math.ceil(0.975 * (len(xs) - 1)))],
-            }
-        )
+        lo, hi = percentile_interval(samples[s] or [score])
+        rows.append({"system": s, "bt_score": score, "ci_low": lo, "ci_high": hi})
     return rows
 
 
+def ordered(values) -> list:
+    """The distinct values in their natural order: numbers by size (as text, 10 would sort
+    before 2 and an ordinal scale would be scrambled), anything else by its text."""
+    distinct = set(values)
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in distinct):
+        return sorted(distinct)
+    return sorted(distinct, key=str)
+
+
 def cohen_kappa(a: list, b: list) -> float:
-    """Cohen's kappa for two raters over the same units."""
+    """Cohen's kappa for two raters over the same units; NaN when undefined (no units, or
+    both raters used one and the same category, so chance agreement is already total)."""
     n = len(a)
     if n == 0:
         return float("nan")
     po = sum(x == y for x, y in zip(a, b)) / n
     ca, cb = Counter(a), Counter(b)
     pe = sum(ca[k] * cb[k] for k in set(ca) | set(cb)) / (n * n)
-    return (po - pe) / (1 - pe) if pe < 1 else (1.0 if po == 1 else float("nan"))
+    return (po - pe) / (1 - pe) if pe < 1 else float("nan")
 
 
 def fleiss_kappa(units: list[list]) -> float:
-    """Fleiss' kappa; every unit must have the same number (>= 2) of ratings."""
+    """Fleiss' kappa; every unit must have the same number (>= 2) of ratings. NaN when
+    undefined: no units, unequal sizes, or a single category used throughout."""
     units = [u for u in units if len(u) >= 2]
     if not units or len({len(u) for u in units}) != 1:
         return float("nan")
     n = len(units[0])
-    cats = sorted({x for u in units for x in u}, key=str)
+    cats = ordered(x for u in units for x in u)
     counts = [Counter(u) for u in units]
     p_i = [(sum(c[k] ** 2 for k in cats) - n) / (n * (n - 1)) for c in counts]
     p_bar = sum(p_i) / len(units)
     p_j = [sum(c[k] for c in counts) / (len(units) * n) for k in cats]
     pe = sum(p * p for p in p_j)
-    return (p_bar - pe) / (1 - pe) if pe < 1 else (1.0 if p_bar == 1 else float("nan"))
+    return (p_bar - pe) / (1 - pe) if pe < 1 else float("nan")
 
 
 def krippendorff_alpha(units: list[list], level: str = "ordinal") -> float:
     """Krippendorff's alpha (nominal, interval or ordinal distance); units may have any number
-    of ratings, and units with fewer than two are ignored."""
+    of ratings, and units with fewer than two are ignored. NaN when undefined (fewer than two
+    distinct values: no disagreement is expected, so none can be measured)."""
+    if level not in ("nominal", "interval", "ordinal"):
+        raise ValueError(f"unknown measurement level {level!r}")
     units = [u for u in units if len(u) >= 2]
-    values = sorted({x for u in units for x in u}, key=str)
+    values = ordered(x for u in units for x in u)
     if not units or len(values) < 2:
         return float("nan")
     freq = Counter(x for u in units for x in u)
+    rank = {v: i for i, v in enumerate(values)}
 
     def delta(c, k):
         if c == k:
@@ -162,7 +177,7 @@ def krippendorff_alpha(units: list[list], level: str = "ordinal") -> float:
             return 1.0
         if level == "interval":
             return float(c - k) ** 2
-        lo, hi = sorted((values.index(c), values.index(k)))  # ordinal
+        lo, hi = sorted((rank[c], rank[k]))  # ordinal: Krippendorff (2011), eq. for ordinal
         between = sum(freq[values[g]] for g in range(lo, hi + 1))
         return (between - (freq[values[lo]] + freq[values[hi]]) / 2) ** 2
 
@@ -174,7 +189,7 @@ def krippendorff_alpha(units: list[list], level: str = "ordinal") -> float:
     d_o /= n_total
     d_e = sum(freq[c] * freq[k] * delta(c, k) for c in values for k in values)
     d_e /= n_total * (n_total - 1)
-    return 1 - d_o / d_e if d_e else float("nan")
+    return 1 - d_o / d_e
 
 
 def _rating_units(votes: list[Vote], criterion: str) -> dict[tuple[str, str], dict[str, int]]:
@@ -196,31 +211,64 @@ def _choice_units(votes: list[Vote]) -> dict[tuple[str, str], dict[str, str]]:
     return units
 
 
+def _agreement_row(criterion, statistic, unit, used, value=float("nan"), note="") -> dict:
+    """One figure with what it rests on: the units and raters actually used, and, when it has
+    no value, whether it does not apply (``n/a``, the note says why) or is undefined."""
+    values = {x for u in used for x in u.values()}
+    if note:
+        status, value = "n/a", float("nan")
+    elif len(values) < 2:
+        status, value = "undefined", float("nan")
+        only = next(iter(values), None)
+        note = f"every rating is {only!r}: no variation, so agreement cannot be measured"
+    else:
+        status = "ok"
+    return {
+        "criterion": criterion,
+        "statistic": statistic,
+        "value": value,
+        "status": status,
+        "units": len(used),
+        "unit": unit,
+        "raters": len({a for u in used for a in u}),
+        "note": note,
+    }
+
+
 def agreement(votes: list[Vote]) -> list[dict]:
-    """Inter-annotator agreement per criterion and on the A/B choice itself."""
+    """Inter-annotator agreement per criterion (units: stories) and on the A/B choice (units:
+    items). One row per statistic, each saying how many units and raters it rests on."""
     rows = []
-    groups = {c: (_rating_units(votes, c), "ordinal") for c in CRITERIA}
-    groups["choice"] = (_choice_units(votes), "nominal")
-    for name, (units, level) in groups.items():
+    groups = {c: (_rating_units(votes, c), "ordinal", "stories") for c in CRITERIA}
+    groups["choice"] = (_choice_units(votes), "nominal", "items")
+    for name, (units, level, unit) in groups.items():
         multi = [u for u in units.values() if len(u) >= 2]
+        one = {"stories": "story", "items": "item"}[unit]
+        none_yet = "" if multi else f"no {one} rated by two annotators yet"
+        alpha = krippendorff_alpha([list(u.values()) for u in multi], level)
+        rows.append(
+            _agreement_row(name, f"Krippendorff's alpha ({level})", unit, multi, alpha, none_yet)
+        )
         annotators = sorted({a for u in multi for a in u})
-        row = {
-            "criterion": name,
-            "units": len(multi),
-            "annotators": len(annotators),
-            "cohen_kappa": float("nan"),
-            "fleiss_kappa": float("nan"),
-            "krippendorff_alpha": krippendorff_alpha([list(u.values()) for u in multi], level),
-        }
         if len(annotators) == 2:
             a, b = annotators
             both = [u for u in multi if a in u and b in u]
-            row["cohen_kappa"] = cohen_kappa([u[a] for u in both], [u[b] for u in both])
-        elif len(annotators) > 2:
-            sizes = Counter(len(u) for u in multi)
-            modal = sizes.most_common(1)[0][0]
-            row["fleiss_kappa"] = fleiss_kappa([list(u.values()) for u in multi if len(u) == modal])
-        rows.append(row)
+            kappa = cohen_kappa([u[a] for u in both], [u[b] for u in both])
+            rows.append(_agreement_row(name, "Cohen's kappa", unit, both, kappa))
+        else:
+            why = none_yet or f"needs exactly two annotators (there are {len(annotators)})"
+            rows.append(_agreement_row(name, "Cohen's kappa", unit, [], note=why))
+        if len(annotators) > 2:
+            # Fleiss needs the same number of ratings per unit: the most common number is used,
+            # and the row counts only those units.
+            modal = Counter(len(u) for u in multi).most_common(1)[0][0]
+            same = [u for u in multi if len(u) == modal]
+            kappa = fleiss_kappa([list(u.values()) for u in same])
+            label = f"Fleiss' kappa ({modal} ratings per unit)"
+            rows.append(_agreement_row(name, label, unit, same, kappa))
+        else:
+            why = none_yet or "needs three or more annotators"
+            rows.append(_agreement_row(name, "Fleiss' kappa", unit, [], note=why))
     return rows
 
 

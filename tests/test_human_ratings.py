@@ -6,15 +6,12 @@ import threading
 
 import pytest
 
+from human_ratings.report import markdown
 from human_ratings.stats import (
     bradley_terry,
     bradley_terry_ci,
-    cohen_kappa,
-    fleiss_kappa,
-    krippendorff_alpha,
     position_bias,
     summary,
-    wilson,
     win_rates,
 )
 from human_ratings.store import COLUMNS, DuplicateVote, Vote, VoteError, VoteStore
@@ -149,12 +146,6 @@ def test_many_processes_lose_no_vote_and_interleave_nothing(tmp_path):
     assert len(votes) == 150 and len({(v.annotator, v.item_id) for v in votes}) == 150
 
 
-def test_wilson_interval():
-    lo, hi = wilson(8, 10)
-    assert lo == pytest.approx(0.4902, abs=1e-3) and hi == pytest.approx(0.9433, abs=1e-3)
-    assert wilson(0, 0) == (0.0, 1.0)
-
-
 def test_win_rates_and_bradley_terry_rank_the_better_system_first():
     votes = [
         _vote(
@@ -186,23 +177,6 @@ def test_win_rates_and_bradley_terry_rank_the_better_system_first():
     assert all(r["ci_low"] <= r["bt_score"] <= r["ci_high"] for r in ranked)
 
 
-def test_agreement_statistics_against_known_values():
-    # Cohen's kappa: textbook 2x2 example (po = 0.7, pe = 0.5) -> 0.4.
-    a = ["y"] * 20 + ["y"] * 5 + ["n"] * 10 + ["n"] * 15
-    b = ["y"] * 20 + ["n"] * 5 + ["y"] * 10 + ["n"] * 15
-    assert cohen_kappa(a, b) == pytest.approx(0.4)
-    # Fleiss' kappa: perfect agreement is 1, and a known small example.
-    assert fleiss_kappa([["a", "a", "a"], ["b", "b", "b"]]) == pytest.approx(1.0)
-    units = [[1, 1, 1], [1, 1, 2], [2, 2, 2], [1, 2, 2]]
-    assert fleiss_kappa(units) == pytest.approx(1 / 3, abs=1e-9)
-    # Krippendorff's alpha by hand: coincidences o12 = o21 = 1, n = 6, n1 = n2 = 3, so
-    # Do = 2/6, De = 18/30 and alpha = 1 - Do/De = 4/9.
-    assert krippendorff_alpha([[1, 1], [1, 2], [2, 2]], "nominal") == pytest.approx(4 / 9)
-    # Missing ratings are allowed: a unit rated once is ignored.
-    assert krippendorff_alpha([[1, 1], [1, 2], [2, 2], [5]], "nominal") == pytest.approx(4 / 9)
-    assert krippendorff_alpha([[1, 1], [2, 2], [3, 3]], "ordinal") == pytest.approx(1.0)
-
-
 def test_position_bias_detects_a_left_preference():
     votes = [
         _vote(annotator=f"a{i}", item=f"i{i}", choice="left" if i < 45 else "right")
@@ -227,9 +201,19 @@ def test_summary_has_every_section():
     ]
     s = summary(votes, bootstrap_rounds=20)
     assert s["votes"] == 15 and s["annotators"] == 3 and s["items"] == 5
-    crit = {r["criterion"]: r for r in s["agreement"]}
-    assert crit["coherence"]["annotators"] == 3 and crit["coherence"]["units"] == 10
-    assert not (crit["coherence"]["fleiss_kappa"] != crit["coherence"]["fleiss_kappa"])  # not nan
+    coherence = [r for r in s["agreement"] if r["criterion"] == "coherence"]
+    assert [r["statistic"].split(" (")[0] for r in coherence] == [
+        "Krippendorff's alpha",
+        "Cohen's kappa",
+        "Fleiss' kappa",
+    ]
+    alpha, cohen, fleiss = coherence
+    assert (alpha["units"], alpha["raters"], alpha["unit"]) == (10, 3, "stories")
+    assert fleiss["status"] == "ok" and fleiss["units"] == 10 and fleiss["raters"] == 3
+    assert cohen["status"] == "n/a"
+    text = markdown(s)
+    assert "| coherence | Fleiss' kappa (3 ratings per unit) |" in text
+    assert "10 stories, 3 raters" in text
 
 
 def test_pairs_files_are_checked_line_by_line(tmp_path):
