@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
+
 import gradio as gr
 
 from human_ratings.report import figure, markdown
 from human_ratings.stats import summary
 from human_ratings.store import CRITERIA
 from story_ui import rate, write
+from story_ui.components import Number, Slider
 from story_ui.services import Services
 from storygen.config import SamplingConfig
 from storygen.request import ENDINGS, GENRES, LENGTHS, POVS, TONES
@@ -20,16 +23,6 @@ fine-tuned language model writes it. Annotators: the **Rate** tab compares two s
 def _any(choices) -> list[tuple[str, str]]:
     """Dropdown choices with the empty one shown as "any" (its value stays "")."""
     return [("any", ""), *((c, c) for c in choices)]
-
-
-def _sampling(temperature, top_p, top_k, repetition_penalty, max_new_tokens) -> dict:
-    return {
-        "temperature": float(temperature),
-        "top_p": float(top_p),
-        "top_k": int(top_k),
-        "repetition_penalty": float(repetition_penalty),
-        "max_new_tokens": int(max_new_tokens) or None,
-    }
 
 
 def write_tab(services: Services) -> None:
@@ -59,18 +52,18 @@ def write_tab(services: Services) -> None:
             with gr.Accordion("Advanced sampling", open=False):
                 # Ranges from SamplingConfig itself, so the page and validation agree.
                 r = SamplingConfig.RANGES
-                temperature = gr.Slider(
+                temperature = Slider(
                     *r["temperature"], value=d.temperature, step=0.05, label="Temperature"
                 )
-                top_p = gr.Slider(*r["top_p"], value=d.top_p, step=0.01, label="Top-p")
-                top_k = gr.Slider(*r["top_k"], value=d.top_k, step=1, label="Top-k (0: off)")
-                rep = gr.Slider(
+                top_p = Slider(*r["top_p"], value=d.top_p, step=0.01, label="Top-p")
+                top_k = Slider(*r["top_k"], value=d.top_k, step=1, label="Top-k (0: off)")
+                rep = Slider(
                     *r["repetition_penalty"],
                     value=d.repetition_penalty,
                     step=0.01,
                     label="Repetition penalty",
                 )
-                max_new = gr.Slider(
+                max_new = Slider(
                     0,
                     r["max_new_tokens"][1],
                     value=0,
@@ -78,12 +71,13 @@ def write_tab(services: Services) -> None:
                     label="Max new tokens (0: from the length)",
                 )
             with gr.Row():
-                seed = gr.Number(value=d.seed, label="Seed", precision=0, elem_id="seed")
+                seed = Number(value=d.seed, label="Seed", precision=0, elem_id="seed")
                 randomize = gr.Checkbox(value=False, label="New random seed each time")
         with gr.Column(scale=3):
             with gr.Row():
                 go = gr.Button("Write", variant="primary", elem_id="write-btn")
-                stop = gr.Button("Stop", variant="stop", elem_id="stop-btn")
+                # Offered only while a story is being written.
+                stop = gr.Button("Stop", variant="stop", visible=False, elem_id="stop-btn")
                 regen = gr.Button("Regenerate (new seed)", elem_id="regen-btn")
                 cont = gr.Button("Continue", elem_id="continue-btn")
             story = gr.Textbox(label="Story", lines=18, interactive=False, elem_id="story")
@@ -98,7 +92,7 @@ def write_tab(services: Services) -> None:
                 interactive=False,
             )
             with gr.Row():
-                pick = gr.Number(value=1, precision=0, label="Draft #")
+                pick = Number(value=1, precision=0, label="Draft #")
                 restore = gr.Button("Open draft")
     drafts = gr.State([])
     provenance = gr.State(None)
@@ -131,12 +125,18 @@ def write_tab(services: Services) -> None:
             request: gr.Request,
         ):
             values = [characters, place, era, genre, tone, plot_points, ending, pov, length, prompt]
-            sampling = _sampling(temperature, top_p, top_k, repetition_penalty, max_new_tokens)
+            sampling = dict(
+                temperature=temperature,
+                top_p=top_p,
+                top_k=top_k,
+                repetition_penalty=repetition_penalty,
+                max_new_tokens=max_new_tokens,
+            )
             yield from write.write(
                 services,
                 values,
                 sampling,
-                seed or 0,
+                0 if seed is None else seed,
                 randomize or new_seed,
                 story if from_story else "",
                 drafts,
@@ -152,8 +152,12 @@ def write_tab(services: Services) -> None:
         regen.click(run(True, False), inputs, outputs, api_name="regenerate", concurrency_id="gen"),
         cont.click(run(False, True), inputs, outputs, api_name="continue", concurrency_id="gen"),
     ]
-    for e in events:
-        e.then(write.drafts_table, drafts, drafts_view, api_visibility="private")
+    private = dict(queue=False, api_visibility="private")
+    for button, e in zip((go, regen, cont), events):
+        button.click(lambda: gr.Button(visible=True), None, stop, **private)
+        e.then(write.drafts_table, drafts, drafts_view, api_visibility="private").then(
+            lambda: gr.Button(visible=False), None, stop, **private
+        )
 
     def stop_writing(request: gr.Request):
         # The story ends between two tokens and arrives cleaned, as a draft; its engine slot is
@@ -163,33 +167,38 @@ def write_tab(services: Services) -> None:
         return "Nothing is being written."
 
     stop.click(stop_writing, None, status, api_name="stop")
-    dl.click(write.export, [story, fmt, drafts], file, api_name="download")
 
-    def open_draft(i, drafts_v):
-        i = int(i or 0)
-        if not 1 <= i <= len(drafts_v):
-            return gr.skip(), f"There is no draft #{i}."
-        return drafts_v[i - 1]["text"], f"Opened draft #{i} (seed {drafts_v[i - 1]['seed']})."
+    def download(story, file_format, drafts):
+        return write.export(story, file_format, drafts)
+
+    dl.click(download, [story, fmt, drafts], [file, status], api_name="download")
+
+    def open_draft(draft_number, drafts):
+        return write.open_draft(draft_number, drafts)
 
     restore.click(open_draft, [pick, drafts], [story, status], api_name="open_draft")
 
 
 def rate_tab(services: Services) -> None:
     gr.Markdown(
-        "Compare two stories written for the same request. Which system wrote which "
-        "is hidden until you vote."
+        "Compare two stories written for the same request. Which system wrote which is hidden "
+        "until you vote. **Required:** which story is better. **Optional:** the 1-5 ratings "
+        f"({rate.SCALE.split(';')[0]}) and a comment."
     )
-    with gr.Row():
-        annotator = gr.Textbox(label="Annotator ID", elem_id="annotator")
+    with gr.Row(equal_height=True):
+        annotator = gr.Textbox(label="Annotator ID", max_length=64, elem_id="annotator")
         password = gr.Textbox(
             label="Password",
             type="password",
             visible=bool(services.config.rater_password),
             elem_id="password",
         )
-        begin = gr.Button("Start rating", variant="primary", elem_id="start-rating")
+        with gr.Column():
+            begin = gr.Button("Start rating", variant="primary", elem_id="start-rating")
+            start_status = gr.Markdown(elem_id="start-status")
     request_md = gr.Markdown(elem_id="rate-request")
-    ratings = []
+    scale = [("1 (poor)", "1"), ("2", "2"), ("3", "3"), ("4", "4"), ("5 (excellent)", "5")]
+    ratings = {}
     stories = []
     with gr.Row():
         for side in ("A", "B"):
@@ -203,34 +212,59 @@ def rate_tab(services: Services) -> None:
                     )
                 )
                 for c in CRITERIA:
-                    ratings.append(
-                        gr.Radio(
-                            ["1", "2", "3", "4", "5"],
-                            label=f"{side}: {c}",
-                            elem_id=f"rate-{side.lower()}-{c}",
-                        )
+                    ratings[f"{side.lower()}_{c}"] = gr.Radio(
+                        scale,
+                        label=f"{side}: {c}",
+                        info=rate.SCALE,
+                        elem_id=f"rate-{side.lower()}-{c}",
                     )
-    choice = gr.Radio(list(rate.CHOICE_LABELS), label="Which story is better?", elem_id="choice")
-    comment = gr.Textbox(label="Comment (optional)", elem_id="comment")
-    submit = gr.Button("Submit vote", variant="primary", elem_id="submit-vote")
+    choice = gr.Radio(
+        list(rate.CHOICE_LABELS), label="Which story is better? (required)", elem_id="choice"
+    )
+    comment = gr.Textbox(label="Comment (optional)", max_length=5000, elem_id="comment")
+    with gr.Row(equal_height=True):
+        submit = gr.Button("Submit vote", variant="primary", elem_id="submit-vote")
+        next_btn = gr.Button("Next item", elem_id="next-item")
     status = gr.Markdown(elem_id="rate-status")
     state = gr.State({})
-    shown = [request_md, stories[0], stories[1], state, status]
-    begin.click(
-        lambda a, p: rate.start(services, a, p),
-        [annotator, password],
-        shown,
-        api_name="start_rating",
+    shown = [request_md, stories[0], stories[1], state, start_status, status]
+    answers = [choice, comment, *ratings.values()]
+
+    def start_rating(annotator_id, password):
+        return rate.start(services, annotator_id, password)
+
+    def cast_vote(
+        state,
+        choice,
+        comment,
+        a_coherence,
+        a_engagement,
+        a_relevance,
+        a_personalization,
+        b_coherence,
+        b_engagement,
+        b_relevance,
+        b_personalization,
+    ):
+        given = locals()
+        return rate.vote(services, state, choice, [given[k] for k in ratings], comment)
+
+    # The vote's parameters are the rating controls, by name.
+    assert list(ratings) == list(inspect.signature(cast_vote).parameters)[3:]
+
+    def next_item(state):
+        return rate.next_one(services, state)
+
+    def clear():
+        return None, "", *([None] * len(ratings))
+
+    # A new item comes with a clean form; a vote leaves its answers beside the reveal.
+    begin.click(start_rating, [annotator, password], shown, api_name="start_rating").then(
+        clear, None, answers, api_visibility="private"
     )
-
-    def cast(state_v, choice_v, comment_v, *ratings_v):
-        return rate.vote(services, state_v, choice_v, list(ratings_v), comment_v)
-
-    submit.click(cast, [state, choice, comment, *ratings], shown, api_name="vote").then(
-        lambda: (None, "", *([None] * len(ratings))),
-        None,
-        [choice, comment, *ratings],
-        api_visibility="private",
+    submit.click(cast_vote, [state, *answers], shown, api_name="vote")
+    next_btn.click(next_item, state, shown, api_name="next_item").then(
+        clear, None, answers, api_visibility="private"
     )
 
 

@@ -17,6 +17,8 @@ CHOICE_LABELS = {
     "Both are bad": "both_bad",
 }
 EMPTY = ("", "", "")
+SCALE = "1 = poor, 5 = excellent; optional"
+"""What a 1-5 rating means, shown beside every rating control."""
 
 
 def request_markdown(item: Item) -> str:
@@ -34,8 +36,12 @@ def next_item(services, annotator: str) -> Item | None:
     return services.live_item() if services.config.live else None
 
 
-def show(services, annotator: str, note: str = ""):
-    """(request, story A, story B, state, status) for the annotator's next item."""
+# Every handler returns (request, story A, story B, state, start message, vote message): the
+# messages appear beside the control that caused them.
+
+
+def show(services, annotator: str, note: str = "", where: str = "vote"):
+    """The annotator's next item; ``note`` goes beside Start (``where="start"``) or Submit."""
     item = next_item(services, annotator)
     if item is None:
         total = len(services.items)
@@ -43,47 +49,89 @@ def show(services, annotator: str, note: str = ""):
             "No items to rate: no pairs file is loaded (start the app with --live to generate "
             "items on the spot)."
             if not total
-            else (f"You have rated all {total} items. Thank you!")
+            else f"You have rated all {total} items. Thank you!"
         )
-        return (*EMPTY, {"annotator": annotator}, (note + "\n\n" + msg).strip())
+        return _say(*EMPTY, {"annotator": annotator}, where, (note + "\n\n" + msg).strip())
     left, right = assign_sides(item, random.Random(random.SystemRandom().random()))
     state = {"annotator": annotator, "item_id": item.item_id, "left": left, "right": right}
-    return (
+    note = (note + "\n\n" + "Read both stories, then vote.").strip()
+    return _say(
         request_markdown(item),
         item.stories[left]["text"],
         item.stories[right]["text"],
         state,
-        (note + "\n\n" + "Read both stories, then vote.").strip(),
+        where,
+        note,
+    )
+
+
+def _say(request, a, b, state, where: str, message: str):
+    start_msg, vote_msg = (message, "") if where == "start" else ("", message)
+    return request, a, b, state, start_msg, vote_msg
+
+
+def _keep(state, where: str, message: str):
+    """Leave the screen as it is, and say something beside the control that was used."""
+    skip = gr_skip()
+    return _say(skip, skip, skip, state, where, message)
+
+
+def _hold(item: Item, state: dict, message: str):
+    """The item voted on, held on screen (and sent to API clients) with the message."""
+    return _say(
+        request_markdown(item),
+        item.stories[state["left"]]["text"],
+        item.stories[state["right"]]["text"],
+        state,
+        "vote",
+        message,
     )
 
 
 def start(services, annotator: str, password: str):
     """Check the annotator's ID (and the password, when one is configured)."""
-    annotator = (annotator or "").strip()
+    if not isinstance(annotator, str) or not isinstance(password, (str, type(None))):
+        return _say(*EMPTY, {}, "start", "The annotator ID and password must be text.")
+    annotator = annotator.strip()
     if not annotator or len(annotator) > 64 or not annotator.isprintable():
-        return (*EMPTY, {}, "Enter an annotator ID (up to 64 printable characters).")
+        return _say(*EMPTY, {}, "start", "Enter an annotator ID (up to 64 printable characters).")
     expected = services.config.rater_password
     if expected and not hmac.compare_digest((password or "").encode(), expected.encode()):
-        return (*EMPTY, {}, "Wrong password.")
-    return show(services, annotator)
+        return _say(*EMPTY, {}, "start", "Wrong password.")
+    return show(services, annotator, where="start")
+
+
+def next_one(services, state: dict):
+    """ "Next item": a new item after a vote (or instead of the one on screen)."""
+    if not state or not state.get("annotator"):
+        return _keep(state or {}, "vote", "Start with your annotator ID first (at the top).")
+    return show(services, state["annotator"])
 
 
 def vote(services, state: dict, choice_label: str, ratings: list, comment: str):
-    """Record the vote, reveal the systems, and move on to the next item."""
-    if not state or "item_id" not in state:
-        return (*EMPTY, state or {}, "Start with your annotator ID first.")
-    choice = CHOICE_LABELS.get(choice_label)
-    if choice is None:
-        return (gr_skip(), gr_skip(), gr_skip(), state, "Pick A, B, tie or both bad first.")
+    """Record the vote and reveal the systems beside the stories they wrote; the item stays on
+    screen until "Next item"."""
+    if not state or not state.get("annotator"):
+        return _keep(state or {}, "vote", "Start with your annotator ID first (at the top).")
+    if "item_id" not in state:
+        return _keep(state, "vote", "There is no item on screen to vote on.")
     item = next(it for it in services.items if it.item_id == state["item_id"])
+    if state.get("voted"):
+        return _hold(item, state, "This item is saved already. Press **Next item**.")
+    choice = CHOICE_LABELS.get(choice_label) if isinstance(choice_label, str) else None
+    if choice is None:
+        return _keep(state, "vote", "Pick A, B, tie or both bad first (the ratings are optional).")
+    try:
+        values = dict(
+            zip(
+                [f"{side}_{c}" for side in ("left", "right") for c in CRITERIA],
+                [_rating(r) for r in ratings],
+            )
+        )
+    except ValueError as exc:
+        return _keep(state, "vote", f"Vote not saved: {exc}")
     left, right = state["left"], state["right"]
     prov = {side: item.stories[s].get("provenance", {}) for side, s in (("l", left), ("r", right))}
-    values = dict(
-        zip(
-            [f"{side}_{c}" for side in ("left", "right") for c in CRITERIA],
-            [int(r) if r not in (None, "") else None for r in ratings],
-        )
-    )
     try:
         services.store.append(
             Vote(
@@ -92,7 +140,7 @@ def vote(services, state: dict, choice_label: str, ratings: list, comment: str):
                 system_left=left,
                 system_right=right,
                 choice=choice,
-                comment=comment or "",
+                comment="" if comment is None else comment,
                 seed_left=prov["l"].get("sampling", {}).get("seed"),
                 seed_right=prov["r"].get("sampling", {}).get("seed"),
                 settings=settings_json(
@@ -106,9 +154,21 @@ def vote(services, state: dict, choice_label: str, ratings: list, comment: str):
             services, state["annotator"], "You had already rated that item; here is another."
         )
     except VoteError as exc:
-        return (gr_skip(), gr_skip(), gr_skip(), state, f"Vote not saved: {exc}")
-    reveal = f"Saved. **A** was `{left}`, **B** was `{right}`."
-    return show(services, state["annotator"], reveal)
+        return _keep(state, "vote", f"Vote not saved: {exc}")
+    reveal = (
+        f"**Saved.** Story **A** was written by `{left}`, story **B** by `{right}`. "
+        "Press **Next item** for another."
+    )
+    return _hold(item, {**state, "voted": True}, reveal)
+
+
+def _rating(r) -> int | None:
+    """A 1-5 rating from the page ("1".."5"), or None when left out."""
+    if r is None or r == "":
+        return None
+    if str(r) not in ("1", "2", "3", "4", "5"):
+        raise ValueError(f"a rating must be 1 to 5 or left out, not {str(r)[:20]!r}")
+    return int(r)
 
 
 def gr_skip():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import tempfile
@@ -19,6 +20,11 @@ MAX_SEED = 2**31 - 1
 """Random seeds are drawn below this."""
 MAX_PAGE_SEED = 2**53 - 1
 """The largest whole number a browser's number field holds exactly."""
+
+
+MAX_FIELD_CHARS = 10_000
+"""A first bound on every form field, before it is parsed; validation has the precise ones
+(8 characters of 60-character names, a 2000-character prompt, ...)."""
 
 
 def parse_characters(text: str) -> list[Character]:
@@ -39,6 +45,15 @@ def form_request(
     prompt: str,
 ) -> StoryRequest:
     """Build and validate a request from the form fields (raises RequestError)."""
+    fields = locals()
+    errors = {}
+    for name, value in fields.items():
+        if value is not None and not isinstance(value, str):
+            errors[name] = f"must be text, not {type(value).__name__}"
+        elif len(value or "") > MAX_FIELD_CHARS:
+            errors[name] = f"is too long: {len(value)} characters, at most {MAX_FIELD_CHARS}"
+    if errors:
+        raise RequestError(errors)
     return validate(
         StoryRequest(
             characters=parse_characters(characters),
@@ -84,6 +99,33 @@ def seed_value(seed) -> int:
     return seed
 
 
+SLIDERS = {
+    "temperature": float,
+    "top_p": float,
+    "top_k": int,
+    "repetition_penalty": float,
+    "max_new_tokens": int,
+}
+"""The sampling controls and their types; SamplingConfig checks the ranges."""
+MAX_DOWNLOAD_CHARS = 200_000
+"""Far above any story the app writes (4096 new tokens after a 2048-token Continue text)."""
+
+
+def sampling_settings(values: dict) -> dict:
+    """The sampling controls' values as SamplingConfig fields (a ConfigError names the control
+    that is not a number); a max_new_tokens of 0 means "from the length"."""
+    out = {}
+    for name, kind in SLIDERS.items():
+        v = values.get(name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ConfigError(f"{name} must be a number, not {str(v)[:40]!r}")
+        if kind is int and not float(v).is_integer():
+            raise ConfigError(f"{name} must be a whole number, not {v!r}")
+        out[name] = kind(v)
+    out["max_new_tokens"] = out["max_new_tokens"] or None
+    return out
+
+
 def write(
     services,
     form: list,
@@ -103,8 +145,10 @@ def write(
         request = form_request(*form)
         if randomize:
             seed = random.SystemRandom().randrange(MAX_SEED)
-        sampling = SamplingConfig(seed=seed_value(seed), **settings)
-    except (RequestError, ConfigError, TypeError, ValueError) as exc:
+        sampling = SamplingConfig(seed=seed_value(seed), **sampling_settings(settings))
+        if not isinstance(prefix, (str, type(None))):
+            raise ConfigError("the story to continue must be text")
+    except (RequestError, ConfigError) as exc:
         yield KEEP, error_text(exc), KEEP, drafts, None  # the story on screen stays
         return
     yield prefix or "", "Writing…", seed, drafts, None
@@ -145,10 +189,14 @@ def drafts_table(drafts: list[dict]) -> list[list]:
     return [[i + 1, d["title"], d["seed"], d["words"]] for i, d in enumerate(drafts)]
 
 
-def export(text: str, fmt: str, drafts: list[dict]) -> str | None:
-    """Write the story to a temporary .md or .txt file for download."""
-    if not (text or "").strip():
-        return None
+def export(text: str, fmt: str, drafts: list[dict]) -> tuple[str | None, str]:
+    """Write the story to a temporary .md or .txt file for download: (path, message)."""
+    if not isinstance(text, str) or not text.strip():
+        return None, "There is no story to download yet."
+    if len(text) > MAX_DOWNLOAD_CHARS:
+        return None, f"**Error:** a story to download is at most {MAX_DOWNLOAD_CHARS} characters."
+    if fmt not in ("Markdown", "Text"):
+        return None, f"**Error:** download as Markdown or Text, not {str(fmt)[:20]!r}."
     prov = next((d["provenance"] for d in reversed(drafts) if d["text"] == text), None)
     suffix = ".md" if fmt == "Markdown" else ".txt"
     out = Path(tempfile.mkdtemp(prefix="story-")) / f"story{suffix}"
@@ -161,8 +209,19 @@ def export(text: str, fmt: str, drafts: list[dict]) -> str | None:
             )
     else:
         body = text + "\n"
-    out.write_text(body, encoding="utf-8")
-    return str(out)
+    out.write_text(body, encoding="utf-8", errors="replace")
+    return str(out), f"Ready to download as {fmt}."
+
+
+def open_draft(number, drafts: list[dict]):
+    """(story, message) for the draft with this 1-based number; the story stays if none."""
+    if isinstance(number, float) and number.is_integer():
+        number = int(number)
+    if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= len(drafts):
+        have = f"1 to {len(drafts)}" if drafts else "none yet"
+        return KEEP, f"There is no draft #{str(number)[:20]}: drafts of this visit are {have}."
+    d = drafts[number - 1]
+    return d["text"], f"Opened draft #{number} (seed {d['seed']})."
 
 
 def validate_or_empty(prov: dict | None) -> StoryRequest:

@@ -122,13 +122,19 @@ def test_rating_needs_the_password_and_records_exactly_one_vote(app):
 
     client = Client(app["url"], verbose=False)
     refused = client.predict("alice", "wrong", api_name="/start_rating")
-    assert refused[-1] == "Wrong password."
+    assert refused[3] == "Wrong password." and refused[4] == ""  # beside Start, not Submit
     shown = client.predict("alice", "s3cret", api_name="/start_rating")
     assert "Mara" in shown[0] and shown[1] != shown[2]
     result = client.predict(
         "B is better", "=SUM(A1)", "4", "3", "5", "2", "1", "2", "3", "4", api_name="/vote"
     )
     assert "Saved" in result[-1]
+    # The voted item stays on screen with the reveal, which names the systems of A and B.
+    assert result[1:3] == shown[1:3]
+    assert f"**A** was written by `{shown[1].split()[0]}`" in result[-1]
+    assert f"**B** by `{shown[2].split()[0]}`" in result[-1]
+    again = client.predict("A is better", "", *[None] * 8, api_name="/vote")
+    assert "saved already" in again[-1] and again[1:3] == shown[1:3]
     votes = [v for v in VoteStore(app["votes"]).votes() if v.annotator == "alice"]
     assert len(votes) == 1
     vote = votes[0]
@@ -143,12 +149,13 @@ def test_annotators_never_see_an_item_twice(app):
     from gradio_client import Client
 
     client = Client(app["url"], verbose=False)
-    client.predict("bob", "s3cret", api_name="/start_rating")
+    shown = client.predict("bob", "s3cret", api_name="/start_rating")
     seen = []
     for _ in range(4):
-        out = client.predict("Tie", "", *[None] * 8, api_name="/vote")
-        seen.append(out[0])
-    assert "rated all 4 items" in out[-1]
+        seen.append(shown[0])
+        assert "Saved" in client.predict("Tie", "", *[None] * 8, api_name="/vote")[-1]
+        shown = client.predict(api_name="/next_item")
+    assert "rated all 4 items" in shown[-1] and len(set(seen)) == 4
     assert len({v.item_id for v in VoteStore(app["votes"]).votes() if v.annotator == "bob"}) == 4
 
 
@@ -210,14 +217,16 @@ def test_live_mode_generates_a_new_item_when_all_are_rated(tiny_model_dir, tmp_p
         live_requests=requests,
     )
     services = Services(config)
-    request_md, a, b, state, status = rate.show(services, "carol")
+    request_md, a, b, state, _, status = rate.show(services, "carol")
     assert state["item_id"].startswith("live-") and {state["left"], state["right"]} == {
         "fp32",
         "nf4",
     }
     assert "Mara" in request_md and len(services.items) == 1
     out = rate.vote(services, state, "Tie", [None] * 8, "")
-    assert "Saved" in out[-1] and len(services.items) == 2  # the next one was made live too
+    assert "Saved" in out[-1] and len(services.items) == 1
+    rate.next_one(services, out[3])
+    assert len(services.items) == 2  # the next one was made live too
     (vote,) = services.store.votes()
     assert vote.item_id == state["item_id"] and vote.seed_left == vote.seed_right
 
@@ -278,3 +287,64 @@ def test_a_huge_continue_text_is_refused_fast(app):
 def test_results_never_show_the_servers_file_path(app):
     _, _, sync = app["client"].predict(api_name="/results")
     assert str(app["votes"]) not in str(sync) and "votes.csv" not in str(sync)
+
+
+BAD_VALUES = [None, "", "x" * 20_000, -1, 2**70, [1, 2], {"a": 1}, "\x00\x07"]
+GENERIC = "has raised an exception but has not enabled verbose error reporting"
+
+
+def test_every_input_of_every_endpoint_gets_a_message_never_a_bare_error(app):
+    """Each parameter of each named endpoint in turn gets values of the wrong type, size or
+    range, the others valid. The answer is a message (ours, or Gradio's own for a choice that
+    is not offered), never the bare error of an unhandled exception."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    form = [*{**FORM_DEFAULTS, "genre": "mystery"}.values()]
+    write = [*form, *SAMPLING, 5, False, ""]
+    valid = {
+        "/write": write,
+        "/regenerate": write,
+        "/continue": [*write[:-1], "Once upon a time"],
+        "/download": ["A story.", "Markdown"],
+        "/open_draft": [1],
+        "/start_rating": ["fuzzer", "s3cret"],
+        "/vote": ["A is better", "", *["3"] * 8],
+        "/stop": [],
+        "/next_item": [],
+        "/results": [],
+    }
+    # The three story buttons share one handler: /write covers the form, /continue its text.
+    fuzzed = {"/regenerate": [], "/continue": ["story"]}
+    api = Client(app["url"], verbose=False).view_api(return_format="dict", print_info=False)
+    api = api["named_endpoints"]
+    assert set(api) == set(valid), "a new endpoint needs its valid values here"
+    cases = []
+    for name, endpoint in api.items():
+        params = [p["parameter_name"] for p in endpoint["parameters"]]
+        assert len(params) == len(valid[name]) and not any(p.startswith("param_") for p in params)
+        for i, param in enumerate(params):
+            if param in fuzzed.get(name, params):
+                cases += [(name, i, param, bad) for bad in BAD_VALUES]
+    local = threading.local()
+
+    def answer(case):
+        name, i, param, bad = case
+        if not hasattr(local, "client"):
+            local.client = Client(app["url"], verbose=False)
+        args = list(valid[name])
+        args[i] = bad
+        if name == "/vote":
+            local.client.predict("fuzzer", "s3cret", api_name="/start_rating")
+        try:
+            out = local.client.predict(*args, api_name=name)
+        except AppError as exc:
+            return None if str(exc).strip() and GENERIC not in str(exc) else (case, "bare")
+        outs = out if isinstance(out, (list, tuple)) else [out]
+        return None if any(isinstance(o, str) and o.strip() for o in outs) else (case, "silent")
+
+    with ThreadPoolExecutor(4) as pool:
+        bare = [r for r in pool.map(answer, cases) if r]
+    assert len(cases) > 200 and not bare

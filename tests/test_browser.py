@@ -46,6 +46,7 @@ def test_fill_form_stream_story_vote_and_find_the_vote(served, tmp_path):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page()
         page.goto(url)
+        expect(page.locator("#stop-btn")).to_be_hidden()  # offered only while writing
         page.locator("#characters textarea").fill("Mara: stubborn, kind\nJonah: curious")
         page.locator("#place input, #place textarea").first.fill("a lighthouse")
         page.locator("#prompt textarea").fill("A storm <b>cuts</b> the power.")
@@ -53,18 +54,26 @@ def test_fill_form_stream_story_vote_and_find_the_vote(served, tmp_path):
         story = page.locator("#story textarea")
         expect(page.locator("#write-status")).to_contain_text("Done", timeout=60_000)
         assert story.input_value().strip()
+        expect(page.locator("#stop-btn")).to_be_hidden()
         page.screenshot(path=str(tmp_path / "write.png"), full_page=True)
 
         page.get_by_role("tab", name="Rate").click()
         page.locator("#annotator input, #annotator textarea").first.fill("browser-annotator")
         page.locator("#start-rating").click()
-        expect(page.locator("#rate-status")).to_contain_text("Read both stories", timeout=30_000)
+        expect(page.locator("#start-status")).to_contain_text("Read both stories", timeout=30_000)
         shown_a = page.locator("#story-a textarea").input_value()
         page.locator("#choice label", has_text="A is better").click()
         page.locator("#rate-a-coherence label", has_text="5").click()
         page.locator("#comment textarea").fill("clear and vivid")
         page.locator("#submit-vote").click()
         expect(page.locator("#rate-status")).to_contain_text("Saved", timeout=30_000)
+        # The reveal sits with the item it is about: the stories voted on are still shown.
+        assert page.locator("#story-a textarea").input_value() == shown_a
+        reveal = page.locator("#rate-status").inner_text()
+        assert f"A was written by {shown_a.split()[0]}" in reveal
+        page.locator("#next-item").click()
+        expect(page.locator("#rate-status")).to_contain_text("Read both stories", timeout=30_000)
+        expect(page.locator("#comment textarea")).to_have_value("")
         browser.close()
 
     votes = VoteStore(votes_csv).votes()
