@@ -48,18 +48,24 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(votes: Path, *extra: str) -> tuple[subprocess.Popen, str, float]:
-    """Start app.py; return (process, url, seconds until it served its page)."""
+def start_app(
+    votes: Path, *extra: str, log: Path | None = None
+) -> tuple[subprocess.Popen, str, float]:
+    """Start app.py; return (process, url, seconds until it served its page). Its output goes
+    to ``log`` when given (appended), else nowhere."""
     port = _port()
+    out = log.open("ab") if log else subprocess.DEVNULL
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "app.py", "--port", str(port), "--votes", str(votes), *extra],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.STDOUT,
     )
+    if log:
+        out.close()  # the child has its own copy
     url = f"http://127.0.0.1:{port}/"
     while True:
         if proc.poll() is not None:
