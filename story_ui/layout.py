@@ -124,7 +124,18 @@ def write_tab(services: Services) -> None:
             drafts,
             request: gr.Request,
         ):
-            values = [characters, place, era, genre, tone, plot_points, ending, pov, length, prompt]
+            form = dict(
+                characters=characters,
+                place=place,
+                era=era,
+                genre=genre,
+                tone=tone,
+                plot_points=plot_points,
+                ending=ending,
+                pov=pov,
+                length=length,
+                prompt=prompt,
+            )
             sampling = dict(
                 temperature=temperature,
                 top_p=top_p,
@@ -134,7 +145,7 @@ def write_tab(services: Services) -> None:
             )
             yield from write.write(
                 services,
-                values,
+                form,
                 sampling,
                 0 if seed is None else seed,
                 randomize or new_seed,

@@ -128,7 +128,7 @@ def sampling_settings(values: dict) -> dict:
 
 def write(
     services,
-    form: list,
+    form: dict,
     settings: dict,
     seed: int,
     randomize: bool,
@@ -136,13 +136,14 @@ def write(
     drafts: list[dict],
     session: str | None = None,
 ):
-    """Stream a story for the form; yields (story, status, seed, drafts, provenance).
+    """Stream a story for the form (form_request's fields by name); yields (story, status,
+    seed, drafts, provenance).
 
     ``session`` names the visitor, so that Stop ends this visitor's story only. A seed that
     cannot be used is answered with a message and left on screen as typed (echoing a number
     beyond what the page can hold would end the request without one)."""
     try:
-        request = form_request(*form)
+        request = form_request(**form)
         if randomize:
             seed = random.SystemRandom().randrange(MAX_SEED)
         sampling = SamplingConfig(seed=seed_value(seed), **sampling_settings(settings))

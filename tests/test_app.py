@@ -17,7 +17,7 @@ FORM_DEFAULTS = dict(
     era="",
     genre="",
     tone="",
-    plot="",
+    plot_points="",
     ending="",
     pov="",
     length="flash",
@@ -238,7 +238,7 @@ def test_the_page_is_refreshed_at_most_every_stream_interval(tiny_backend, tmp_p
 
     config = AppConfig(votes_csv=tmp_path / "v.csv", pairs=None, stream_every_s=3600)
     services = Services(config, backend=tiny_backend)
-    form = ["Mara: kind", "", "", "mystery", "", "", "", "", "flash", ""]
+    form = {**FORM_DEFAULTS, "characters": "Mara: kind", "genre": "mystery"}
     settings = {"temperature": 0.8, "top_p": 0.9, "top_k": 50, "repetition_penalty": 1.1}
     settings["max_new_tokens"] = 30
     outs = list(write.write(services, form, settings, 5, False, "", []))
