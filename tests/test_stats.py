@@ -24,6 +24,8 @@ from human_ratings.stats import (
     ordered,
     percentile_interval,
     position_bias,
+    summary,
+    wilson,
     win_rates,
 )
 from human_ratings.store import Vote
@@ -52,23 +54,38 @@ def test_wilson_and_position_bias_match_scipy_binomtest(k, n):
     assert pb["p_value"] == pytest.approx(ref.pvalue, rel=1e-9, abs=1e-15)
 
 
+def test_no_decisive_vote_gives_no_rate_and_the_whole_interval():
+    assert wilson(0, 0) == (0.0, 1.0)
+    assert all(wilson(n, n)[1] <= 1.0 and wilson(0, n)[0] >= 0.0 for n in range(1, 300))
+    pb = position_bias([_vote(choice="tie"), _vote(annotator="b", choice="both_bad")])
+    assert pb["decisive_votes"] == 0 and (pb["ci_low"], pb["ci_high"]) == (0.0, 1.0)
+    assert math.isnan(pb["left_win_rate"]) and math.isnan(pb["p_value"])
+    (only_ties,) = [r for r in win_rates([_vote(choice="tie")]) if r["system"] == "base"]
+    assert math.isnan(only_ties["win_rate"]) and (only_ties["ci_low"], only_ties["ci_high"]) == (
+        0.0,
+        1.0,
+    )
+
+
 def test_win_rates_count_every_outcome_on_both_sides():
     votes = [
         _vote("a", "1", "A", "B", "left"),  # A wins from the left
         _vote("a", "2", "B", "A", "right"),  # A wins from the right
         _vote("a", "3", "B", "A", "left"),  # B wins
         _vote("a", "4", "A", "B", "tie"),
+        _vote("a", "4b", "B", "A", "tie"),
         _vote("a", "5", "B", "A", "both_bad"),
+        _vote("a", "5b", "A", "B", "both_bad"),
         _vote("a", "6", "A", "C", "right"),  # C wins
     ]
     rows = {r["system"]: r for r in win_rates(votes)}
     a = rows["A"]
-    assert (a["games"], a["wins"], a["losses"], a["ties"], a["both_bad"]) == (6, 2, 2, 1, 1)
+    assert (a["games"], a["wins"], a["losses"], a["ties"], a["both_bad"]) == (8, 2, 2, 2, 2)
     assert a["win_rate"] == 0.5
     ci = binomtest(2, 4).proportion_ci(method="wilson")
     assert (a["ci_low"], a["ci_high"]) == pytest.approx((ci.low, ci.high), abs=1e-9)
     b = rows["B"]
-    assert (b["games"], b["wins"], b["losses"], b["ties"], b["both_bad"]) == (5, 1, 2, 1, 1)
+    assert (b["games"], b["wins"], b["losses"], b["ties"], b["both_bad"]) == (7, 1, 2, 2, 2)
     assert (rows["C"]["wins"], rows["C"]["losses"]) == (1, 0) and rows["C"]["win_rate"] == 1.0
 
 
@@ -116,6 +133,7 @@ def _bt_votes(seed: int) -> list[Vote]:
         votes.append(_vote(f"x{n}", f"i{n}", left, right, choice))
     votes += [_vote(f"t{n}", f"t{n}", "A", "C", "tie") for n in range(6)]
     votes += [_vote(f"b{n}", f"b{n}", "B", "C", "both_bad") for n in range(9)]
+    rng.shuffle(votes)  # "both bad" votes anywhere, not only at the end
     return votes
 
 
@@ -137,24 +155,32 @@ def test_bradley_terry_keeps_an_unbeaten_system_finite_and_says_odds():
     assert math.exp(bt["A"] - bt["B"]) == pytest.approx((5 + PRIOR) / PRIOR, rel=1e-6)
 
 
+def test_no_votes_have_nothing_to_rank():
+    assert bradley_terry([]) == {} and bradley_terry_ci([]) == []
+
+
 def test_percentile_interval_is_numpys_lower_and_higher_percentile():
     rng = np.random.default_rng(0)
-    for n in (1, 2, 7, 40, 199, 200):
+    for n in (1, 2, 7, 40, 41, 81, 199, 200, 201):
         xs = list(rng.normal(size=n))
         lo, hi = percentile_interval(xs)
         assert lo == np.percentile(xs, 2.5, method="lower")
         assert hi == np.percentile(xs, 97.5, method="higher")
 
 
-def test_bradley_terry_interval_is_the_bootstrap_percentile_interval():
+@pytest.mark.parametrize("rare", [False, True])
+def test_bradley_terry_interval_is_the_bootstrap_percentile_interval(rare):
     votes, rounds, seed = _bt_votes(3), 60, 11
+    if rare:  # E plays once: many resamples lack it, and then it scores 0 (no information)
+        votes.append(_vote("e", "e", "E", "A", "left"))
     rng = random.Random(seed)
     boots = [bradley_terry([rng.choice(votes) for _ in votes], iters=100) for _ in range(rounds)]
     rows = bradley_terry_ci(votes, rounds=rounds, seed=seed)
     point = bradley_terry(votes)
     assert [r["system"] for r in rows] == sorted(point, key=lambda s: -point[s])
+    assert not rare or sum("E" not in b for b in boots) > rounds / 5  # about 1/e of them
     for r in rows:
-        lo, hi = percentile_interval([b[r["system"]] for b in boots])
+        lo, hi = percentile_interval([b.get(r["system"], 0.0) for b in boots])
         assert (r["ci_low"], r["bt_score"], r["ci_high"]) == (lo, point[r["system"]], hi)
 
 
@@ -179,6 +205,13 @@ def _units(coders: list[list]) -> list[list]:
 )
 def test_krippendorff_alpha_matches_krippendorff_2011(level, published):
     assert krippendorff_alpha(_units(K2011), level) == pytest.approx(published, abs=5e-4)
+
+
+def test_krippendorff_alpha_is_ordinal_by_default_and_refuses_unknown_levels():
+    units = _units(K2011)
+    assert krippendorff_alpha(units) == krippendorff_alpha(units, "ordinal")
+    with pytest.raises(ValueError, match="unknown measurement level 'ratio'"):
+        krippendorff_alpha(units, "ratio")
 
 
 def test_fleiss_kappa_matches_the_fleiss_1971_style_example_of_14_raters():
@@ -211,6 +244,7 @@ def test_cohen_kappa_matches_the_textbook_two_by_two_example():
 
 
 def test_undefined_agreement_is_nan_never_perfect():
+    assert math.isnan(fleiss_kappa([])) and math.isnan(fleiss_kappa([[1, 2], [1, 2, 2]]))
     assert math.isnan(cohen_kappa(["x"] * 5, ["x"] * 5))
     assert math.isnan(fleiss_kappa([[3, 3, 3]] * 4))
     assert math.isnan(krippendorff_alpha([[3, 3, 3]] * 4, "ordinal"))
@@ -220,6 +254,7 @@ def test_undefined_agreement_is_nan_never_perfect():
 def test_ordinal_values_are_ordered_as_numbers_not_as_text():
     assert ordered([10, 2, 1]) == [1, 2, 10]
     assert ordered(["b", "a"]) == ["a", "b"]
+    assert ordered([10, "b", 2]) == [10, 2, "b"]  # mixed: all by text
     data = [[1, 2], [2, 2], [1, 1], [10, 2], [10, 10], [1, 10], [2, 2]]
     relabelled = [[{1: 1, 2: 2, 10: 3}[x] for x in u] for u in data]
     # Ordinal alpha depends only on the order of the values, so relabelling keeps it.
@@ -314,6 +349,12 @@ def test_agreement_rows_say_what_they_rest_on():
     assert fleiss["value"] == pytest.approx(fleiss_kappa(units))
     alpha = rows[("coherence", "Krippendorff's alpha")]
     assert alpha["units"] == 12 and alpha["raters"] == 3 and alpha["status"] == "ok"
+    all_units = units + [[1 + (i + j) % 5 for j in range(2)] for i in (4, 5)]
+    all_units += [[1 + (2 * i + j) % 4 for j in range(2)] for i in (4, 5)]
+    assert alpha["value"] == pytest.approx(krippendorff_alpha(all_units, "ordinal"))
+    assert all(
+        r["unit"] == ("items" if r["criterion"] == "choice" else "stories") for r in rows.values()
+    )
     cohen = rows[("coherence", "Cohen's kappa")]
     assert cohen["status"] == "n/a" and "exactly two" in cohen["note"]
     choice = rows[("choice", "Krippendorff's alpha")]
@@ -333,8 +374,11 @@ def test_all_ratings_equal_is_reported_undefined_not_perfect():
         assert r["status"] == "undefined" and math.isnan(r["value"]), r
         assert "every rating is 3" in r["note"] and r["units"] == 12 and r["raters"] == 3
     # A criterion nobody rated does not apply at all.
-    empty = rows[("coherence", "Krippendorff's alpha")]
-    assert empty["status"] == "n/a" and empty["units"] == 0
+    for stat in ("Krippendorff's alpha", "Cohen's kappa", "Fleiss' kappa"):
+        empty = rows[("coherence", stat)]
+        assert empty["status"] == "n/a" and empty["units"] == 0 and empty["unit"] == "stories"
+        assert empty["note"] == "no story rated by two annotators yet"
+    assert {r["unit"] for r in rows.values() if r["criterion"] == "choice"} == {"items"}
 
 
 def test_two_annotators_get_cohen_on_the_units_both_rated():
@@ -345,7 +389,7 @@ def test_two_annotators_get_cohen_on_the_units_both_rated():
                 ("left", "left"),
                 ("right", "right"),
                 ("left", "right"),
-                ("tie", "tie"),
+                ("tie", "both_bad"),
                 ("left", "left"),
             ]
         )
@@ -354,7 +398,14 @@ def test_two_annotators_get_cohen_on_the_units_both_rated():
     votes.append(_vote("x", "solo", "A", "B", "left"))  # rated by one annotator only
     rows = _rows(votes)
     cohen = rows[("choice", "Cohen's kappa")]
-    ref = cohen_kappa(["A", "B", "A", "tie", "A"], ["A", "B", "B", "tie", "A"])
+    ref = cohen_kappa(["A", "B", "A", "tie", "A"], ["A", "B", "B", "both_bad", "A"])
     assert cohen["status"] == "ok" and cohen["units"] == 5 and cohen["raters"] == 2
     assert cohen["value"] == pytest.approx(ref)
-    assert rows[("choice", "Fleiss' kappa")]["status"] == "n/a"
+    fleiss = rows[("choice", "Fleiss' kappa")]
+    assert fleiss["status"] == "n/a" and fleiss["note"] == "needs three or more annotators"
+    assert fleiss["unit"] == "items"
+
+
+def test_summary_bootstraps_as_many_rounds_as_asked():
+    votes = _bt_votes(4)
+    assert summary(votes, bootstrap_rounds=15)["bradley_terry"] == bradley_terry_ci(votes, 15)
