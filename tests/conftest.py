@@ -62,6 +62,39 @@ def build_tiny_model(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def copy_text(rng, words: list[str], block: int = 8, times: int = 4) -> str:
+    """A random block of words said ``times`` times: after the first, every token can be
+    predicted from context alone, and from nothing else."""
+    return " ".join(rng.sample(words, block) * times)
+
+
+@pytest.fixture(scope="session")
+def context_lm(tmp_path_factory):
+    """The tiny model trained here, for a few hundred steps, to copy (``copy_text``): unlike the
+    random one, it depends on its context, so a scorer that drops context scores it worse."""
+    import random
+
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    folder = build_tiny_model(tmp_path_factory.mktemp("copy-llama"), seed=1)
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = LlamaForCausalLM.from_pretrained(folder)
+    words = sorted({w.strip('.,;:!?"') for t in CORPUS for w in t.split()} - {""})
+    rng = random.Random(0)
+    torch.manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(400):
+        batch = [tok(copy_text(rng, words), add_special_tokens=False).input_ids for _ in range(16)]
+        n = min(map(len, batch))
+        x = torch.tensor([b[:n] for b in batch])
+        loss = model(input_ids=x, labels=x).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    return model, tok, words
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))

@@ -17,7 +17,7 @@ from eval.perplexity import perplexity, story_nll
 from finetune.build import build
 from storygen.request import Character, Setting, StoryRequest
 
-from .conftest import CORPUS, FIXTURES
+from .conftest import CORPUS, FIXTURES, copy_text
 
 TEXTS = [
     "The dragon flew over the castle, and the wizard watched it go.",
@@ -106,6 +106,28 @@ def test_sliding_window_scores_every_token_once(tiny_lm):
         logits = tiny_lm.model(input_ids=torch.tensor([ids])).logits[0, :-1]
     nll = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]), reduction="none")
     assert full.nll == pytest.approx(float(nll[n_prompt - 1 :].sum()), rel=1e-4)
+
+
+def test_sliding_window_keeps_the_context_that_non_overlapping_windows_lose(context_lm):
+    """On a model that depends on its context, each scored token must see up to
+    ``window - stride`` tokens before it: cutting the text into separate windows costs."""
+    import random
+
+    model, tok, words = context_lm
+    rng = random.Random(7)
+    full = slid = apart = blind = 0.0
+    for _ in range(4):
+        story = " " + copy_text(rng, words)
+        n = len(tok(story, add_special_tokens=False).input_ids)
+        full += story_nll(model, tok, "Once", story, window=512).nll
+        slid += story_nll(model, tok, "Once", story, window=40, stride=8).nll
+        apart += story_nll(model, tok, "Once", story, window=40, stride=40).nll
+        blind += story_nll(model, tok, "Once", story, window=2, stride=1).nll
+        assert n > 40  # longer than one window: the windows matter
+    # The model learnt to copy: with one token of context it does far worse.
+    assert blind > 2.5 * full
+    # A sliding window with 32 tokens of context loses little; separate windows lose much.
+    assert abs(slid - full) / full < 0.1 and apart > 1.25 * full
 
 
 def test_word_and_token_perplexity_share_the_total_nll(tiny_lm):
