@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {args.votes} does not exist", file=sys.stderr)
             return 2
         result = summary(VoteStore(args.votes).votes(), args.bootstrap)
-        print(json.dumps(result, indent=2) if args.json else markdown(result))
+        print(json.dumps(_json_safe(result), indent=2) if args.json else markdown(result))
         if args.png:
             save_figure(result, args.png)
         return 0
@@ -47,6 +48,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"wrote {n} items to {args.out}")
     return 0
+
+
+def _json_safe(value):
+    """NaN (an undefined figure) as null: strict JSON has no NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 def _fmt(v) -> str:
     if isinstance(v, float):
-        return "n/a" if math.isnan(v) else f"{v:.3f}"
+        return "undefined" if math.isnan(v) else f"{v:.3f}"  # "n/a" means: does not apply
     return str(v)
 
 

@@ -82,18 +82,22 @@ def write_tab(services: Services) -> None:
                 cont = gr.Button("Continue", elem_id="continue-btn")
             story = gr.Textbox(label="Story", lines=18, interactive=False, elem_id="story")
             status = gr.Markdown(elem_id="write-status")
-            with gr.Row():
+            with gr.Row(equal_height=True):
                 fmt = gr.Radio(["Markdown", "Text"], value="Markdown", label="Download as")
-                dl = gr.Button("Download")
+                with gr.Column():
+                    dl = gr.Button("Download")
+                    dl_status = gr.Markdown(elem_id="download-status")
             file = gr.File(label="Your story", interactive=False)
             drafts_view = gr.Dataframe(
                 headers=["#", "title", "seed", "words"],
                 label="Drafts of this visit",
                 interactive=False,
             )
-            with gr.Row():
+            with gr.Row(equal_height=True):
                 pick = Number(value=1, precision=0, label="Draft #")
-                restore = gr.Button("Open draft")
+                with gr.Column():
+                    restore = gr.Button("Open draft")
+                    draft_status = gr.Markdown(elem_id="draft-status")
     drafts = gr.State([])
     provenance = gr.State(None)
     form = [characters, place, era, genre, tone, plot, ending, pov, length, prompt]
@@ -158,15 +162,17 @@ def write_tab(services: Services) -> None:
 
     inputs = [*form, *settings, seed, randomize, story, drafts]
     outputs = [story, status, seed, drafts, provenance]
-    events = [
-        go.click(run(False, False), inputs, outputs, api_name="write", concurrency_id="gen"),
-        regen.click(run(True, False), inputs, outputs, api_name="regenerate", concurrency_id="gen"),
-        cont.click(run(False, True), inputs, outputs, api_name="continue", concurrency_id="gen"),
-    ]
+    # Stop is offered only while a story is written: shown first, hidden when it ends. (A
+    # second listener on the same click does not run while the first streams, so it is chained.)
     private = dict(queue=False, api_visibility="private")
-    for button, e in zip((go, regen, cont), events):
-        button.click(lambda: gr.Button(visible=True), None, stop, **private)
-        e.then(write.drafts_table, drafts, drafts_view, api_visibility="private").then(
+    for button, api_name, new_seed, from_story in (
+        (go, "write", False, False),
+        (regen, "regenerate", True, False),
+        (cont, "continue", False, True),
+    ):
+        button.click(lambda: gr.Button(visible=True), None, stop, **private).then(
+            run(new_seed, from_story), inputs, outputs, api_name=api_name, concurrency_id="gen"
+        ).then(write.drafts_table, drafts, drafts_view, api_visibility="private").then(
             lambda: gr.Button(visible=False), None, stop, **private
         )
 
@@ -182,12 +188,12 @@ def write_tab(services: Services) -> None:
     def download(story, file_format, drafts):
         return write.export(story, file_format, drafts)
 
-    dl.click(download, [story, fmt, drafts], [file, status], api_name="download")
+    dl.click(download, [story, fmt, drafts], [file, dl_status], api_name="download")
 
     def open_draft(draft_number, drafts):
         return write.open_draft(draft_number, drafts)
 
-    restore.click(open_draft, [pick, drafts], [story, status], api_name="open_draft")
+    restore.click(open_draft, [pick, drafts], [story, draft_status], api_name="open_draft")
 
 
 def rate_tab(services: Services) -> None:
@@ -238,11 +244,12 @@ def rate_tab(services: Services) -> None:
         next_btn = gr.Button("Next item", elem_id="next-item")
     status = gr.Markdown(elem_id="rate-status")
     state = gr.State({})
-    shown = [request_md, stories[0], stories[1], state, start_status, status]
+    item_shown = gr.State("")  # changes when a new item (or none) replaces the one on screen
+    shown = [request_md, stories[0], stories[1], state, item_shown, start_status, status]
     answers = [choice, comment, *ratings.values()]
 
-    def start_rating(annotator_id, password):
-        return rate.start(services, annotator_id, password)
+    def start_rating(annotator_id, password, state):
+        return rate.start(services, annotator_id, password, state)
 
     def cast_vote(
         state,
@@ -269,14 +276,11 @@ def rate_tab(services: Services) -> None:
     def clear():
         return None, "", *([None] * len(ratings))
 
-    # A new item comes with a clean form; a vote leaves its answers beside the reveal.
-    begin.click(start_rating, [annotator, password], shown, api_name="start_rating").then(
-        clear, None, answers, api_visibility="private"
-    )
+    # A new item comes with a clean form; a vote, or a refusal, leaves the answers in place.
+    item_shown.change(clear, None, answers, api_visibility="private")
+    begin.click(start_rating, [annotator, password, state], shown, api_name="start_rating")
     submit.click(cast_vote, [state, *answers], shown, api_name="vote")
-    next_btn.click(next_item, state, shown, api_name="next_item").then(
-        clear, None, answers, api_visibility="private"
-    )
+    next_btn.click(next_item, state, shown, api_name="next_item")
 
 
 def results_tab(services: Services) -> None:

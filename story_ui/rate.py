@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import random
+import secrets
 
 from human_ratings.pairs import Item, assign_sides
 from human_ratings.store import CRITERIA, DuplicateVote, Vote, VoteError, settings_json
@@ -36,8 +37,10 @@ def next_item(services, annotator: str) -> Item | None:
     return services.live_item() if services.config.live else None
 
 
-# Every handler returns (request, story A, story B, state, start message, vote message): the
-# messages appear beside the control that caused them.
+# Every handler returns (request, story A, story B, state, shown, start message, vote message).
+# The messages appear beside the control that caused them. ``shown`` changes only when a new
+# item (or none) replaces the one on screen, and only then is the answer form cleared: a refused
+# Start or a refused vote leaves everything the annotator typed in place.
 
 
 def show(services, annotator: str, note: str = "", where: str = "vote"):
@@ -51,7 +54,8 @@ def show(services, annotator: str, note: str = "", where: str = "vote"):
             if not total
             else f"You have rated all {total} items. Thank you!"
         )
-        return _say(*EMPTY, {"annotator": annotator}, where, (note + "\n\n" + msg).strip())
+        note = (note + "\n\n" + msg).strip()
+        return _say(*EMPTY, {"annotator": annotator}, where, note, shown=secrets.token_hex(8))
     left, right = assign_sides(item, random.Random(random.SystemRandom().random()))
     state = {"annotator": annotator, "item_id": item.item_id, "left": left, "right": right}
     note = (note + "\n\n" + "Read both stories, then vote.").strip()
@@ -62,12 +66,13 @@ def show(services, annotator: str, note: str = "", where: str = "vote"):
         state,
         where,
         note,
+        shown=secrets.token_hex(8),
     )
 
 
-def _say(request, a, b, state, where: str, message: str):
+def _say(request, a, b, state, where: str, message: str, shown=None):
     start_msg, vote_msg = (message, "") if where == "start" else ("", message)
-    return request, a, b, state, start_msg, vote_msg
+    return request, a, b, state, gr_skip() if shown is None else shown, start_msg, vote_msg
 
 
 def _keep(state, where: str, message: str):
@@ -88,16 +93,18 @@ def _hold(item: Item, state: dict, message: str):
     )
 
 
-def start(services, annotator: str, password: str):
-    """Check the annotator's ID (and the password, when one is configured)."""
+def start(services, annotator: str, password: str, state: dict | None = None):
+    """Check the annotator's ID (and the password, when one is configured). A refusal leaves
+    the item on screen, if any, and the answers typed for it."""
+    state = state or {}
     if not isinstance(annotator, str) or not isinstance(password, (str, type(None))):
-        return _say(*EMPTY, {}, "start", "The annotator ID and password must be text.")
+        return _keep(state, "start", "The annotator ID and password must be text.")
     annotator = annotator.strip()
     if not annotator or len(annotator) > 64 or not annotator.isprintable():
-        return _say(*EMPTY, {}, "start", "Enter an annotator ID (up to 64 printable characters).")
+        return _keep(state, "start", "Enter an annotator ID (up to 64 printable characters).")
     expected = services.config.rater_password
     if expected and not hmac.compare_digest((password or "").encode(), expected.encode()):
-        return _say(*EMPTY, {}, "start", "Wrong password.")
+        return _keep(state, "start", "Wrong password.")
     return show(services, annotator, where="start")
 
 
@@ -149,9 +156,11 @@ def vote(services, state: dict, choice_label: str, ratings: list, comment: str):
                 **values,
             )
         )
-    except DuplicateVote:
-        return show(
-            services, state["annotator"], "You had already rated that item; here is another."
+    except DuplicateVote:  # a second tab, or a double click: the first vote stands
+        return _hold(
+            item,
+            {**state, "voted": True},
+            "You had already rated this item; your first vote stands. Press **Next item**.",
         )
     except VoteError as exc:
         return _keep(state, "vote", f"Vote not saved: {exc}")

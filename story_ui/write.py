@@ -117,11 +117,14 @@ def sampling_settings(values: dict) -> dict:
     out = {}
     for name, kind in SLIDERS.items():
         v = values.get(name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise ConfigError(f"{name} must be a number, not {str(v)[:40]!r}")
-        if kind is int and not float(v).is_integer():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{name} must be a finite number")
+        if kind is int and isinstance(v, float) and not v.is_integer():
             raise ConfigError(f"{name} must be a whole number, not {v!r}")
-        out[name] = kind(v)
+        # A huge int stays as it is (float() of it would overflow); the range check refuses it.
+        out[name] = kind(v) if abs(v) < 2**53 else v
     out["max_new_tokens"] = out["max_new_tokens"] or None
     return out
 

@@ -217,7 +217,7 @@ def test_live_mode_generates_a_new_item_when_all_are_rated(tiny_model_dir, tmp_p
         live_requests=requests,
     )
     services = Services(config)
-    request_md, a, b, state, _, status = rate.show(services, "carol")
+    request_md, a, b, state, _, _, status = rate.show(services, "carol")
     assert state["item_id"].startswith("live-") and {state["left"], state["right"]} == {
         "fp32",
         "nf4",
@@ -289,14 +289,15 @@ def test_results_never_show_the_servers_file_path(app):
     assert str(app["votes"]) not in str(sync) and "votes.csv" not in str(sync)
 
 
-BAD_VALUES = [None, "", "x" * 20_000, -1, 2**70, [1, 2], {"a": 1}, "\x00\x07"]
+BAD_VALUES = [None, "", "x" * 20_000, -1, 2**70, 10**400, [1, 2], {"a": 1}, "\x00\x07"]
 GENERIC = "has raised an exception but has not enabled verbose error reporting"
 
 
 def test_every_input_of_every_endpoint_gets_a_message_never_a_bare_error(app):
     """Each parameter of each named endpoint in turn gets values of the wrong type, size or
-    range, the others valid. The answer is a message (ours, or Gradio's own for a choice that
-    is not offered), never the bare error of an unhandled exception."""
+    range, the others valid. The answer is a message in the endpoint's own message output
+    (ours, or Gradio's own error for a choice that is not offered), never a bare error."""
+    import itertools
     from concurrent.futures import ThreadPoolExecutor
 
     from gradio_client import Client
@@ -304,17 +305,18 @@ def test_every_input_of_every_endpoint_gets_a_message_never_a_bare_error(app):
 
     form = [*{**FORM_DEFAULTS, "genre": "mystery"}.values()]
     write = [*form, *SAMPLING, 5, False, ""]
+    # endpoint: (valid values, index of the output that carries its message)
     valid = {
-        "/write": write,
-        "/regenerate": write,
-        "/continue": [*write[:-1], "Once upon a time"],
-        "/download": ["A story.", "Markdown"],
-        "/open_draft": [1],
-        "/start_rating": ["fuzzer", "s3cret"],
-        "/vote": ["A is better", "", *["3"] * 8],
-        "/stop": [],
-        "/next_item": [],
-        "/results": [],
+        "/write": (write, 1),
+        "/regenerate": (write, 1),
+        "/continue": ([*write[:-1], "Once upon a time"], 1),
+        "/download": (["A story.", "Markdown"], 1),
+        "/open_draft": ([1], 1),
+        "/start_rating": (["fuzzer", "s3cret"], 3),
+        "/vote": (["A is better", "", *["3"] * 8], 4),
+        "/stop": ([], 0),
+        "/next_item": ([], 4),
+        "/results": ([], 0),
     }
     # The three story buttons share one handler: /write covers the form, /continue its text.
     fuzzed = {"/regenerate": [], "/continue": ["story"]}
@@ -324,27 +326,48 @@ def test_every_input_of_every_endpoint_gets_a_message_never_a_bare_error(app):
     cases = []
     for name, endpoint in api.items():
         params = [p["parameter_name"] for p in endpoint["parameters"]]
-        assert len(params) == len(valid[name]) and not any(p.startswith("param_") for p in params)
+        assert len(params) == len(valid[name][0]) and not any(
+            p.startswith("param_") for p in params
+        )
         for i, param in enumerate(params):
             if param in fuzzed.get(name, params):
                 cases += [(name, i, param, bad) for bad in BAD_VALUES]
-    local = threading.local()
+    local, fresh = threading.local(), itertools.count()
 
     def answer(case):
         name, i, param, bad = case
         if not hasattr(local, "client"):
             local.client = Client(app["url"], verbose=False)
-        args = list(valid[name])
+        values, message_at = valid[name]
+        args = list(values)
         args[i] = bad
-        if name == "/vote":
-            local.client.predict("fuzzer", "s3cret", api_name="/start_rating")
+        if name == "/vote":  # a fresh annotator, so an item is on screen to vote on
+            local.client.predict(f"fuzzer{next(fresh)}", "s3cret", api_name="/start_rating")
         try:
             out = local.client.predict(*args, api_name=name)
         except AppError as exc:
             return None if str(exc).strip() and GENERIC not in str(exc) else (case, "bare")
         outs = out if isinstance(out, (list, tuple)) else [out]
-        return None if any(isinstance(o, str) and o.strip() for o in outs) else (case, "silent")
+        message = outs[message_at]
+        return None if isinstance(message, str) and message.strip() else (case, "silent")
 
     with ThreadPoolExecutor(4) as pool:
         bare = [r for r in pool.map(answer, cases) if r]
     assert len(cases) > 200 and not bare
+
+
+def test_a_refused_start_or_a_second_vote_keeps_the_item_on_screen(app):
+    from story_ui import rate
+
+    services = app["services"]
+    shown = rate.start(services, "keeper", "s3cret")
+    state = shown[3]
+    refused = rate.start(services, "", "s3cret", state)
+    assert refused[3] is state and "Enter an annotator ID" in refused[5]
+    assert all(isinstance(x, dict) and x.get("__type__") == "update" for x in refused[:3])
+    first = rate.vote(services, state, "A is better", [None] * 8, "first")
+    second = rate.vote(services, state, "B is better", [None] * 8, "second")  # another tab
+    assert "Saved" in first[-1] and "first vote stands" in second[-1]
+    assert second[1:3] == shown[1:3] and second[3]["voted"]
+    (vote,) = [v for v in services.store.votes() if v.annotator == "keeper"]
+    assert vote.comment == "first"

@@ -2,12 +2,14 @@
 
 import shutil
 import socket
+import time
 
 import pytest
 
 from human_ratings.store import VoteStore
 from story_ui.layout import build_app
 from story_ui.services import AppConfig, Services
+from storygen.backends.hf import TransformersBackend
 
 from .test_app import write_pairs
 
@@ -111,3 +113,49 @@ def test_an_oversized_seed_after_a_story_gets_a_message_and_loses_nothing(served
         assert page.locator("#story textarea").input_value() == story
         assert page.get_by_text("story — Mara").count() >= 1  # the draft row is still there
         browser.close()
+
+
+class PacedBackend(TransformersBackend):
+    """The tiny model at about 20 tokens/s that never ends a story early: long enough to press
+    Stop in the middle of it."""
+
+    def tokens(self, prompt, sampling, budget, stats, stop_on_eos=True):
+        inner = super().tokens(prompt, sampling, budget, stats, stop_on_eos=False)
+        while True:
+            try:
+                token = next(inner)
+            except StopIteration as end:
+                return end.value
+            time.sleep(0.05)
+            yield token
+
+
+def test_stop_is_offered_while_writing_and_keeps_the_story_as_an_unfinished_draft(
+    tiny_lm, tmp_path
+):
+    from playwright.sync_api import expect, sync_playwright
+
+    config = AppConfig(votes_csv=tmp_path / "votes.csv", pairs=None)
+    demo = build_app(Services(config, backend=PacedBackend(tiny_lm)))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/")
+            stop = page.locator("#stop-btn")
+            expect(stop).to_be_hidden()
+            page.locator("#characters textarea").fill("Mara: stubborn, kind")
+            page.locator("#write-btn").click()
+            expect(stop).to_be_visible(timeout=10_000)  # offered while the story is written
+            expect(page.locator("#story textarea")).not_to_have_value("", timeout=10_000)
+            stop.click()
+            expect(page.locator("#write-status")).to_contain_text("Stopped", timeout=10_000)
+            expect(stop).to_be_hidden(timeout=10_000)
+            assert page.get_by_text("(unfinished)").count() >= 1  # kept in the drafts
+            browser.close()
+    finally:
+        demo.close()

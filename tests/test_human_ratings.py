@@ -1,6 +1,7 @@
 """The vote log (safe appends, torn rows, formulas, one vote per item) and its statistics."""
 
 import csv
+import json
 import multiprocessing
 import threading
 
@@ -229,3 +230,20 @@ def test_pairs_files_are_checked_line_by_line(tmp_path):
         load_requests(reqs)
     with pytest.raises(PairsError, match="cannot read"):
         load_items(tmp_path / "missing.jsonl")
+
+
+def test_stats_json_is_strict_json_with_undefined_figures_as_null(tmp_path, capsys):
+    from human_ratings.__main__ import main
+
+    store = VoteStore(tmp_path / "votes.csv")
+    for a in ("x", "y", "z"):  # every rating 3: agreement is undefined
+        store.append(_vote(annotator=a, choice="tie", left_coherence=3, right_coherence=3))
+    assert main(["stats", str(tmp_path / "votes.csv"), "--json", "--bootstrap", "5"]) == 0
+
+    def no_nan(word):
+        raise AssertionError(f"{word} in the JSON")
+
+    result = json.loads(capsys.readouterr().out, parse_constant=no_nan)
+    rows = [r for r in result["agreement"] if r["criterion"] == "coherence"]
+    assert {r["status"] for r in rows} == {"undefined", "n/a"}
+    assert all(r["value"] is None for r in rows)
