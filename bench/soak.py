@@ -7,7 +7,8 @@ with SIGKILL halfway and started again on the same vote log.
 under a fresh ID, vote on every item with random choices, ratings and comments of awkward
 text (line breaks, quotes, formulas, non-Latin scripts), and press Next item; writer threads ask
 for short stories. Halfway the app gets SIGKILL and is started again; clients whose request was
-cut off start over. At the end every acknowledged vote ("Saved.") must be in the log exactly
+cut off go on under the same annotator ID, so the restarted app must still know what each one
+has rated. At the end every acknowledged vote ("Saved.") must be in the log exactly
 once, as it was typed, read back by the project's reader and by pandas; nothing may be counted
 twice; no request may end in an error the app did not answer with a message; and the app's own
 log must hold no traceback. Prints votes/s and the counts, and returns them.
@@ -112,25 +113,28 @@ def annotator(app: App, tally: Tally, stop: threading.Event, seed: int) -> None:
     from gradio_client import Client
 
     rng = random.Random(seed)
-    n = 0
+    n, name = 0, None
     while not stop.is_set():
         while app.down.is_set() and not stop.is_set():
             time.sleep(0.2)
-        n += 1
-        name = f"{rng.choice(NAMES)}-{seed}-{n}"
+        if name is None:
+            n += 1
+            name = f"{rng.choice(NAMES)}-{seed}-{n}"
         client = _call(app, tally, Client, app.url, verbose=False)
         start = client and client.predict
         shown = start and _call(app, tally, start, name, "", api_name="/start_rating")
         while shown and not stop.is_set():
             item = ITEM.search(shown[0] or "")
             if not item:
-                break  # every item rated: start over under a new ID
+                name = None  # every item rated: start over under a new ID
+                break
             label = rng.choice(list(CHOICES))
             ratings = [rng.choice([None, "1", "2", "3", "4", "5"]) for _ in range(8)]
             comment = _text(rng)
+            epoch = app.epoch
             res = _call(app, tally, client.predict, label, comment, *ratings, api_name="/vote")
             if res is None:
-                break
+                break  # cut off: the same annotator goes on after the restart
             reveal = REVEAL.search(res[-1] or "")
             if not reveal:
                 with tally.lock:
@@ -146,6 +150,7 @@ def annotator(app: App, tally: Tally, stop: threading.Event, seed: int) -> None:
                         "choice": CHOICES[label],
                         "comment": comment,
                         "ratings": [None if r is None else int(r) for r in ratings],
+                        "after_restart": epoch > 0,
                     }
                 )
             shown = _call(app, tally, client.predict, api_name="/next_item")
@@ -237,6 +242,7 @@ def run(seconds: float = 180, annotators: int = 6, writers: int = 2, seed: int =
         result.update(
             seconds=round(wall, 1),
             acknowledged=len(tally.acknowledged),
+            acknowledged_after_restart=sum(a["after_restart"] for a in tally.acknowledged),
             votes_per_s=round(len(tally.acknowledged) / wall, 2),
             stories=tally.stories,
             interrupted=tally.interrupted,
@@ -261,7 +267,9 @@ def main(argv: list[str] | None = None) -> None:
     for k, v in r.items():
         print(f"{k:>16}: {v}")
     bad = r["lost"] + r["altered"] + r["duplicates"] + r["errors"] + r["app_tracebacks"]
+    bad += r["stored"] != r["pandas_rows"] or not r["acknowledged_after_restart"]
     print("PASS" if bad == 0 else "FAIL")
+    raise SystemExit(1 if bad else 0)
 
 
 if __name__ == "__main__":
