@@ -112,6 +112,65 @@ def test_bad_votes_are_refused_with_a_reason():
         _vote(left="a", right="a")
 
 
+def test_limits_are_exact_and_every_reason_is_named():
+    _vote(annotator="a" * 200, comment="c" * 5000)  # at the limits: accepted
+    with pytest.raises(VoteError, match="^annotator is too long$"):
+        _vote(annotator="a" * 201)
+    with pytest.raises(VoteError, match="^comment must be text of at most 5000 characters$"):
+        _vote(comment="c" * 5001)
+    with pytest.raises(VoteError, match="^comment must be text"):
+        _vote(comment=5)
+    with pytest.raises(VoteError, match=r"^comment contains a control character \('\\x07'\)$"):
+        _vote(comment="a\x07")
+    with pytest.raises(
+        VoteError, match="^choice must be one of .*; the two sides must show different systems$"
+    ):
+        _vote(choice="maybe", left="a", right="a")
+
+
+def test_the_raw_file_has_plain_cells_a_checksum_and_unix_line_ends(tmp_path):
+    import zlib
+
+    path = tmp_path / "votes.csv"
+    VoteStore(path).append(_vote(left_coherence=4, seed_left=7))
+    raw = path.read_bytes()
+    assert b"\r\n" not in raw and raw.endswith(b"\n")
+    header, row = list(csv.reader(path.open(newline="")))
+    cells = dict(zip(header, row))
+    assert cells["left_coherence"] == "4" and cells["seed_left"] == "7" and cells["replaces"] == "0"
+    crc = format(zlib.crc32("\x1f".join(row[:-1]).encode()), "08x")
+    assert cells["row_crc"] == crc
+
+
+def test_a_replacing_vote_is_read_back_as_one(tmp_path):
+    store = VoteStore(tmp_path / "votes.csv")
+    store.append(_vote(choice="left"))
+    store.append(_vote(choice="right", replaces=True))
+    (first, second) = VoteStore(tmp_path / "votes.csv").read_all()
+    assert (first.replaces, second.replaces) == (False, True)
+    (vote,) = store.votes()
+    assert vote.choice == "right"
+
+
+def test_rated_items_are_the_annotators_own(tmp_path):
+    store = VoteStore(tmp_path / "votes.csv")
+    store.append(_vote(annotator="ann", item="i1"))
+    store.append(_vote(annotator="ann", item="i2"))
+    store.append(_vote(annotator="bob", item="i3"))
+    assert store.rated_items("ann") == {"i1", "i2"} and store.rated_items("eve") == set()
+
+
+def test_a_damaged_row_loses_that_row_alone(tmp_path):
+    path = tmp_path / "votes.csv"
+    store = VoteStore(path)
+    for i in range(3):
+        store.append(_vote(item=f"i{i}"))
+    raw = path.read_bytes()
+    at = raw.index(b'"i1"')
+    path.write_bytes(raw[:at] + b'"\xff\xfe"' + raw[at + 4 :])  # bytes that are not UTF-8
+    assert [v.item_id for v in VoteStore(path).read_all()] == ["i0", "i2"]
+
+
 def test_many_threads_lose_no_vote(tmp_path):
     store = VoteStore(tmp_path / "votes.csv")
 
