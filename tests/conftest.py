@@ -62,16 +62,18 @@ def build_tiny_model(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-def copy_text(rng, words: list[str], block: int = 8, times: int = 4) -> str:
+def copy_text(rng, words: list[str], block: int = 8, times: int = 6) -> str:
     """A random block of words said ``times`` times: after the first, every token can be
-    predicted from context alone, and from nothing else."""
+    predicted from the token ``block`` places before it, and from nothing else."""
     return " ".join(rng.sample(words, block) * times)
 
 
 @pytest.fixture(scope="session")
 def context_lm(tmp_path_factory):
-    """The tiny model trained here, for a few hundred steps, to copy (``copy_text``): unlike the
-    random one, it depends on its context, so a scorer that drops context scores it worse."""
+    """The tiny model trained here, for a few hundred steps, to copy (``copy_text`` over words
+    that are one token each, so the block repeats every 8 tokens): unlike the random model it
+    depends on its context, so a scorer that drops context scores it worse. Returns (model,
+    tokenizer, words)."""
     import random
 
     from transformers import AutoTokenizer, LlamaForCausalLM
@@ -80,10 +82,11 @@ def context_lm(tmp_path_factory):
     tok = AutoTokenizer.from_pretrained(folder)
     model = LlamaForCausalLM.from_pretrained(folder)
     words = sorted({w.strip('.,;:!?"') for t in CORPUS for w in t.split()} - {""})
+    words = [w for w in words if len(tok(" " + w, add_special_tokens=False).input_ids) == 1]
     rng = random.Random(0)
     torch.manual_seed(0)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(400):
+    for _ in range(350):
         batch = [tok(copy_text(rng, words), add_special_tokens=False).input_ids for _ in range(16)]
         n = min(map(len, batch))
         x = torch.tensor([b[:n] for b in batch])
