@@ -409,3 +409,10 @@ def test_two_annotators_get_cohen_on_the_units_both_rated():
 def test_summary_bootstraps_as_many_rounds_as_asked():
     votes = _bt_votes(4)
     assert summary(votes, bootstrap_rounds=15)["bradley_terry"] == bradley_terry_ci(votes, 15)
+
+
+def test_nothing_rated_twice_yet_says_so_per_unit_kind():
+    rows = _rows([_vote("x", "i1", "A", "B", "left", left_coherence=4)])
+    for (criterion, _), r in rows.items():
+        one = "item" if criterion == "choice" else "story"
+        assert r["status"] == "n/a" and r["note"] == f"no {one} rated by two annotators yet"
