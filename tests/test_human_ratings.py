@@ -51,7 +51,7 @@ def test_a_vote_appears_exactly_once_with_the_fixed_columns(tmp_path):
 def test_one_vote_per_annotator_and_item_unless_replaced(tmp_path):
     store = VoteStore(tmp_path / "votes.csv")
     store.append(_vote(choice="left"))
-    with pytest.raises(DuplicateVote):
+    with pytest.raises(DuplicateVote, match="^ann has already rated item i1$"):
         store.append(_vote(choice="right"))
     store.append(_vote(annotator="other", choice="right"))
     store.append(_vote(choice="tie", replaces=True))
@@ -91,7 +91,8 @@ def test_a_torn_row_is_skipped_and_never_corrupts_the_file(tmp_path):
     # spreadsheets) read every row, where its open quote would have swallowed i3.
     rows = list(csv.reader(path.open(newline="")))
     assert [r[1] for r in rows[1:]] == ["i1", "i3"]
-    assert (tmp_path / "votes.csv.torn").read_bytes().startswith(b"crash,i2,")
+    torn = b'crash,i2,base,tuned,left,,,,,,,,,"half a comm\n'
+    assert (tmp_path / "votes.csv.torn").read_bytes() == torn
 
 
 def test_a_hand_edited_row_fails_its_checksum(tmp_path):
@@ -144,12 +145,32 @@ def test_the_raw_file_has_plain_cells_a_checksum_and_unix_line_ends(tmp_path):
 
 def test_a_replacing_vote_is_read_back_as_one(tmp_path):
     store = VoteStore(tmp_path / "votes.csv")
-    store.append(_vote(choice="left"))
-    store.append(_vote(choice="right", replaces=True))
-    (first, second) = VoteStore(tmp_path / "votes.csv").read_all()
-    assert (first.replaces, second.replaces) == (False, True)
+    written = [_vote(choice="left"), _vote(choice="right", replaces=True)]
+    for v in written:
+        store.append(v)
+    assert VoteStore(tmp_path / "votes.csv").read_all() == written  # every field, timestamps too
+    assert [v.replaces for v in written] == [False, True]
     (vote,) = store.votes()
     assert vote.choice == "right"
+
+
+def test_the_log_is_a_plain_file_and_a_replaced_one_is_read_afresh(tmp_path):
+    path = tmp_path / "votes.csv"
+    store = VoteStore(path)
+    store.append(_vote(item="i1", comment="x" * 500))
+    assert path.stat().st_mode & 0o777 == 0o644 & ~_umask()
+    other = VoteStore(tmp_path / "other.csv")
+    other.append(_vote(item="i9"))
+    path.write_bytes((tmp_path / "other.csv").read_bytes())  # shorter: a restored backup
+    assert [v.item_id for v in store.read_all()] == ["i9"]
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_rated_items_are_the_annotators_own(tmp_path):
