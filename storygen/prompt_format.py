@@ -78,6 +78,19 @@ def _split(text: str, sep: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
+def _unescaped(text: str, char: str) -> int:
+    """The index of the first ``char`` in ``text`` that is not escaped, or -1."""
+    i = 0
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+        elif text[i] == char:
+            return i
+        else:
+            i += 1
+    return -1
+
+
 def _character(c: Character) -> str:
     name = escape(c.name)
     return f"{name} ({', '.join(escape(t) for t in c.traits)})" if c.traits else name
@@ -200,8 +213,10 @@ def parse_request(text: str) -> StoryRequest:
             raw[key] = value
     characters = []
     for part in _split(raw.get("characters", ""), ";"):
-        m = re.fullmatch(r"(.*?)(?<!\\) \((.*)(?<!\\)\)", part)
-        name, traits = (m.group(1), _split(m.group(2), ",")) if m else (part, [])
+        # "name (trait, trait)": the name's own brackets are escaped, so the first unescaped
+        # "(" opens the traits (a lookbehind for "\\" would misread an escaped backslash).
+        i = _unescaped(part, "(")
+        name, traits = (part[:i].rstrip(), _split(part[i + 1 : -1], ",")) if i > 0 else (part, [])
         characters.append(Character(unescape(name), [unescape(t) for t in traits]))
     return validate(
         StoryRequest(

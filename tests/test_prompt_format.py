@@ -1,6 +1,8 @@
 """The one prompt format: rendering, parsing back, and resistance to forged tags."""
 
 from storygen.prompt_format import (
+    FIELDS,
+    MARKERS,
     PROMPT_FORMAT_VERSION,
     REQUEST_MARKER,
     STORY_MARKER,
@@ -51,8 +53,80 @@ def test_user_text_cannot_forge_markers_or_fields():
     assert parse_request(text) == req
 
 
+def test_a_name_ending_in_a_backslash_keeps_its_traits():
+    # Found by the property test below: the parser read "\\\\ (0)" as one name.
+    req = validate(StoryRequest(characters=[Character("\\", ["0"]), Character("a\\(", ["b)"])]))
+    assert parse_request(render_request(req)) == req
+
+
 def test_training_example_uses_the_same_prompt(request_two_characters):
     req = validate(request_two_characters)
     prompt, completion = render_example(req, f"  The end.{STORY_MARKER} ")
     assert prompt == render_request(req)
     assert completion == "The end."
+
+
+# --- Property tests: any Unicode in any field ------------------------------------------------
+
+from hypothesis import assume, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from storygen.request import ENDINGS, GENRES, LENGTHS, POVS, TONES, RequestError  # noqa: E402
+
+# Any printable code point, plus the pieces that carry structure in the format.
+pieces = st.one_of(
+    st.characters(blacklist_categories=("Cc", "Cs")),
+    st.sampled_from(
+        [STORY_MARKER, REQUEST_MARKER, "<|end|>", "\n", "\t", "\\", ";", ",", "(", ")"]
+    ),
+    st.sampled_from(["|", ": ", "genre: horror", "\nera: 1900\n", "\\;", " (x)"]),
+)
+text = st.lists(pieces, max_size=12).map("".join)
+requests = st.builds(
+    StoryRequest,
+    characters=st.lists(st.builds(Character, text, st.lists(text, max_size=3)), max_size=3),
+    setting=st.builds(Setting, text, text),
+    genre=st.sampled_from(["", *GENRES]),
+    tone=st.sampled_from(["", *TONES]),
+    plot_points=st.lists(text, max_size=3),
+    ending=st.sampled_from(["", *ENDINGS]),
+    pov=st.sampled_from(["", *POVS]),
+    length=st.sampled_from(list(LENGTHS)),
+    prompt=st.lists(pieces, max_size=40).map("".join),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(requests)
+def test_any_valid_request_round_trips_and_keeps_the_structure(request):
+    try:
+        req = validate(request)
+    except RequestError:
+        assume(False)
+    rendered = render_request(req)
+    assert parse_request(rendered) == req
+    lines = rendered.split("\n")
+    assert lines[0] == REQUEST_MARKER and lines[-2:] == [STORY_MARKER, ""]
+    # One line per non-empty field, in the format's order, and no marker anywhere else.
+    keys = [ln.partition(": ")[0] for ln in lines[1:-2]]
+    assert keys == [k for k in FIELDS if k in keys] and len(set(keys)) == len(keys)
+    for marker in MARKERS:
+        assert rendered.count(marker) == (marker in (REQUEST_MARKER, STORY_MARKER))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from([*StoryRequest.__dataclass_fields__, "junk"]), json_values))
+def test_validation_raises_only_its_own_error(data):
+    try:
+        StoryRequest.from_dict(data)
+    except RequestError as exc:
+        assert exc.errors and all(isinstance(v, str) and v for v in exc.errors.values())
