@@ -110,3 +110,96 @@ def test_validation_never_crashes_on_garbage():
             StoryRequest.from_dict(data)
         except RequestError as exc:
             assert exc.errors  # a readable reason, never another exception type
+
+
+SETTING_SHAPE = 'expected {"place": ..., "era": ...}'
+GENRE_LIST = (
+    "fantasy, science fiction, horror, mystery, romance, comedy, adventure, drama, thriller, "
+    "historical, fairy tale, dystopian"
+)
+
+
+@pytest.mark.parametrize(
+    "data, errors",
+    [
+        ([1, 2], {"request": "expected a JSON object, got list"}),
+        ({"colour": "red", "zeta": 1}, {"colour": "unknown field", "zeta": "unknown field"}),
+        ({"characters": "Mara"}, {"characters": "expected a list"}),
+        (
+            {"characters": [5, {"name": "A", "age": 3}]},
+            {
+                "characters[0]": 'expected {"name": ..., "traits": [...]}',
+                "characters[1]": 'expected {"name": ..., "traits": [...]}',
+            },
+        ),
+        ({"setting": ["x"]}, {"setting": SETTING_SHAPE}),
+        (
+            {"setting": {"place": "a", "weather": "b"}},
+            {"setting": 'expected {"place": ..., "era": ...}'},
+        ),
+        ({"characters": [{"traits": ["kind"]}]}, {"characters[0].name": "is missing"}),
+        (
+            {"prompt": ""},
+            {"request": "is empty: give at least a prompt, a genre, a character or a setting"},
+        ),
+        ({"prompt": "y" * 2001}, {"prompt": "is too long (2001 characters, at most 2000)"}),
+        ({"genre": "Cooking"}, {"genre": f"'Cooking' is not one of: {GENRE_LIST}"}),
+        ({"genre": 3, "prompt": "x"}, {"genre": "expected text, got int"}),
+        ({"prompt": "bell\x07"}, {"prompt": "contains a control character ('\\x07')"}),
+        ({"plot_points": ["a"] * 9}, {"plot_points": "has 9 entries, at most 8"}),
+        ({"plot_points": 5, "prompt": "x"}, {"plot_points": "expected a list of text, got int"}),
+        (
+            {"characters": [{"name": "x" * 61}]},
+            {"characters[0].name": "is too long (61 characters, at most 60)"},
+        ),
+        (
+            {"characters": [{"name": "M", "traits": ["t"] * 9}]},
+            {"characters[0].traits": "has 9 entries, at most 8"},
+        ),
+        (
+            {"characters": [{"name": f"c{i}"} for i in range(9)]},
+            {"characters": "has 9 entries, at most 8"},
+        ),
+        (
+            {"length": "epic", "prompt": "x"},
+            {"length": "'epic' is not one of: flash, short, medium, long"},
+        ),
+    ],
+)
+def test_every_refusal_names_its_field_and_says_exactly_why(data, errors):
+    with pytest.raises(RequestError) as info:
+        StoryRequest.from_dict(data)
+    assert info.value.errors == errors
+
+
+@pytest.mark.parametrize(
+    "text, character",
+    [
+        ("Mara: stubborn, kind", Character("Mara", ["stubborn", "kind"])),
+        ("Jonah", Character("Jonah", [])),
+        ("Ed: a:b", Character("Ed", ["a:b"])),  # the first colon ends the name
+        (" Zoë :  , brave ,", Character("Zoë", ["brave"])),
+        ("a,b: c", Character("a,b", ["c"])),
+    ],
+)
+def test_a_character_line_is_name_colon_traits(text, character):
+    assert Character.parse(text) == character
+
+
+def test_plain_json_characters_and_a_setting_string_are_read():
+    req = StoryRequest.from_dict(
+        {
+            "characters": [
+                "Mara: stubborn, kind",
+                {"name": "Jonah"},
+                {"name": "Ed", "traits": ["x"]},
+            ],
+            "setting": "a lighthouse",
+        }
+    )
+    assert req.characters == [
+        Character("Mara", ["stubborn", "kind"]),
+        Character("Jonah", []),
+        Character("Ed", ["x"]),
+    ]
+    assert req.setting == Setting("a lighthouse", "")
