@@ -68,6 +68,12 @@ def copy_text(rng, words: list[str], block: int = 8, times: int = 6) -> str:
     return " ".join(rng.sample(words, block) * times)
 
 
+def examples(n: int) -> int:
+    """Hypothesis examples for a property test: ``n``, or a tenth under mutation testing, where
+    the test runs once per mutant (mutmut sets MUTANT_UNDER_TEST)."""
+    return max(20, n // 10) if os.environ.get("MUTANT_UNDER_TEST") else n
+
+
 @pytest.fixture(scope="session")
 def context_lm(tmp_path_factory):
     """The tiny model trained here, for a few hundred steps, to copy (``copy_text`` over words

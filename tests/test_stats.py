@@ -30,6 +30,8 @@ from human_ratings.stats import (
 )
 from human_ratings.store import Vote
 
+from .conftest import examples
+
 
 def _vote(annotator="ann", item="i1", left="base", right="tuned", choice="left", **kw):
     return Vote(
@@ -272,7 +274,7 @@ ratings = st.lists(
 ).map(lambda units: [u + [None] * (5 - len(u)) for u in units])
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(ratings, st.sampled_from(["nominal", "ordinal", "interval"]))
 def test_krippendorff_alpha_matches_the_krippendorff_package(units, level):
     data = np.array([[np.nan if x is None else x for x in u] for u in units], dtype=float).T
@@ -285,7 +287,7 @@ def test_krippendorff_alpha_matches_the_krippendorff_package(units, level):
     assert ours == pytest.approx(ref, abs=1e-9)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     st.integers(2, 6),
     st.lists(st.lists(st.integers(1, 5), min_size=6, max_size=6), min_size=1, max_size=15),
@@ -300,7 +302,7 @@ def test_fleiss_kappa_matches_statsmodels(n_raters, rows):
         assert ours == pytest.approx(inter_rater.fleiss_kappa(table), abs=1e-9)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.lists(st.tuples(st.integers(1, 4), st.integers(1, 4)), min_size=1, max_size=40))
 def test_cohen_kappa_matches_statsmodels(pairs):
     a, b = [p[0] for p in pairs], [p[1] for p in pairs]

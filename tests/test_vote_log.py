@@ -27,6 +27,8 @@ from human_ratings.store import (
     restore,
 )
 
+from .conftest import examples
+
 ROOT = Path(__file__).resolve().parent.parent
 TRICKY = [
     "nice story\n",
@@ -198,7 +200,7 @@ def test_every_acknowledged_vote_survives_writers_killed_at_random(tmp_path):
     assert len(set(pairs)) == len(pairs)  # one vote per (annotator, item)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     comment=st.text(st.characters(blacklist_categories=("Cc", "Cs")) | st.sampled_from("\n\r\t")),
     annotator=st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=50),
