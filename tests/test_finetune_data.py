@@ -103,19 +103,18 @@ def test_tagger_is_deterministic_and_finds_the_obvious():
 
 
 def test_tagger_accuracy_on_the_hand_labelled_set():
-    """Floors just under the measured values: a change that makes the tagger worse fails here."""
+    """Floors at the measured values (16 stories): one more story tagged wrong fails here;
+    when the tagger improves, raise them."""
     from pathlib import Path
 
     import finetune
 
     result = accuracy(Path(finetune.__file__).parent / "gold" / "tagger_gold.jsonl")
     assert result["stories"] == 16
-    assert result["genre_accuracy"] >= 0.85
-    assert result["pov_accuracy"] >= 0.85
-    assert result["place_accuracy"] >= 0.6
-    assert result["tone_accuracy"] >= 0.4
-    assert result["ending_accuracy"] >= 0.4
-    assert result["character_recall"] >= 0.75
+    measured = {"genre": 16, "pov": 15, "place": 12, "tone": 7, "ending": 8}
+    for field, right in measured.items():
+        assert result[f"{field}_accuracy"] >= right / 16, (field, result[f"{field}_accuracy"])
+    assert result["character_recall"] >= 6 / 7 - 1e-9 and result["character_precision"] == 1.0
 
 
 def test_several_workers_write_exactly_what_one_writes(tmp_path):
