@@ -111,10 +111,18 @@ def test_bad_input_gets_a_clear_message_not_a_crash(app):
 
 
 def test_markup_and_unicode_are_kept_as_text(app):
-    out = _write(
-        app["client"], characters="Zoë: brave, 勇敢", prompt="<script>alert(1)</script> **bold** 🐉"
-    ).result()
+    from story_ui import write
+
+    prompt = "<script>alert(1)</script> **bold** 🐉"
+    out = _write(app["client"], characters="Zoë: brave, 勇敢", prompt=prompt).result()
     assert out[1].startswith("Done:")
+    # What reached the model is what was typed: the request kept in the story's provenance.
+    form = {**FORM_DEFAULTS, "characters": "Zoë: brave, 勇敢", "prompt": prompt}
+    settings = dict(zip(write.SLIDERS, SAMPLING))
+    *_, last = write.write(app["services"], form, settings, 5, False, "", [])
+    request = last[4]["request"]
+    assert request["characters"] == [{"name": "Zoë", "traits": ["brave", "勇敢"]}]
+    assert request["prompt"] == prompt
 
 
 def test_rating_needs_the_password_and_records_exactly_one_vote(app):
