@@ -13,7 +13,7 @@ from eval.adherence import adherence, check
 from eval.compare import EvalError, load_test_set, run
 from eval.diversity import distinct_n, repeated_ngram_rate, self_bleu
 from eval.overlap import bleu, lcs_length, rouge, rouge_pair
-from eval.perplexity import perplexity, story_nll
+from eval.perplexity import NLL, default_window, perplexity, story_nll
 from finetune.build import build
 from storygen.request import Character, Setting, StoryRequest
 
@@ -128,6 +128,33 @@ def test_sliding_window_keeps_the_context_that_non_overlapping_windows_lose(cont
     # A sliding window with 20 tokens of context loses nothing (the block repeats every 8);
     # separate windows of 24 lose the block at every window start.
     assert abs(slid - full) / full < 0.05 and apart > 1.25 * full
+
+
+def test_perplexity_adds_up_each_story_with_the_window_it_was_given(context_lm):
+    import random
+
+    model, tok, words = context_lm
+    rng = random.Random(3)
+    pairs = [("Once", " " + copy_text(rng, words)) for _ in range(3)]
+    parts = [story_nll(model, tok, p, s, window=24, stride=24) for p, s in pairs]
+    out = perplexity(model, tok, pairs, window=24, stride=24, progress=False)
+    assert out["tokens"] == sum(n.tokens for n in parts)
+    assert out["words"] == sum(n.words for n in parts) == sum(len(s.split()) for _, s in pairs)
+    assert out["nll_per_token"] == pytest.approx(sum(n.nll for n in parts) / out["tokens"])
+    # The window and stride reach every story: a sliding window scores these differently.
+    slid = perplexity(model, tok, pairs, window=24, stride=4, progress=False)
+    assert slid["nll_per_token"] < 0.9 * out["nll_per_token"]
+
+
+def test_nothing_scored_has_no_perplexity_and_the_window_is_capped():
+    import types
+
+    empty = NLL(0.0, 0, 0).summary()
+    assert all(math.isnan(empty[k]) for k in ("token_ppl", "word_ppl", "nll_per_token"))
+    for limit, window in ((512, 512), (4096, 2048), (None, 2048)):
+        model = types.SimpleNamespace(config=types.SimpleNamespace(max_position_embeddings=limit))
+        assert default_window(model) == window
+    assert default_window(types.SimpleNamespace(config=types.SimpleNamespace())) == 2048
 
 
 def test_word_and_token_perplexity_share_the_total_nll(tiny_lm):
