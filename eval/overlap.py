@@ -73,7 +73,7 @@ def rouge_pair(hyp: str, ref: str) -> dict[str, float]:
 
 
 def _chunks(hyps: list[str], refs: list[str], n: int) -> list[tuple[list[str], list[str]]]:
-    size = -(-len(hyps) // n)
+    size = max(1, -(-len(hyps) // n))  # an empty corpus has no chunk
     return [(hyps[i : i + size], refs[i : i + size]) for i in range(0, len(hyps), size)]
 
 

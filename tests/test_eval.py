@@ -33,8 +33,26 @@ def test_rouge_matches_rouge_score_exactly():
         for ref in TEXTS + [" ".join(CORPUS[:6])]:
             ours = rouge_pair(hyp, ref)
             theirs = scorer.score(ref, hyp)
+            assert set(ours) == {"rouge1", "rouge2", "rougeL"}
             for k in ours:
                 assert ours[k] == pytest.approx(theirs[k].fmeasure, abs=1e-12), (k, hyp, ref)
+
+
+def test_corpus_rouge_is_the_mean_of_rouge_score_per_pair():
+    scorer = RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    hyps = [*TEXTS[:3], "storm", "the", "a b"]  # one-word hypotheses too
+    refs = [TEXTS[1], TEXTS[0], TEXTS[2], "a storm came", "the end", "a b"]
+    scores = [scorer.score(r, h) for h, r in zip(hyps, refs)]
+    for workers in (1, 2):
+        ours = rouge(hyps, refs, workers=workers)
+        assert set(ours) == {"rouge1", "rouge2", "rougeL"}
+        for k in ours:
+            expected = sum(s[k].fmeasure for s in scores) / len(hyps)
+            assert ours[k] == pytest.approx(expected, abs=1e-12), (k, workers)
+    assert rouge_pair("storm", "a storm came")["rouge1"] == pytest.approx(0.5)
+    assert rouge([], []) == {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
+    with pytest.raises(ValueError, match="^3 hypotheses but 2 references$"):
+        rouge(hyps[:3], refs[:2])
 
 
 def test_bit_parallel_lcs_matches_dynamic_programming():
