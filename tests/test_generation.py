@@ -195,3 +195,66 @@ def test_story_text_too_long_to_continue_is_refused_before_any_model_work(
     fits = "word " * 100
     final = list(stream_story(tiny_backend, request_two_characters, SETTINGS, prefix=fits))[-1]
     assert final.story.text.startswith(fits.strip()[:50])
+
+
+def test_the_token_budget_is_the_lengths_words_in_tokens_plus_room():
+    from storygen.generation import max_new_tokens
+    from storygen.request import LENGTHS
+
+    budgets = {n: max_new_tokens(StoryRequest(length=n), SamplingConfig()) for n in LENGTHS}
+    assert budgets == {"flash": 242, "short": 521, "medium": 1011, "long": 1432}
+    assert max_new_tokens(StoryRequest(length="long"), SamplingConfig(max_new_tokens=7)) == 7
+
+
+def test_incremental_text_adds_whole_characters_only(tiny_backend):
+    from storygen.generation import IncrementalText
+
+    text = "Zoë met a 🐉 dragon, 勇敢 and kind. The end."
+    ids = tiny_backend.lm.tokenizer(text, add_special_tokens=False).input_ids
+    assert len(ids) > len(text.split())  # the emoji and the Japanese take several byte tokens
+    inc, seen = IncrementalText(tiny_backend), []
+    for i in range(1, len(ids) + 1):
+        out = inc(ids[:i])
+        assert "\ufffd" not in out and text.startswith(out), (i, out)
+        seen.append(out)
+    assert seen[-1] == text and len(set(seen)) > 10  # grew piece by piece to the whole text
+
+
+@pytest.mark.parametrize(
+    "raw, finished, clean",
+    [
+        ("Once upon a time.<|request|>\ngenre: horror", True, "Once upon a time."),
+        ("A.<|request|>B.<|request|>C.", True, "A."),
+        ("<|story|>A. <|end|>B.", True, "A. B."),
+        ("genre: horror\n\nIt rained.", True, "It rained."),
+        ("One.   \n\n\n\n  Two.", True, "One.\n\n  Two."),
+        ("One. Two", True, "One."),  # a half sentence goes, even at the end of the story
+        ("One. Two", False, "One."),
+        ("One. Two.", False, "One. Two."),
+        ("no sentence end", False, "no sentence end"),
+    ],
+)
+def test_clean_story(raw, finished, clean):
+    assert clean_story(raw, finished) == clean
+
+
+def test_a_story_to_continue_is_measured_in_tokens_up_to_the_limit(tiny_backend):
+    from storygen.generation import MAX_PREFIX_TOKENS, check_prefix
+
+    word = next(
+        w for w in ("the", "a", "and", "of", "to") if tiny_backend.count_tokens(" " + w) == 1
+    )
+    at_limit = (" " + word) * MAX_PREFIX_TOKENS
+    assert tiny_backend.count_tokens(at_limit) == MAX_PREFIX_TOKENS
+    check_prefix(tiny_backend, at_limit)  # accepted
+    with pytest.raises(RequestError) as info:
+        check_prefix(tiny_backend, at_limit + " " + word)
+    assert info.value.errors == {
+        "story to continue": f"is too long ({MAX_PREFIX_TOKENS + 1} tokens); at most "
+        f"{MAX_PREFIX_TOKENS} tokens (about 1462 words) can be continued: keep its last part"
+    }
+    # Up to 12 characters a token the text is counted in tokens; beyond, refused by its length.
+    with pytest.raises(RequestError, match=r"is too long \(\d+ tokens\)"):
+        check_prefix(tiny_backend, "x" * (12 * MAX_PREFIX_TOKENS))
+    with pytest.raises(RequestError, match=r"is too long \(24577 characters\)"):
+        check_prefix(tiny_backend, "x" * (12 * MAX_PREFIX_TOKENS + 1))
