@@ -51,6 +51,11 @@ def test_corpus_rouge_is_the_mean_of_rouge_score_per_pair():
             assert ours[k] == pytest.approx(expected, abs=1e-12), (k, workers)
     assert rouge_pair("storm", "a storm came")["rouge1"] == pytest.approx(0.5)
     assert rouge([], []) == {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
+    assert rouge(["a storm came"], ["a storm came"]) == {
+        "rouge1": 1.0,
+        "rouge2": 1.0,
+        "rougeL": 1.0,
+    }
     with pytest.raises(ValueError, match="^3 hypotheses but 2 references$"):
         rouge(hyps[:3], refs[:2])
 
