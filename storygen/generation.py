@@ -163,7 +163,7 @@ def clean_story(text: str, finished: bool) -> str:
     text = "\n".join(line.rstrip() for line in lines).strip()
     text = re.sub(r"\n{3,}", "\n\n", text)
     ends = list(_SENTENCE_END.finditer(text))
-    if ends and not (finished and ends[-1].end() == len(text)):
+    if ends and not finished:  # (cutting at the last end when it is the text's end is a no-op)
         text = text[: ends[-1].end()]
     return text
 
@@ -203,7 +203,8 @@ def stream_story(
     request = validate(request)
     sampling = sampling or SamplingConfig()
     prompt = backend.prompt(request)
-    prefix = prefix.strip()
+    # Text that ends a paragraph is continued on a new line, any other after a space.
+    prefix = prefix.lstrip().rstrip(" \t") if prefix.strip() else ""
     if prefix:
         check_prefix(backend, prefix)
         prompt = prompt.extended(prefix)

@@ -228,7 +228,7 @@ def test_incremental_text_adds_whole_characters_only(tiny_backend):
         ("<|story|>A. <|end|>B.", True, "A. B."),
         ("genre: horror\n\nIt rained.", True, "It rained."),
         ("One.   \n\n\n\n  Two.", True, "One.\n\n  Two."),
-        ("One. Two", True, "One."),  # a half sentence goes, even at the end of the story
+        ("One. And they lived happily", True, "One. And they lived happily"),  # its own end
         ("One. Two", False, "One."),
         ("One. Two.", False, "One. Two."),
         ("no sentence end", False, "no sentence end"),
@@ -258,3 +258,28 @@ def test_a_story_to_continue_is_measured_in_tokens_up_to_the_limit(tiny_backend)
         check_prefix(tiny_backend, "x" * (12 * MAX_PREFIX_TOKENS))
     with pytest.raises(RequestError, match=r"is too long \(24577 characters\)"):
         check_prefix(tiny_backend, "x" * (12 * MAX_PREFIX_TOKENS + 1))
+
+
+def test_a_continued_story_is_the_text_then_a_space_or_a_line_then_what_the_model_adds(
+    tiny_backend, request_two_characters
+):
+    for prefix in ("Mara opened the door.", "Mara opened the door.\n"):
+        stream = stream_story(tiny_backend, request_two_characters, SETTINGS, prefix=prefix)
+        *updates, final = stream
+        glue = "" if prefix.endswith("\n") else " "
+        bad = [u.text[:40] for u in updates if not u.text.startswith(prefix + glue)]
+        assert not bad, (prefix, bad)
+        assert final.delta == "" and final.text == final.story.text
+        assert final.story.text.startswith(prefix.strip())
+    # The model is given the text: what it adds depends on it.
+    a = list(stream_story(tiny_backend, request_two_characters, SETTINGS, prefix="Mara ran."))
+    b = list(stream_story(tiny_backend, request_two_characters, SETTINGS, prefix="Jonah hid."))
+    assert a[-1].story.text.split(" ", 2)[-1] != b[-1].story.text.split(" ", 2)[-1]
+
+
+def test_provenance_says_how_long_it_took_in_milliseconds(tiny_backend, request_two_characters):
+    p = generate_story(tiny_backend, request_two_characters, SETTINGS).provenance
+    assert isinstance(p["prompt_tokens"], int) and p["prompt_tokens"] > 0
+    for key in ("seconds", "first_token_s"):
+        assert isinstance(p[key], float) and p[key] == round(p[key], 3) and p[key] > 0, key
+    assert 0 < p["new_tokens"] <= SETTINGS.max_new_tokens
