@@ -327,3 +327,10 @@ def test_stats_json_is_strict_json_with_undefined_figures_as_null(tmp_path, caps
     rows = [r for r in result["agreement"] if r["criterion"] == "coherence"]
     assert {r["status"] for r in rows} == {"undefined", "n/a"}
     assert all(r["value"] is None for r in rows)
+
+
+def test_settings_are_one_json_object_with_sorted_keys():
+    from human_ratings.store import settings_json
+
+    text = settings_json({"top_p": 0.9, "seed": 1}, {"seed": 2})
+    assert text == '{"left": {"seed": 1, "top_p": 0.9}, "right": {"seed": 2}}'

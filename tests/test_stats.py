@@ -361,6 +361,10 @@ def test_agreement_rows_say_what_they_rest_on():
     assert cohen["status"] == "n/a" and "exactly two" in cohen["note"]
     choice = rows[("choice", "Krippendorff's alpha")]
     assert choice["units"] == 6 and choice["unit"] == "items"
+    choices = [
+        [("A" if (i + j) % 3 else "B") for j in range(n)] for i, n in enumerate([3] * 4 + [2] * 2)
+    ]
+    assert choice["value"] == pytest.approx(krippendorff_alpha(choices, "nominal"))
     assert "nominal" in [r for r in agreement(votes) if r["criterion"] == "choice"][0]["statistic"]
 
 
@@ -402,6 +406,7 @@ def test_two_annotators_get_cohen_on_the_units_both_rated():
     cohen = rows[("choice", "Cohen's kappa")]
     ref = cohen_kappa(["A", "B", "A", "tie", "A"], ["A", "B", "B", "both_bad", "A"])
     assert cohen["status"] == "ok" and cohen["units"] == 5 and cohen["raters"] == 2
+    assert cohen["unit"] == "items"
     assert cohen["value"] == pytest.approx(ref)
     fleiss = rows[("choice", "Fleiss' kappa")]
     assert fleiss["status"] == "n/a" and fleiss["note"] == "needs three or more annotators"
