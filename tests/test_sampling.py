@@ -19,6 +19,7 @@ SETTINGS = [
     SamplingConfig(temperature=0.3, top_p=0.5, top_k=0, repetition_penalty=1.3),
     SamplingConfig(temperature=1.7, top_p=0.99, top_k=7, repetition_penalty=2.5),
     SamplingConfig(temperature=0.9, top_p=0.05, top_k=200, repetition_penalty=1.0),
+    SamplingConfig(temperature=1.2, top_p=1.0, top_k=1, repetition_penalty=1.0),
 ]
 
 
