@@ -159,6 +159,7 @@ def test_the_log_is_a_plain_file_and_a_replaced_one_is_read_afresh(tmp_path):
     store = VoteStore(path)
     store.append(_vote(item="i1", comment="x" * 500))
     assert path.stat().st_mode & 0o777 == 0o644 & ~_umask()
+    assert [v.item_id for v in store.read_all()] == ["i1"]  # parsed to the end
     other = VoteStore(tmp_path / "other.csv")
     other.append(_vote(item="i9"))
     path.write_bytes((tmp_path / "other.csv").read_bytes())  # shorter: a restored backup

@@ -337,7 +337,7 @@ def test_agreement_rows_say_what_they_rest_on():
                     f"i{i}",
                     "A",
                     "B",
-                    "left" if (i + j) % 3 else "right",
+                    ("right", "left", "tie")[(i + j) % 3],  # three kinds: nominal, not ordinal
                     left_coherence=1 + (i + j) % 5,
                     right_coherence=1 + (2 * i + j) % 4,
                 )
@@ -361,9 +361,8 @@ def test_agreement_rows_say_what_they_rest_on():
     assert cohen["status"] == "n/a" and "exactly two" in cohen["note"]
     choice = rows[("choice", "Krippendorff's alpha")]
     assert choice["units"] == 6 and choice["unit"] == "items"
-    choices = [
-        [("A" if (i + j) % 3 else "B") for j in range(n)] for i, n in enumerate([3] * 4 + [2] * 2)
-    ]
+    kinds = ("B", "A", "tie")
+    choices = [[kinds[(i + j) % 3] for j in range(n)] for i, n in enumerate([3] * 4 + [2] * 2)]
     assert choice["value"] == pytest.approx(krippendorff_alpha(choices, "nominal"))
     assert "nominal" in [r for r in agreement(votes) if r["criterion"] == "choice"][0]["statistic"]
 
