@@ -223,9 +223,17 @@ def test_comparison_writes_reports_and_resumes(comparison, tmp_path, monkeypatch
     results = run(comparison, out)
     assert [r["system"] for r in results] == ["greedy", "sampled"]
     for r in results:
-        for key in ("token_ppl", "word_ppl", "bleu", "rougeL", "distinct_2", "adherence"):
-            assert key in r
-    assert (out / "results.md").read_text().count("|") > 10 and (out / "metrics.png").exists()
+        assert math.isfinite(r["token_ppl"]) and r["token_ppl"] > 1 and r["word_ppl"] > 1
+        assert 0 <= r["bleu"] <= 100 and 0 <= r["rougeL"] <= r["rouge1"] <= 1
+        assert 0 <= r["distinct_2"] <= 1 and 0 <= r["adherence"] <= 1
+    table = (out / "results.md").read_text()
+    for r in results:  # each system's row, with its own figures
+        assert f"| {r['system']} | {r['token_ppl']:.3f} | {r['word_ppl']:.3f} |" in table
+    png = out / "metrics.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    assert min(Image.open(png).size) > 200  # a real figure, not an empty file
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
     lines = (out / "generations" / "greedy.jsonl").read_text().splitlines()
     assert len(lines) == 3
