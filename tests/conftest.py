@@ -62,6 +62,15 @@ def build_tiny_model(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def make_vote(annotator="ann", item="i1", left="base", right="tuned", choice="left", **kw):
+    """A Vote with the usual test defaults; any other field by keyword."""
+    from human_ratings.store import Vote
+
+    return Vote(
+        annotator=annotator, item_id=item, system_left=left, system_right=right, choice=choice, **kw
+    )
+
+
 def copy_text(rng, words: list[str], block: int = 8, times: int = 6) -> str:
     """A random block of words said ``times`` times: after the first, every token can be
     predicted from the token ``block`` places before it, and from nothing else."""

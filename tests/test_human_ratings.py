@@ -15,19 +15,15 @@ from human_ratings.stats import (
     summary,
     win_rates,
 )
-from human_ratings.store import COLUMNS, DuplicateVote, Vote, VoteError, VoteStore
+from human_ratings.store import COLUMNS, DuplicateVote, VoteError, VoteStore
 
-
-def _vote(annotator="ann", item="i1", left="base", right="tuned", choice="left", **kw):
-    return Vote(
-        annotator=annotator, item_id=item, system_left=left, system_right=right, choice=choice, **kw
-    )
+from .conftest import make_vote
 
 
 def test_a_vote_appears_exactly_once_with_the_fixed_columns(tmp_path):
     store = VoteStore(tmp_path / "votes.csv")
     store.append(
-        _vote(
+        make_vote(
             left_coherence=4,
             right_coherence=2,
             comment="nice",
@@ -50,11 +46,11 @@ def test_a_vote_appears_exactly_once_with_the_fixed_columns(tmp_path):
 
 def test_one_vote_per_annotator_and_item_unless_replaced(tmp_path):
     store = VoteStore(tmp_path / "votes.csv")
-    store.append(_vote(choice="left"))
+    store.append(make_vote(choice="left"))
     with pytest.raises(DuplicateVote, match="^ann has already rated item i1$"):
-        store.append(_vote(choice="right"))
-    store.append(_vote(annotator="other", choice="right"))
-    store.append(_vote(choice="tie", replaces=True))
+        store.append(make_vote(choice="right"))
+    store.append(make_vote(annotator="other", choice="right"))
+    store.append(make_vote(choice="tie", replaces=True))
     assert len(store.read_all()) == 3
     assert {(v.annotator, v.choice) for v in store.votes()} == {("ann", "tie"), ("other", "right")}
 
@@ -62,7 +58,7 @@ def test_one_vote_per_annotator_and_item_unless_replaced(tmp_path):
 def test_formulas_are_neutralised_in_every_cell(tmp_path):
     store = VoteStore(tmp_path / "votes.csv")
     store.append(
-        _vote(
+        make_vote(
             annotator="=cmd|'/c calc'!A1",
             item="+1",
             left="-2",
@@ -80,11 +76,11 @@ def test_formulas_are_neutralised_in_every_cell(tmp_path):
 def test_a_torn_row_is_skipped_and_never_corrupts_the_file(tmp_path):
     path = tmp_path / "votes.csv"
     store = VoteStore(path)
-    store.append(_vote(item="i1"))
+    store.append(make_vote(item="i1"))
     with path.open("ab") as f:
         f.write(b'crash,i2,base,tuned,left,,,,,,,,,"half a comm')  # killed mid-write
     assert [v.item_id for v in VoteStore(path).votes()] == ["i1"]
-    store.append(_vote(item="i3", comment="after the crash"))
+    store.append(make_vote(item="i3", comment="after the crash"))
     fresh = VoteStore(path)
     assert [v.item_id for v in fresh.votes()] == ["i1", "i3"]
     # The torn row was cut off before the append and kept aside: the csv module (and pandas,
@@ -97,43 +93,43 @@ def test_a_torn_row_is_skipped_and_never_corrupts_the_file(tmp_path):
 
 def test_a_hand_edited_row_fails_its_checksum(tmp_path):
     path = tmp_path / "votes.csv"
-    VoteStore(path).append(_vote(choice="left"))
+    VoteStore(path).append(make_vote(choice="left"))
     path.write_text(path.read_text().replace(',"left",', ',"right",'))
     assert VoteStore(path).votes() == []
 
 
 def test_bad_votes_are_refused_with_a_reason():
     with pytest.raises(VoteError, match="choice"):
-        _vote(choice="maybe")
+        make_vote(choice="maybe")
     with pytest.raises(VoteError, match="1-5"):
-        _vote(left_engagement=7)
+        make_vote(left_engagement=7)
     with pytest.raises(VoteError, match="annotator is missing"):
-        _vote(annotator=" ")
+        make_vote(annotator=" ")
     with pytest.raises(VoteError, match="different systems"):
-        _vote(left="a", right="a")
+        make_vote(left="a", right="a")
 
 
 def test_limits_are_exact_and_every_reason_is_named():
-    _vote(annotator="a" * 200, comment="c" * 5000)  # at the limits: accepted
+    make_vote(annotator="a" * 200, comment="c" * 5000)  # at the limits: accepted
     with pytest.raises(VoteError, match="^annotator is too long$"):
-        _vote(annotator="a" * 201)
+        make_vote(annotator="a" * 201)
     with pytest.raises(VoteError, match="^comment must be text of at most 5000 characters$"):
-        _vote(comment="c" * 5001)
+        make_vote(comment="c" * 5001)
     with pytest.raises(VoteError, match="^comment must be text"):
-        _vote(comment=5)
+        make_vote(comment=5)
     with pytest.raises(VoteError, match=r"^comment contains a control character \('\\x07'\)$"):
-        _vote(comment="a\x07")
+        make_vote(comment="a\x07")
     with pytest.raises(
         VoteError, match="^choice must be one of .*; the two sides must show different systems$"
     ):
-        _vote(choice="maybe", left="a", right="a")
+        make_vote(choice="maybe", left="a", right="a")
 
 
 def test_the_raw_file_has_plain_cells_a_checksum_and_unix_line_ends(tmp_path):
     import zlib
 
     path = tmp_path / "votes.csv"
-    VoteStore(path).append(_vote(left_coherence=4, seed_left=7))
+    VoteStore(path).append(make_vote(left_coherence=4, seed_left=7))
     raw = path.read_bytes()
     assert b"\r\n" not in raw and raw.endswith(b"\n")
     header, row = list(csv.reader(path.open(newline="")))
@@ -145,7 +141,7 @@ def test_the_raw_file_has_plain_cells_a_checksum_and_unix_line_ends(tmp_path):
 
 def test_a_replacing_vote_is_read_back_as_one(tmp_path):
     store = VoteStore(tmp_path / "votes.csv")
-    written = [_vote(choice="left"), _vote(choice="right", replaces=True)]
+    written = [make_vote(choice="left"), make_vote(choice="right", replaces=True)]
     for v in written:
         store.append(v)
     assert VoteStore(tmp_path / "votes.csv").read_all() == written  # every field, timestamps too
@@ -157,11 +153,11 @@ def test_a_replacing_vote_is_read_back_as_one(tmp_path):
 def test_the_log_is_a_plain_file_and_a_replaced_one_is_read_afresh(tmp_path):
     path = tmp_path / "votes.csv"
     store = VoteStore(path)
-    store.append(_vote(item="i1", comment="x" * 500))
+    store.append(make_vote(item="i1", comment="x" * 500))
     assert path.stat().st_mode & 0o777 == 0o644 & ~_umask()
     assert [v.item_id for v in store.read_all()] == ["i1"]  # parsed to the end
     other = VoteStore(tmp_path / "other.csv")
-    other.append(_vote(item="i9"))
+    other.append(make_vote(item="i9"))
     path.write_bytes((tmp_path / "other.csv").read_bytes())  # shorter: a restored backup
     assert [v.item_id for v in store.read_all()] == ["i9"]
 
@@ -176,9 +172,9 @@ def _umask() -> int:
 
 def test_rated_items_are_the_annotators_own(tmp_path):
     store = VoteStore(tmp_path / "votes.csv")
-    store.append(_vote(annotator="ann", item="i1"))
-    store.append(_vote(annotator="ann", item="i2"))
-    store.append(_vote(annotator="bob", item="i3"))
+    store.append(make_vote(annotator="ann", item="i1"))
+    store.append(make_vote(annotator="ann", item="i2"))
+    store.append(make_vote(annotator="bob", item="i3"))
     assert store.rated_items("ann") == {"i1", "i2"} and store.rated_items("eve") == set()
 
 
@@ -186,19 +182,19 @@ def test_a_damaged_row_loses_that_row_alone(tmp_path):
     path = tmp_path / "votes.csv"
     store = VoteStore(path)
     for i in range(3):
-        store.append(_vote(item=f"i{i}"))
+        store.append(make_vote(item=f"i{i}"))
     raw = path.read_bytes()
     at = raw.index(b'"i1"')
     path.write_bytes(raw[:at] + b'"\xff\xfe"' + raw[at + 4 :])  # bytes that are not UTF-8
     assert [v.item_id for v in VoteStore(path).read_all()] == ["i0", "i2"]
 
 
-def test_many_threads_lose_no_vote(tmp_path):
+def test_many_threads_lose_nomake_vote(tmp_path):
     store = VoteStore(tmp_path / "votes.csv")
 
     def worker(k):
         for i in range(25):
-            store.append(_vote(annotator=f"t{k}", item=f"i{i}", comment="x" * 300))
+            store.append(make_vote(annotator=f"t{k}", item=f"i{i}", comment="x" * 300))
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
     for t in threads:
@@ -211,7 +207,7 @@ def test_many_threads_lose_no_vote(tmp_path):
 def _process_worker(path, k):
     store = VoteStore(path)
     for i in range(25):
-        store.append(_vote(annotator=f"p{k}", item=f"i{i}", comment="y" * 500))
+        store.append(make_vote(annotator=f"p{k}", item=f"i{i}", comment="y" * 500))
 
 
 def test_many_processes_lose_no_vote_and_interleave_nothing(tmp_path):
@@ -230,7 +226,7 @@ def test_many_processes_lose_no_vote_and_interleave_nothing(tmp_path):
 
 def test_win_rates_and_bradley_terry_rank_the_better_system_first():
     votes = [
-        _vote(
+        make_vote(
             annotator=f"a{i}",
             item=f"i{i}",
             left="A",
@@ -240,7 +236,7 @@ def test_win_rates_and_bradley_terry_rank_the_better_system_first():
         for i in range(40)
     ]
     votes += [
-        _vote(
+        make_vote(
             annotator=f"b{i}",
             item=f"j{i}",
             left="B",
@@ -261,14 +257,14 @@ def test_win_rates_and_bradley_terry_rank_the_better_system_first():
 
 def test_position_bias_detects_a_left_preference():
     votes = [
-        _vote(annotator=f"a{i}", item=f"i{i}", choice="left" if i < 45 else "right")
+        make_vote(annotator=f"a{i}", item=f"i{i}", choice="left" if i < 45 else "right")
         for i in range(50)
     ]
     pb = position_bias(votes)
     assert pb["left_win_rate"] == 0.9 and pb["p_value"] < 1e-6
     even = position_bias(
         [
-            _vote(annotator=f"a{i}", item=f"i{i}", choice="left" if i % 2 else "right")
+            make_vote(annotator=f"a{i}", item=f"i{i}", choice="left" if i % 2 else "right")
             for i in range(50)
         ]
     )
@@ -277,7 +273,7 @@ def test_position_bias_detects_a_left_preference():
 
 def test_summary_has_every_section():
     votes = [
-        _vote(annotator=a, item=f"i{i}", choice=c, left_coherence=r, right_coherence=r)
+        make_vote(annotator=a, item=f"i{i}", choice=c, left_coherence=r, right_coherence=r)
         for i in range(5)
         for a, c, r in (("x", "left", 4), ("y", "left", 4), ("z", "tie", 3))
     ]
@@ -318,7 +314,7 @@ def test_stats_json_is_strict_json_with_undefined_figures_as_null(tmp_path, caps
 
     store = VoteStore(tmp_path / "votes.csv")
     for a in ("x", "y", "z"):  # every rating 3: agreement is undefined
-        store.append(_vote(annotator=a, choice="tie", left_coherence=3, right_coherence=3))
+        store.append(make_vote(annotator=a, choice="tie", left_coherence=3, right_coherence=3))
     assert main(["stats", str(tmp_path / "votes.csv"), "--json", "--bootstrap", "5"]) == 0
 
     def no_nan(word):

@@ -30,23 +30,16 @@ from human_ratings.stats import (
 )
 from human_ratings.store import Vote
 
-from .conftest import examples
-
-
-def _vote(annotator="ann", item="i1", left="base", right="tuned", choice="left", **kw):
-    return Vote(
-        annotator=annotator, item_id=item, system_left=left, system_right=right, choice=choice, **kw
-    )
-
+from .conftest import examples, make_vote
 
 # --- Wilson interval and the position-bias test: scipy's binomtest ---------------------------
 
 
 @pytest.mark.parametrize("k,n", [(0, 1), (1, 1), (8, 10), (0, 25), (25, 25), (13, 40), (501, 999)])
 def test_wilson_and_position_bias_match_scipy_binomtest(k, n):
-    votes = [_vote(annotator=f"a{i}", item=f"i{i}", choice="left") for i in range(k)]
-    votes += [_vote(annotator=f"b{i}", item=f"j{i}", choice="right") for i in range(n - k)]
-    votes += [_vote(annotator="c", item="tie", choice="tie")]  # not decisive: not counted
+    votes = [make_vote(annotator=f"a{i}", item=f"i{i}", choice="left") for i in range(k)]
+    votes += [make_vote(annotator=f"b{i}", item=f"j{i}", choice="right") for i in range(n - k)]
+    votes += [make_vote(annotator="c", item="tie", choice="tie")]  # not decisive: not counted
     pb = position_bias(votes)
     ref = binomtest(k, n, 0.5)
     ci = ref.proportion_ci(confidence_level=0.95, method="wilson")
@@ -59,10 +52,10 @@ def test_wilson_and_position_bias_match_scipy_binomtest(k, n):
 def test_no_decisive_vote_gives_no_rate_and_the_whole_interval():
     assert wilson(0, 0) == (0.0, 1.0)
     assert all(wilson(n, n)[1] <= 1.0 and wilson(0, n)[0] >= 0.0 for n in range(1, 300))
-    pb = position_bias([_vote(choice="tie"), _vote(annotator="b", choice="both_bad")])
+    pb = position_bias([make_vote(choice="tie"), make_vote(annotator="b", choice="both_bad")])
     assert pb["decisive_votes"] == 0 and (pb["ci_low"], pb["ci_high"]) == (0.0, 1.0)
     assert math.isnan(pb["left_win_rate"]) and math.isnan(pb["p_value"])
-    (only_ties,) = [r for r in win_rates([_vote(choice="tie")]) if r["system"] == "base"]
+    (only_ties,) = [r for r in win_rates([make_vote(choice="tie")]) if r["system"] == "base"]
     assert math.isnan(only_ties["win_rate"]) and (only_ties["ci_low"], only_ties["ci_high"]) == (
         0.0,
         1.0,
@@ -71,14 +64,14 @@ def test_no_decisive_vote_gives_no_rate_and_the_whole_interval():
 
 def test_win_rates_count_every_outcome_on_both_sides():
     votes = [
-        _vote("a", "1", "A", "B", "left"),  # A wins from the left
-        _vote("a", "2", "B", "A", "right"),  # A wins from the right
-        _vote("a", "3", "B", "A", "left"),  # B wins
-        _vote("a", "4", "A", "B", "tie"),
-        _vote("a", "4b", "B", "A", "tie"),
-        _vote("a", "5", "B", "A", "both_bad"),
-        _vote("a", "5b", "A", "B", "both_bad"),
-        _vote("a", "6", "A", "C", "right"),  # C wins
+        make_vote("a", "1", "A", "B", "left"),  # A wins from the left
+        make_vote("a", "2", "B", "A", "right"),  # A wins from the right
+        make_vote("a", "3", "B", "A", "left"),  # B wins
+        make_vote("a", "4", "A", "B", "tie"),
+        make_vote("a", "4b", "B", "A", "tie"),
+        make_vote("a", "5", "B", "A", "both_bad"),
+        make_vote("a", "5b", "A", "B", "both_bad"),
+        make_vote("a", "6", "A", "C", "right"),  # C wins
     ]
     rows = {r["system"]: r for r in win_rates(votes)}
     a = rows["A"]
@@ -132,9 +125,9 @@ def _bt_votes(seed: int) -> list[Vote]:
         left, right = rng.sample(sorted(strength), 2)
         p_left = strength[left] / (strength[left] + strength[right])
         choice = "left" if rng.random() < p_left else "right"
-        votes.append(_vote(f"x{n}", f"i{n}", left, right, choice))
-    votes += [_vote(f"t{n}", f"t{n}", "A", "C", "tie") for n in range(6)]
-    votes += [_vote(f"b{n}", f"b{n}", "B", "C", "both_bad") for n in range(9)]
+        votes.append(make_vote(f"x{n}", f"i{n}", left, right, choice))
+    votes += [make_vote(f"t{n}", f"t{n}", "A", "C", "tie") for n in range(6)]
+    votes += [make_vote(f"b{n}", f"b{n}", "B", "C", "both_bad") for n in range(9)]
     rng.shuffle(votes)  # "both bad" votes anywhere, not only at the end
     return votes
 
@@ -149,7 +142,7 @@ def test_bradley_terry_is_the_maximum_likelihood_fit(seed):
 
 
 def test_bradley_terry_keeps_an_unbeaten_system_finite_and_says_odds():
-    votes = [_vote(f"a{i}", f"i{i}", "A", "B", "left") for i in range(5)]
+    votes = [make_vote(f"a{i}", f"i{i}", "A", "B", "left") for i in range(5)]
     bt = bradley_terry(votes)
     ref = _bt_reference(votes)
     assert bt["A"] == pytest.approx(ref["A"], abs=1e-6) and math.isfinite(bt["A"])
@@ -174,7 +167,7 @@ def test_percentile_interval_is_numpys_lower_and_higher_percentile():
 def test_bradley_terry_interval_is_the_bootstrap_percentile_interval(rare):
     votes, rounds, seed = _bt_votes(3), 60, 11
     if rare:  # E plays once: many resamples lack it, and then it scores 0 (no information)
-        votes.append(_vote("e", "e", "E", "A", "left"))
+        votes.append(make_vote("e", "e", "E", "A", "left"))
     rng = random.Random(seed)
     boots = [bradley_terry([rng.choice(votes) for _ in votes], iters=100) for _ in range(rounds)]
     rows = bradley_terry_ci(votes, rounds=rounds, seed=seed)
@@ -332,7 +325,7 @@ def test_agreement_rows_say_what_they_rest_on():
         raters = ("x", "y", "z") if i < 4 else ("x", "y")
         for j, a in enumerate(raters):
             votes.append(
-                _vote(
+                make_vote(
                     a,
                     f"i{i}",
                     "A",
@@ -369,7 +362,7 @@ def test_agreement_rows_say_what_they_rest_on():
 
 def test_all_ratings_equal_is_reported_undefined_not_perfect():
     votes = [
-        _vote(a, f"i{i}", "A", "B", "left", left_engagement=3, right_engagement=3)
+        make_vote(a, f"i{i}", "A", "B", "left", left_engagement=3, right_engagement=3)
         for i in range(6)
         for a in ("x", "y", "z")
     ]
@@ -388,7 +381,7 @@ def test_all_ratings_equal_is_reported_undefined_not_perfect():
 
 def test_two_annotators_get_cohen_on_the_units_both_rated():
     votes = [
-        _vote(a, f"i{i}", "A", "B", c)
+        make_vote(a, f"i{i}", "A", "B", c)
         for i, (ca, cb) in enumerate(
             [
                 ("left", "left"),
@@ -400,7 +393,7 @@ def test_two_annotators_get_cohen_on_the_units_both_rated():
         )
         for a, c in (("x", ca), ("y", cb))
     ]
-    votes.append(_vote("x", "solo", "A", "B", "left"))  # rated by one annotator only
+    votes.append(make_vote("x", "solo", "A", "B", "left"))  # rated by one annotator only
     rows = _rows(votes)
     cohen = rows[("choice", "Cohen's kappa")]
     ref = cohen_kappa(["A", "B", "A", "tie", "A"], ["A", "B", "B", "both_bad", "A"])
@@ -418,7 +411,7 @@ def test_summary_bootstraps_as_many_rounds_as_asked():
 
 
 def test_nothing_rated_twice_yet_says_so_per_unit_kind():
-    rows = _rows([_vote("x", "i1", "A", "B", "left", left_coherence=4)])
+    rows = _rows([make_vote("x", "i1", "A", "B", "left", left_coherence=4)])
     for (criterion, _), r in rows.items():
         one = "item" if criterion == "choice" else "story"
         assert r["status"] == "n/a" and r["note"] == f"no {one} rated by two annotators yet"

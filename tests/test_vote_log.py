@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from human_ratings.store import (
     COLUMNS,
     DuplicateVote,
-    Vote,
     VoteError,
     VoteStore,
     _crc,
@@ -27,7 +26,7 @@ from human_ratings.store import (
     restore,
 )
 
-from .conftest import examples
+from .conftest import examples, make_vote
 
 ROOT = Path(__file__).resolve().parent.parent
 TRICKY = [
@@ -48,10 +47,6 @@ TRICKY = [
 ]
 
 
-def _vote(annotator="ann", item="i1", comment="", **kw):
-    return Vote(annotator, item, "base", "tuned", "left", comment=comment, **kw)
-
-
 def pandas_votes(path: Path) -> list[dict]:
     """The log as pandas reads it, cells restored by the documented rule."""
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -65,7 +60,7 @@ def pandas_votes(path: Path) -> list[dict]:
 @pytest.mark.parametrize("text", TRICKY)
 def test_free_text_round_trips_byte_for_byte(tmp_path, text):
     path = tmp_path / "votes.csv"
-    VoteStore(path).append(_vote(annotator=text.strip() or "x", comment=text, settings=text))
+    VoteStore(path).append(make_vote(annotator=text.strip() or "x", comment=text, settings=text))
     (vote,) = VoteStore(path).votes()  # a fresh reader: nothing cached
     assert (
         vote.comment == text and vote.settings == text and vote.annotator == (text.strip() or "x")
@@ -78,15 +73,15 @@ def test_free_text_round_trips_byte_for_byte(tmp_path, text):
 
 def test_a_comment_ending_in_a_line_break_is_read_back_and_counts_for_the_one_vote_rule(tmp_path):
     store = VoteStore(tmp_path / "votes.csv")
-    store.append(_vote(comment="nice story\n"))
+    store.append(make_vote(comment="nice story\n"))
     with pytest.raises(DuplicateVote):
-        VoteStore(tmp_path / "votes.csv").append(_vote(comment="again"))
+        VoteStore(tmp_path / "votes.csv").append(make_vote(comment="again"))
 
 
 def test_annotators_who_differ_by_an_apostrophe_stay_apart(tmp_path):
     store = VoteStore(tmp_path / "votes.csv")
-    store.append(_vote(annotator="+1"))
-    store.append(_vote(annotator="'+1"))
+    store.append(make_vote(annotator="+1"))
+    store.append(make_vote(annotator="'+1"))
     assert {v.annotator for v in store.votes()} == {"+1", "'+1"}
     assert store.rated_items("'+1") == {"i1"} and store.rated_items("+1") == {"i1"}
 
@@ -99,8 +94,8 @@ def test_neutralize_is_reversible(text):
 @pytest.mark.parametrize("char", ["\x00", "\x07", "\x1b", "\x7f", "\x85"])
 def test_control_characters_get_the_write_forms_rule(char):
     with pytest.raises(VoteError, match="control character"):
-        _vote(comment=f"bad{char}")
-    _vote(comment="tab\tnewline\ncr\r")  # the three a multi-line field may hold
+        make_vote(comment=f"bad{char}")
+    make_vote(comment="tab\tnewline\ncr\r")  # the three a multi-line field may hold
 
 
 def test_a_log_written_by_schema_1_is_still_read_by_its_own_rule(tmp_path):
@@ -115,7 +110,7 @@ def test_a_log_written_by_schema_1_is_still_read_by_its_own_rule(tmp_path):
         old_apostrophe = ["'quoted", "i2", *cells[2:]]
         writer.writerow([*old_apostrophe, _crc(old_apostrophe)])
     store = VoteStore(path)
-    store.append(_vote(annotator="new", comment="'=x"))
+    store.append(make_vote(annotator="new", comment="'=x"))
     by_annotator = {v.annotator: v for v in store.votes()}
     assert by_annotator["+1"].comment == "=sum" and by_annotator["+1"].schema_version == 1
     assert "'quoted" in by_annotator  # under schema 1 a leading ' before text was the text's own
@@ -209,7 +204,7 @@ def test_any_text_round_trips_through_the_log(tmp_path_factory, comment, annotat
     if not annotator.strip():
         annotator = "x" + annotator
     path = tmp_path_factory.mktemp("log") / "votes.csv"
-    VoteStore(path).append(_vote(annotator=annotator, comment=comment))
+    VoteStore(path).append(make_vote(annotator=annotator, comment=comment))
     (vote,) = VoteStore(path).read_all()
     assert (vote.annotator, vote.comment) == (annotator, comment)
     (row,) = pandas_votes(path)
