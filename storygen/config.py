@@ -190,13 +190,15 @@ class SamplingConfig:
             if value is None and name == "max_new_tokens":
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{name} must be a number, not {value!r}")
-            if not low <= value <= high:
+                raise ConfigError(f"{name} must be a number, not {str(value)[:40]!r}")
+            if not low <= value <= high:  # also refuses NaN and infinities
                 raise ConfigError(f"{name} must be between {low} and {high}")
         for name in ("top_k", "max_new_tokens", "seed"):
             value = getattr(self, name)
             if value is not None and value != int(value):
                 raise ConfigError(f"{name} must be a whole number")
+            if value is not None:
+                setattr(self, name, int(value))  # 50.0 from a slider or a YAML file is 50
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -118,7 +118,8 @@ def test_markup_and_unicode_are_kept_as_text(app):
     assert out[1].startswith("Done:")
     # What reached the model is what was typed: the request kept in the story's provenance.
     form = {**FORM_DEFAULTS, "characters": "Zoë: brave, 勇敢", "prompt": prompt}
-    settings = dict(zip(write.SLIDERS, SAMPLING))
+    names = ["temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens"]
+    settings = dict(zip(names, SAMPLING))
     *_, last = write.write(app["services"], form, settings, 5, False, "", [])
     request = last[4]["request"]
     assert request["characters"] == [{"name": "Zoë", "traits": ["brave", "勇敢"]}]
