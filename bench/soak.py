@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.app_serving import start_app
+from story_ui.rate import CHOICE_LABELS
 
-CHOICES = {"A is better": "left", "B is better": "right", "Tie": "tie", "Both are bad": "both_bad"}
 PIECES = [
     "nice story",
     "line one\nline two",
@@ -128,7 +128,7 @@ def annotator(app: App, tally: Tally, stop: threading.Event, seed: int) -> None:
             if not item:
                 name = None  # every item rated: start over under a new ID
                 break
-            label = rng.choice(list(CHOICES))
+            label = rng.choice(list(CHOICE_LABELS))
             ratings = [rng.choice([None, "1", "2", "3", "4", "5"]) for _ in range(8)]
             comment = _text(rng)
             epoch = app.epoch
@@ -147,7 +147,7 @@ def annotator(app: App, tally: Tally, stop: threading.Event, seed: int) -> None:
                         "item_id": item.group(1),
                         "system_left": reveal.group(1),
                         "system_right": reveal.group(2),
-                        "choice": CHOICES[label],
+                        "choice": CHOICE_LABELS[label],
                         "comment": comment,
                         "ratings": [None if r is None else int(r) for r in ratings],
                         "after_restart": epoch > 0,
