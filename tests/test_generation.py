@@ -283,3 +283,25 @@ def test_provenance_says_how_long_it_took_in_milliseconds(tiny_backend, request_
     for key in ("seconds", "first_token_s"):
         assert isinstance(p[key], float) and p[key] == round(p[key], 3) and p[key] > 0, key
     assert 0 < p["new_tokens"] <= SETTINGS.max_new_tokens
+
+
+def test_concurrent_same_seed_stories_equal_the_sequential_one(
+    tiny_backend, request_two_characters
+):
+    """Each request samples from its own generator: four users with one seed, writing at the
+    same time, each get the story that seed gives alone (a shared or global RNG would
+    interleave their draws)."""
+    settings = SamplingConfig(seed=11, max_new_tokens=30, temperature=1.5, top_k=0, top_p=1.0)
+    alone = generate_story(tiny_backend, request_two_characters, settings).text
+    results, start = [None] * 4, threading.Barrier(4)
+
+    def run(i):
+        start.wait()
+        results[i] = generate_story(tiny_backend, request_two_characters, settings).text
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [alone] * 4
