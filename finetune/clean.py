@@ -6,8 +6,16 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-_TAG_RUN = re.compile(r"^\s*((?:[\[(]\s*[A-Za-z]{2,8}\s*[\])]\s*)+)")
-_ONE_TAG = re.compile(r"[\[(]\s*([A-Za-z]{2,8})\s*[\])]")
+_TAG_RUN = re.compile(r"^\s*((?:[\[({]\s*[A-Za-z]{2,8}\s*[\])}]\s*)+)")
+_ONE_TAG = re.compile(r"[\[({]\s*([A-Za-z]{2,8})\s*[\])}]")
+_XPOST = re.compile(r"[\[(]\s*x-?post[^\])]*[\])]", re.I)
+META_TAGS = frozenset({"OT", "MODPOST", "META"})
+"""Prompt tags of posts about the subreddit, not stories: such pairs are dropped."""
+# Reddit leftovers, each a whole paragraph: "Edit: formatting", "(part 1/2, continued in
+# reply)", and rows of symbols such as "*====*" (scene breaks stay as paragraph breaks).
+_LEFTOVER = re.compile(r"^(?:\W+|\(?\s*edit\b.*|\(?\s*part \d+\s*(?:/|of)\s*\d+\b.*)$", re.I)
+# NLTK splits "gonna", "gotta", "wanna" and "cannot" in two.
+_SPLIT_WORD = re.compile(r"\b(gon na|wan na|got ta|can not)\b", re.I)
 
 # Every pattern below starts with a literal character, so the regex engine skips ahead to its
 # candidates instead of trying a match at every position: at 300K stories this is most of the
@@ -36,9 +44,9 @@ def split_prompt(prompt: str) -> tuple[list[str], str]:
     """
     m = _TAG_RUN.match(prompt)
     if not m:
-        return [], prompt.strip()
+        return [], _XPOST.sub("", prompt).strip()
     tags = [t.upper() for t in _ONE_TAG.findall(m.group(1))]
-    return tags, prompt[m.end() :].strip()
+    return tags, _XPOST.sub("", prompt[m.end() :]).strip()
 
 
 def detokenize(text: str) -> str:
@@ -55,13 +63,15 @@ def detokenize(text: str) -> str:
         text = text.replace("''", "”")
     while " ”" in text:
         text = text.replace(" ”", "”")
-    if "'" in text or "’" in text:
+    if "'" in text or "’" in text or "‘" in text:
         text = _CONTRACTION.sub(r"\1", text)
         if " '" in text or " ’" in text:
             text = _QUOTE_AFTER_SPACE.sub(r"\1", text)
         if "' " in text or "’ " in text:
             text = _SPACE_AFTER_QUOTE.sub(r"\1", text)
-        text = text.replace(" ’ ", "’ ")
+        text = text.replace(" ’ ", "’ ").replace("’", "'").replace("‘", "'")
+    if " n" in text or " t" in text or " N" in text or " T" in text:
+        text = _SPLIT_WORD.sub(lambda m: m.group(0).replace(" ", ""), text)
     text = _SPACE_BEFORE.sub("", text)
     if any(c + " " in text for c in "([{$#"):
         text = _SPACE_AFTER.sub(r"\1", text)
@@ -78,7 +88,8 @@ def paragraphs(story: str) -> list[str]:
     several times faster than once per line at full-dataset scale.
     """
     text = detokenize(story.replace("<newline>", "\n"))
-    return [p for p in (line.strip() for line in text.split("\n")) if p]
+    lines = (line.strip() for line in text.split("\n"))
+    return [p for p in lines if p and not _LEFTOVER.match(p)]
 
 
 def truncate_words(text: str, budget: int, n_words: int | None = None) -> str:
@@ -116,6 +127,9 @@ def clean_pair(
     if _LINK_ONLY.match(story.replace("<newline>", " ")):
         return None, "link-only story"
     tags, prompt_text = split_prompt(detokenize(prompt.replace("<newline>", " ")))
+    meta = META_TAGS.intersection(tags)
+    if meta:
+        return None, f"meta post ({min(meta)})"
     paras = paragraphs(story)
     text = "\n\n".join(paras)
     n_words = len(text.split())

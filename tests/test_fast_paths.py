@@ -15,7 +15,9 @@ import pytest
 
 from finetune.clean import detokenize, truncate_words
 from finetune.data import DataError, iter_pairs
-from finetune.tagger import (
+from storygen.prompt_format import escape, unescape
+from storygen.request import RequestError, Setting, StoryRequest, validate
+from storygen.tagger import (
     _WORD,
     GENRE_WORDS,
     NOT_NAMES,
@@ -26,13 +28,12 @@ from finetune.tagger import (
     lexicon_scores,
     pov,
 )
-from storygen.prompt_format import escape, unescape
-from storygen.request import RequestError, Setting, StoryRequest, validate
 
 PIECES = [
     "a", "b", "do", "n't", "N'T", "'s", "'S", "'re", "'ve", "'ll", "'d", "'m", "’s", "’", "'",
     "n’t", "s", "t", "re", "ll", " ", " ", "  ", "``", "''", "“", "”", ".", ",", "!", "?", "(",
-    ")", "[", "$", "#", "…", "...", "\t", "x1", "_", "-", "é", "İ", "\n",
+    ")", "[", "$", "#", "…", "...", "\t", "x1", "_", "-", "é", "İ", "\n", "‘", "gon", "Wan", "na",
+    "NA", "got", "ta", "can", "not", "Not",
 ]  # fmt: skip
 
 
@@ -44,6 +45,10 @@ def random_texts(n, pieces=PIECES, seed=0, longest=12):
         )
 
 
+def _joined(m):
+    return m.group(0).replace(" ", "")
+
+
 def plain_detokenize(text):
     text = re.sub(r"(``|“) *", "“", text)
     text = re.sub(r" *(''|”)", "”", text)
@@ -51,7 +56,8 @@ def plain_detokenize(text):
         r"(?<=\w) (n't|'s|'re|'ve|'ll|'d|'m|’s|’re|’ve|’ll|’d|’m|n’t)\b", r"\1", text, flags=re.I
     )
     text = re.sub(r"(?<=\w) ?([’']) ?(?=(?:s|t|re|ve|ll|d|m)\b)", r"\1", text)
-    text = text.replace(" ’ ", "’ ")
+    text = text.replace(" ’ ", "’ ").replace("’", "'").replace("‘", "'")
+    text = re.sub(r"\b(gon|wan) na\b|\b(got) ta\b|\b(can) not\b", _joined, text, flags=re.I)
     text = re.sub(r" +(?=[.,!?;:%)\]}…])", "", text)
     text = re.sub(r"([(\[{$#]) +", r"\1", text)
     text = text.replace("“", '"').replace("”", '"')

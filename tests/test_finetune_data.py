@@ -33,7 +33,7 @@ def test_both_renderings_give_the_same_clean_pairs():
 def test_detokenize_undoes_nltk():
     assert detokenize("`` I do n't like it , '' she said .") == '"I don\'t like it," she said.'
     assert detokenize("It 's ( maybe ) $ 5 ... right ?") == "It's (maybe) $5... right?"
-    assert detokenize("we ’ re here") == "we’re here"
+    assert detokenize("we ’ re here") == "we're here"  # apostrophes straightened, like quotes
 
 
 def test_prompt_tags_are_parsed_even_stacked():
@@ -162,3 +162,24 @@ def test_preprocess_command_line(tmp_path, capsys):
         args = ["preprocess", str(broken), "--out", str(tmp_path / "no"), "--workers", workers]
         assert main(args) == 2
         assert "broken.csv" in capsys.readouterr().err
+
+
+def test_reddit_leftovers_and_split_words_are_cleaned():
+    from finetune.clean import clean_pair, detokenize, split_prompt
+
+    assert detokenize("I 'm gon na go , we got ta , Wan na ? I can not’ve") == (
+        "I'm gonna go, we gotta, Wanna? I cannot've"
+    )
+    assert detokenize("She said ‘no’ and it ’ s fine") == "She said 'no' and it's fine"
+    assert split_prompt("{ WP } A dragon [ X-Post from /r/Fantasy ] wakes") == (
+        ["WP"],
+        "A dragon  wakes",
+    )
+    story = " ".join(["Mara walked home through the snow."] * 8)
+    meta, why = clean_pair("[ OT ] Meet and Greet", story, "1")
+    assert meta is None and why == "meta post (OT)"
+    raw = (
+        f"{story}\n\n*====*\n\nThe end came.\n\nEdit: formatting\n\n(part 1/2, continued in reply)"
+    )
+    pair, _ = clean_pair("[ WP ] A walk", raw, "2")
+    assert pair.story == f"{story}\n\nThe end came."
