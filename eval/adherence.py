@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from finetune.tagger import GENRE_WORDS, TONE_WORDS, ending, lexicon_scores, pov
+from storygen.lexicons import GENRE_WORDS, TONE_WORDS
 from storygen.request import StoryRequest
+from storygen.tagger import ending, lexicon_scores, pov
 
 _CONTENT = re.compile(r"[a-z]{4,}")
 STOPWORDS = frozenset(

@@ -48,6 +48,20 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument(
         "--gold", type=Path, default=Path(__file__).parent / "gold" / "tagger_gold.jsonl"
     )
+    a.add_argument(
+        "--arc-gold",
+        type=Path,
+        default=Path(__file__).parent / "gold" / "arc_gold_wp.jsonl",
+        help="arcs labelled by hand on real WritingPrompts rows (default: %(default)s)",
+    )
+    a.add_argument(
+        "--arc-data",
+        type=Path,
+        default=Path(__file__).resolve().parent.parent.parent
+        / "shared/data/writingprompts/train_sample_500.csv",
+        help="the WritingPrompts CSV those rows come from (not in this repository); the arc "
+        "scores are left out when it is missing (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
 
     if args.command == "preprocess":
@@ -97,9 +111,14 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     if args.command == "tagger-accuracy":
-        from finetune.gold import accuracy
+        from finetune.gold import accuracy, arc_accuracy
 
-        print(json.dumps(accuracy(args.gold), indent=2))
+        report = accuracy(args.gold)
+        if args.arc_data.exists():
+            report["arc"] = arc_accuracy(args.arc_gold, args.arc_data)
+        else:
+            report["arc"] = f"left out: {args.arc_data} (the labelled stories) is missing"
+        print(json.dumps(report, indent=2))
         return 0
     return 1
 

@@ -21,9 +21,14 @@ from tqdm import tqdm
 
 from finetune.clean import clean_pair, fingerprint
 from finetune.data import RawPair, iter_pairs
-from finetune.tagger import tag_story
-from storygen.prompt_format import PROMPT_FORMAT_VERSION, render_example
+from storygen.arcs import extract_beats
+from storygen.prompt_format import PROMPT_FORMAT_VERSION, render_example, render_plan_example
 from storygen.request import MAX_PLOT_POINT, MAX_PROMPT, RequestError, Setting, validate
+from storygen.tagger import tag_story
+
+PLANNED_SHARE = 0.5
+"""The share of stories whose story example is written from their plan (the others straight
+from the request), so the adapter learns both ways to write."""
 
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]")
 
@@ -81,7 +86,7 @@ def make_example(raw: RawPair, word_budget: int, field_dropout: float) -> tuple[
         request.plot_points = [p for p in [plot_point(pair.story)] if p]
     # Users fill in some fields, not all: drop each derived field now and then so the model
     # learns to write from partial requests too.
-    for name in ("genre", "tone", "ending", "pov", "characters"):
+    for name in ("genre", "tone", "ending", "pov", "characters", "arc"):
         if _unit(key, name) < field_dropout:
             setattr(request, name, [] if name == "characters" else "")
     if _unit(key, "setting") < field_dropout:
@@ -90,13 +95,24 @@ def make_example(raw: RawPair, word_budget: int, field_dropout: float) -> tuple[
         request = validate(request)
     except RequestError as exc:
         return None, f"tagged request invalid ({next(iter(exc.errors))})"
-    prompt, completion = render_example(request, pair.story)
+    # Plan-then-write: the story's own beats teach stage 1 (request -> plan) as an extra task,
+    # and half of the stories are written from them (stage 2).
+    plan = extract_beats(pair.story)
+    planned = plan is not None and _unit(key, "planned") < PLANNED_SHARE
+    prompt, completion = render_example(request, pair.story, plan if planned else None)
+    tasks = []
+    if plan is not None:
+        plan_prompt, plan_completion = render_plan_example(request, plan)
+        tasks.append({"task": "plan", "prompt": plan_prompt, "completion": plan_completion})
     return {
         "id": raw.source_id,
         "fingerprint": key,
         "prompt": prompt,
         "completion": completion,
         "request": request.to_dict(),
+        "plan": plan.to_dict() if plan is not None else None,
+        "planned": planned,
+        "tasks": tasks,
         "prompt_tags": pair.tags,
         "words": pair.words,
     }, ""
@@ -125,7 +141,9 @@ def _work(args: tuple[tuple[list[str], list[str], list[str]], int, float, float]
                 key,
                 "",
                 example["prompt_tags"],
-                _present(example["request"]),
+                _present(example["request"])
+                + ["plan task"] * bool(example["tasks"])
+                + ["written from plan"] * example["planned"],
                 json.dumps(example),
                 _unit(key, "split") < valid_fraction,
             )
@@ -202,6 +220,14 @@ def build(
 
 
 def read_examples(path: Path) -> list[dict]:
-    """Load a JSONL file written by :func:`build`."""
+    """Load a JSONL file written by :func:`build` (one line per story)."""
     with path.open() as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def training_pairs(row: dict) -> list[tuple[str, str]]:
+    """Every (prompt, completion) a built story teaches: the story, then its extra tasks (the
+    plan)."""
+    return [(row["prompt"], row["completion"])] + [
+        (t["prompt"], t["completion"]) for t in row.get("tasks", [])
+    ]

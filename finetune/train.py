@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from finetune.build import read_examples
+from finetune.build import read_examples, training_pairs
 from finetune.config import TARGET_MODULES, TrainConfig
 from finetune.curves import write_curves
 from storygen.config import ModelSpec
@@ -246,7 +246,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     def load(name: str) -> list[Example]:
         rows = read_examples(data / name)
         tokenized = (
-            tokenize(tokenizer, r["prompt"], r["completion"], cfg.max_length) for r in rows
+            tokenize(tokenizer, prompt, completion, cfg.max_length)
+            for r in rows
+            for prompt, completion in training_pairs(r)
         )
         return [e for e in tokenized if e is not None]
 

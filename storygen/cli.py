@@ -15,13 +15,16 @@ from storygen.config import (
     add_fields,
     fields_from_args,
 )
+from storygen.prompt_format import parse_plan
 from storygen.request import (
+    ARCS,
     ENDINGS,
     GENRES,
     LENGTHS,
     POVS,
     TONES,
     Character,
+    Plan,
     RequestError,
     Setting,
     StoryRequest,
@@ -59,8 +62,27 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--plot-point", action="append", default=[], help="an event that must happen")
     g.add_argument("--ending", default="", help=", ".join(ENDINGS))
     g.add_argument("--pov", default="", help=", ".join(POVS))
+    g.add_argument(
+        "--arc",
+        default="",
+        metavar="NAME",
+        help="emotional arc: " + "; ".join(f"{k} ({v})" for k, v in ARCS.items()),
+    )
     g.add_argument("--length", default=None, help=f"{', '.join(LENGTHS)} (default short)")
     g.add_argument("--prompt", default="", help="free text: anything else about the story")
+    plan = g.add_mutually_exclusive_group()
+    plan.add_argument(
+        "--plan",
+        action="store_true",
+        help="plan first: the model writes a premise and five beats, then the story from them",
+    )
+    plan.add_argument(
+        "--outline",
+        type=Path,
+        metavar="FILE",
+        help="write the story from your own beats: a text file, one beat a line "
+        "(an optional first line 'Premise: ...'; numbers or bullets are dropped)",
+    )
     g.add_argument("--json", action="store_true", help="print one JSON object with provenance")
     add_model_args(g)
     add_sampling_args(g)
@@ -84,6 +106,7 @@ def request_from_args(args: argparse.Namespace) -> StoryRequest:
         "plot_points": args.plot_point,
         "ending": args.ending,
         "pov": args.pov,
+        "arc": args.arc,
         "prompt": args.prompt,
     }
     for key, value in flags.items():
@@ -98,13 +121,23 @@ def request_from_args(args: argparse.Namespace) -> StoryRequest:
     return validate(request)
 
 
+def outline_from_file(path: Path) -> Plan:
+    """A person's plan from a text file (see ``--outline``)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RequestError({"outline": f"cannot read {path}: {exc}"}) from exc
+    return parse_plan(text, origin="person", escaped=False)
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from storygen.backends import BackendError, load_backend
-    from storygen.generation import stream_story
+    from storygen.generation import render_plan_text, stream_plan, stream_story
     from storygen.loading import LoadError
 
     try:
         request = request_from_args(args)
+        plan = outline_from_file(args.outline) if args.outline else None
         sampling = sampling_config(args)
         spec = model_spec(args)
     except (RequestError, ConfigError) as exc:
@@ -115,19 +148,35 @@ def cmd_generate(args: argparse.Namespace) -> int:
     except (LoadError, BackendError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
-    story, streamed = None, ""
+    story, streamed, planned = None, "", None
     try:
-        for update in stream_story(backend, request, sampling):
+        if args.plan:
+            for update in stream_plan(backend, request, sampling):
+                if update.plan is not None:
+                    plan, planned = update.plan, update
+                elif not args.json:
+                    print(update.delta, end="", flush=True)
+            if not args.json:
+                print(f"\n\n--- plan ---\n{render_plan_text(plan)}\n\n--- story ---\n")
+        for update in stream_story(backend, request, sampling, plan=plan):
             if update.story is not None:
                 story = update.story
             elif not args.json:
                 print(update.delta, end="", flush=True)
                 streamed = update.text
+    except RequestError as exc:  # a feature the model's prompt format lacks, or no usable plan
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 2
     except BackendError as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 4
     if args.json:
-        print(json.dumps({"story": story.text, "provenance": story.provenance}, indent=2))
+        out = {"story": story.text, "provenance": story.provenance}
+        if plan is not None:
+            out["plan"] = plan.to_dict()
+        if planned is not None:
+            out["plan_provenance"] = planned.provenance
+        print(json.dumps(out, indent=2))
     else:
         print()
         if story.text != streamed.strip():

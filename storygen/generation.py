@@ -20,12 +20,42 @@ from typing import Any
 
 from storygen.backends.base import Backend, BackendError, DecodeStats
 from storygen.config import SamplingConfig
-from storygen.prompt_format import FIELDS, REQUEST_MARKER, Prompt
-from storygen.request import LENGTHS, RequestError, StoryRequest, validate
+from storygen.prompt_format import (
+    FIELDS,
+    PLAN_MARKER,
+    REQUEST_MARKER,
+    STORY_MARKER,
+    Prompt,
+    parse_plan,
+    strip_markers,
+)
+from storygen.request import (
+    LENGTHS,
+    MAX_BEAT,
+    MAX_BEATS,
+    Plan,
+    RequestError,
+    StoryRequest,
+    remove_controls,
+    validate,
+    validate_plan,
+)
 
-__all__ = ["BackendError", "DecodeStats", "Story", "StoryUpdate", "stream_story", "generate_story"]
+__all__ = [
+    "BackendError",
+    "DecodeStats",
+    "Story",
+    "StoryUpdate",
+    "PlanUpdate",
+    "stream_story",
+    "stream_plan",
+    "generate_story",
+    "generate_plan",
+]
 
 TOKENS_PER_WORD = 1.4  # English BPE averages ~1.3 tokens a word; a little headroom
+PLAN_TOKENS = 256
+"""The most tokens a plan takes (a premise and five one-line beats need about 150)."""
 MAX_PREFIX_TOKENS = 2048
 """The longest story text Continue takes (its prompt pass cannot be stopped, so it is bounded)."""
 _CHARS_PER_TOKEN_MAX = 12  # no tokenizer needs this many characters a token: a cheap first check
@@ -153,9 +183,9 @@ def clean_story(text: str, finished: bool) -> str:
     ``finished`` says the model ended the story itself (EOS); otherwise the tail is cut back to
     the last complete sentence.
     """
-    if REQUEST_MARKER in text:  # the model started a new request: the story is over
-        text = text.split(REQUEST_MARKER, 1)[0]
-    text = text.replace("<|story|>", "").replace("<|end|>", "")
+    for marker in (REQUEST_MARKER, PLAN_MARKER):  # the model started a new request: it is over
+        text = text.split(marker, 1)[0]
+    text = strip_markers(text)
     lines = text.strip().splitlines()
     field_line = re.compile(rf"^({'|'.join(map(re.escape, FIELDS))}): ")
     while lines and (field_line.match(lines[0]) or not lines[0].strip()):
@@ -192,6 +222,7 @@ def stream_story(
     stop_event: threading.Event | None = None,
     prefix: str = "",
     stop_on_eos: bool = True,
+    plan: Plan | None = None,
 ) -> Iterator[StoryUpdate]:
     """Generate a story for ``request``, yielding text as it is produced.
 
@@ -199,10 +230,12 @@ def stream_story(
     work before the next token; the story so far is still cleaned and returned. ``prefix`` is
     story text to continue from (the Continue button): the model picks up where it ends.
     ``stop_on_eos=False`` always spends the whole budget (benchmarks compare equal lengths).
+    ``plan`` (plan-then-write, stage 2): the story follows these beats, in order.
     """
     request = validate(request)
+    plan = validate_plan(plan) if plan is not None else None
     sampling = sampling or SamplingConfig()
-    prompt = backend.prompt(request)
+    prompt = backend.prompt(request, plan=plan)
     # Text that ends a paragraph is continued on a new line, any other after a space.
     prefix = prefix.lstrip().rstrip(" \t") if prefix.strip() else ""
     if prefix:
@@ -239,6 +272,7 @@ def stream_story(
         "sampling": sampling.to_dict(),
         "prompt_style": prompt.style,
         "request": request.to_dict(),
+        "plan": plan.to_dict() if plan is not None else None,
         "stop_reason": reason,
         "continued_from_chars": len(prefix),
         "prompt_tokens": stats.prompt_tokens,
@@ -253,9 +287,107 @@ def generate_story(
     backend: Backend,
     request: StoryRequest,
     sampling: SamplingConfig | None = None,
+    plan: Plan | None = None,
 ) -> Story:
     """Generate a whole story without streaming."""
-    for update in stream_story(backend, request, sampling):
+    for update in stream_story(backend, request, sampling, plan=plan):
         if update.story is not None:
             return update.story
     raise AssertionError("stream_story ended without a story")
+
+
+@dataclass
+class PlanUpdate:
+    """One step of a plan's stream: the new text, the text so far and, at the end, the plan
+    with what made it."""
+
+    delta: str
+    text: str
+    plan: Plan | None = None
+    provenance: dict[str, Any] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.plan is not None
+
+
+def plan_from_text(text: str) -> Plan:
+    """The plan in a model's output: each line cut to a beat's length, at most
+    :data:`~storygen.request.MAX_BEATS` beats after the premise. Raises :class:`RequestError`
+    (field ``plan``) when there is no beat in it."""
+    text = remove_controls(text)
+    lines = [line.strip()[:MAX_BEAT] for line in text.splitlines() if line.strip()]
+    try:
+        return parse_plan("\n".join(lines[: MAX_BEATS + 1]), origin="model")
+    except RequestError as exc:
+        raise RequestError(
+            {
+                "plan": f"the model wrote no usable plan ({exc}): try another seed, or write the "
+                "beats yourself"
+            }
+        ) from exc
+
+
+def stream_plan(
+    backend: Backend,
+    request: StoryRequest,
+    sampling: SamplingConfig | None = None,
+    stop_event: threading.Event | None = None,
+) -> Iterator[PlanUpdate]:
+    """Plan-then-write, stage 1: the model writes the request's premise and beats, streamed.
+
+    The last update has ``plan`` set. It ends at the model's end of text, at the story marker,
+    after :data:`PLAN_TOKENS` (or ``max_new_tokens``, if lower), or at Stop (the beats so far
+    are the plan). Raises :class:`RequestError` for a request the model's prompt format cannot
+    plan (a version-1 adapter) or when the model wrote no beat.
+    """
+    request = validate(request)
+    sampling = sampling or SamplingConfig()
+    prompt = backend.prompt(request, task="plan")
+    budget = min(PLAN_TOKENS, sampling.max_new_tokens or PLAN_TOKENS)
+    stats, text_of = DecodeStats(), IncrementalText(backend)
+    shown, ids, reason = "", [], ""
+    with closing(decode(backend, prompt, sampling, budget, stop_event, stats)) as steps:
+        for ids, reason in steps:
+            if reason:
+                break
+            text = text_of(ids)
+            ended = any(m in text for m in (STORY_MARKER, REQUEST_MARKER))
+            for marker in (STORY_MARKER, REQUEST_MARKER):
+                text = text.split(marker, 1)[0]
+            if len(text) > len(shown) and text.startswith(shown):
+                delta, shown = text[len(shown) :], text
+                yield PlanUpdate(delta, shown)
+            if ended:
+                reason = "eos"
+                break
+    raw = backend.detokenize(ids)
+    for marker in (STORY_MARKER, REQUEST_MARKER):
+        raw = raw.split(marker, 1)[0]
+    plan = plan_from_text(strip_markers(raw))
+    provenance = {
+        **backend.provenance(),
+        "sampling": sampling.to_dict(),
+        "prompt_style": prompt.style,
+        "request": request.to_dict(),
+        "stop_reason": reason,
+        "new_tokens": stats.new_tokens,
+        "seconds": round(stats.seconds, 3),
+    }
+    yield PlanUpdate("", render_plan_text(plan), plan, provenance)
+
+
+def render_plan_text(plan: Plan) -> str:
+    """A plan as a person reads and edits it (no escapes): ``Premise: ...``, numbered beats."""
+    lines = [f"Premise: {plan.premise}"] if plan.premise else []
+    return "\n".join(lines + [f"{i}. {b}" for i, b in enumerate(plan.beats, 1)])
+
+
+def generate_plan(
+    backend: Backend, request: StoryRequest, sampling: SamplingConfig | None = None
+) -> Plan:
+    """The request's plan, without streaming."""
+    for update in stream_plan(backend, request, sampling):
+        if update.plan is not None:
+            return update.plan
+    raise AssertionError("stream_plan ended without a plan")

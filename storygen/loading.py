@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from storygen.config import DEMO_ADAPTER, EMBEDDED, ModelSpec, demo_adapter_dir
-from storygen.prompt_format import PROMPT_FORMAT_VERSION
+from storygen.prompt_format import FORMAT_VERSIONS
 
 log = logging.getLogger(__name__)
 
@@ -183,10 +183,10 @@ def check_adapter(meta: dict[str, Any], base_id: str, adapter_dir: Path) -> None
             f"adapter {adapter_dir} was trained on {meta.get('base_model')!r}, "
             f"not on {base_id!r}: pick the matching base model"
         )
-    if meta.get("prompt_format") != PROMPT_FORMAT_VERSION:
+    if meta.get("prompt_format") not in FORMAT_VERSIONS:
         raise LoadError(
             f"adapter {adapter_dir} uses prompt format {meta.get('prompt_format')!r}; this "
-            f"version of storygen speaks {PROMPT_FORMAT_VERSION!r}: retrain the adapter"
+            f"version of storygen speaks {', '.join(FORMAT_VERSIONS)}: retrain the adapter"
         )
 
 

@@ -2,16 +2,28 @@
 
 Fine-tuning data, generation and evaluation all call this module, so the model is trained on
 exactly the text it is later prompted with. ``PROMPT_FORMAT_VERSION`` is stamped into every
-adapter and checked at load time: change the rendering, bump the version.
+adapter and checked at load time: change the rendering, bump the version. Adapters of an older
+version (:data:`FORMAT_VERSIONS`) keep loading and get exactly their own rendering; a request
+that needs a newer feature (the arc, a plan) is refused for them with a message.
 
 Layout (one field per line, empty fields left out)::
 
     <|request|>
     genre: science fiction
     characters: Mara (stubborn, kind); Jonah (curious)
+    arc: man in a hole
     ...
+    <|plan|>
+    premise: A keeper finds a letter that was never sent.
+    1. Mara keeps the light alone.
+    2. ...
     <|story|>
     Once upon a time ...<eos>
+
+The ``<|plan|>`` section (version 2) is optional: a story is written straight from the request,
+or from a plan. Plan-then-write is two tasks of one adapter: the request followed by
+``<|plan|>`` asks for the plan (:func:`plan_prompt`); the request, the plan and ``<|story|>``
+ask for the story.
 
 User text can never forge the syntax: values are single-line (validation collapses newlines),
 and the structural characters ``\\ ; , ( ) |`` inside a value are backslash-escaped, so neither a
@@ -23,14 +35,29 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from storygen.request import LENGTHS, Character, Setting, StoryRequest, validate
+from storygen.request import (
+    BEAT_NAMES,
+    LENGTHS,
+    Character,
+    Plan,
+    RequestError,
+    Setting,
+    StoryRequest,
+    validate,
+    validate_plan,
+)
 
-PROMPT_FORMAT_VERSION = "storygen-tags-v1"
+V1 = "storygen-tags-v1"
+V2 = "storygen-tags-v2"
+PROMPT_FORMAT_VERSION = V2
+FORMAT_VERSIONS = (V1, V2)
+"""Every version this code renders, oldest first; adapters of any of them load."""
 REQUEST_MARKER = "<|request|>"
+PLAN_MARKER = "<|plan|>"
 STORY_MARKER = "<|story|>"
-MARKERS = (REQUEST_MARKER, STORY_MARKER, "<|end|>")
+MARKERS = (REQUEST_MARKER, PLAN_MARKER, STORY_MARKER, "<|end|>")
 
-# Field order is part of the format.
+# Field order is part of the format. Version 1 has no arc.
 FIELDS = (
     "genre",
     "tone",
@@ -38,11 +65,15 @@ FIELDS = (
     "era",
     "characters",
     "must happen",
+    "arc",
     "ending",
     "point of view",
     "length",
     "prompt",
 )
+FIELDS_V1 = tuple(f for f in FIELDS if f != "arc")
+PREMISE = "premise"
+_BEAT_LINE = re.compile(r"^\s*(?:\d+\s*[.):]|[-*•])\s*")
 
 _ESCAPED = "\\;,()|"
 _ESCAPE = re.compile(r"[\\;,()|]")
@@ -96,7 +127,23 @@ def _character(c: Character) -> str:
     return f"{name} ({', '.join(escape(t) for t in c.traits)})" if c.traits else name
 
 
-def request_fields(request: StoryRequest) -> dict[str, str]:
+def check_version(request: StoryRequest, version: str, planned: bool = False) -> None:
+    """Refuse what ``version`` cannot say: an unknown version, or the arc or a plan for a
+    version-1 adapter (a :class:`RequestError` naming the field)."""
+    if version not in FORMAT_VERSIONS:
+        raise ValueError(f"unknown prompt format {version!r}; known: {', '.join(FORMAT_VERSIONS)}")
+    if version == V1:
+        why = f"the adapter speaks prompt format {V1}, which has no {{}}: use an adapter of {V2}"
+        errors = {}
+        if request.arc:
+            errors["arc"] = why.format("arc") + " or leave the arc empty"
+        if planned:
+            errors["plan"] = why.format("plan") + " or write without a plan"
+        if errors:
+            raise RequestError(errors)
+
+
+def request_fields(request: StoryRequest, version: str = PROMPT_FORMAT_VERSION) -> dict[str, str]:
     """The non-empty tagged fields of a request, in format order, values already escaped."""
     values = {
         "genre": request.genre,
@@ -105,23 +152,73 @@ def request_fields(request: StoryRequest) -> dict[str, str]:
         "era": escape(request.setting.era),
         "characters": "; ".join(_character(c) for c in request.characters),
         "must happen": "; ".join(escape(p) for p in request.plot_points),
+        "arc": request.arc,
         "ending": request.ending,
         "point of view": request.pov,
         "length": f"{request.length} (about {LENGTHS[request.length]} words)",
         "prompt": escape(request.prompt),
     }
-    return {k: values[k] for k in FIELDS if values[k]}
+    check_version(request, version)
+    return {k: values[k] for k in (FIELDS_V1 if version == V1 else FIELDS) if values[k]}
 
 
-def render_request(request: StoryRequest) -> str:
-    """Render a validated request as the prompt text, ending where the story begins."""
-    lines = [REQUEST_MARKER]
-    lines += [f"{k}: {v}" for k, v in request_fields(request).items()]
-    lines.append(STORY_MARKER)
+def render_plan(plan: Plan) -> str:
+    """A validated plan as text: the premise line (when there is one), then numbered beats."""
+    lines = [f"{PREMISE}: {escape(plan.premise)}"] if plan.premise else []
+    lines += [f"{i}. {escape(beat)}" for i, beat in enumerate(plan.beats, 1)]
     return "\n".join(lines) + "\n"
 
 
+def parse_plan(text: str, origin: str = "model", escaped: bool = True) -> Plan:
+    """Read a plan back from text: the model's (tagged, ``escaped``) or a person's (plain,
+    ``escaped=False``) lines.
+
+    A line ``premise: ...`` is the premise; every other non-empty line is a beat, its leading
+    number or bullet dropped. In the model's text, only what lies between ``<|plan|>`` and
+    ``<|story|>`` is the plan; a person's text is taken as typed. Raises
+    :class:`RequestError` when no beat is left or a part is too long.
+    """
+    plain = unescape if escaped else str
+    if escaped:
+        text = strip_markers(text.split(STORY_MARKER, 1)[0].split(PLAN_MARKER)[-1])
+    premise, beats = "", []
+    for line in text.splitlines():
+        line = line.strip()
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() == PREMISE and not premise:
+            premise = plain(value.strip())
+        elif line:
+            beats.append(plain(_BEAT_LINE.sub("", line, count=1)).strip())
+    return validate_plan(Plan(premise, [b for b in beats if b], origin))
+
+
+def render_request(
+    request: StoryRequest, version: str = PROMPT_FORMAT_VERSION, plan: Plan | None = None
+) -> str:
+    """Render a validated request (and its plan, if any) as the prompt text, ending where the
+    story begins."""
+    check_version(request, version, plan is not None)
+    lines = [REQUEST_MARKER]
+    lines += [f"{k}: {v}" for k, v in request_fields(request, version).items()]
+    text = "\n".join(lines) + "\n"
+    if plan is not None:
+        text += f"{PLAN_MARKER}\n{render_plan(validate_plan(plan))}"
+    return text + STORY_MARKER + "\n"
+
+
+def render_plan_request(request: StoryRequest, version: str = PROMPT_FORMAT_VERSION) -> str:
+    """The request as the prompt for its plan (stage 1 of plan-then-write)."""
+    check_version(request, version, planned=True)
+    return render_request(request, version).removesuffix(STORY_MARKER + "\n") + PLAN_MARKER + "\n"
+
+
 CHAT_INSTRUCTION = "Write a short story that follows this request. Reply with the story only."
+CHAT_PLAN_INSTRUCTION = (
+    "Plan a short story that follows this request. Reply with the plan only: first a line "
+    "'premise: ' and the story's premise in one sentence, then five numbered lines, one short "
+    "sentence each: " + ", ".join(BEAT_NAMES) + "."
+)
+CHAT_FOLLOW_PLAN = "Follow this plan, beat by beat, in order:"
 _CONTENT_SLOT = "\x00storygen-content\x00"
 
 
@@ -151,14 +248,29 @@ class Prompt:
         return Prompt(tuple(parts), self.style)
 
 
-def tagged_prompt(request: StoryRequest) -> Prompt:
-    """The fine-tuning format, for a model trained on it (any adapter of this project)."""
-    return Prompt(((render_request(request), False),), "tagged")
+def tagged_prompt(
+    request: StoryRequest,
+    version: str = PROMPT_FORMAT_VERSION,
+    plan: Plan | None = None,
+    task: str = "story",
+) -> Prompt:
+    """The fine-tuning format, for a model trained on it (any adapter of this project):
+    ``task`` ``story`` (from the request, or from ``plan``) or ``plan`` (the plan itself)."""
+    if task == "plan":
+        return Prompt(((render_plan_request(request, version), False),), "tagged")
+    return Prompt(((render_request(request, version, plan), False),), "tagged")
 
 
-def chat_prompt(request: StoryRequest, template: str, special_tokens: dict[str, str]) -> Prompt:
+def chat_prompt(
+    request: StoryRequest,
+    template: str,
+    special_tokens: dict[str, str],
+    plan: Plan | None = None,
+    task: str = "story",
+) -> Prompt:
     """The request's fields inside a base model's own chat template (a bare instruct model
-    understands that better than tags it was never trained on).
+    understands that better than tags it was never trained on). ``task`` and ``plan`` as in
+    :func:`tagged_prompt`.
 
     The template is rendered the way transformers' ``apply_chat_template`` renders it (sandboxed
     Jinja, ``trim_blocks``, ``lstrip_blocks``), with a placeholder for the user's text, so the
@@ -175,7 +287,12 @@ def chat_prompt(request: StoryRequest, template: str, special_tokens: dict[str, 
     )
     env.globals["raise_exception"] = raise_exception
     fields_text = "\n".join(f"{k}: {v}" for k, v in request_fields(request).items())
-    content = f"{CHAT_INSTRUCTION}\n\n{fields_text}"
+    if task == "plan":
+        content = f"{CHAT_PLAN_INSTRUCTION}\n\n{fields_text}"
+    else:
+        content = f"{CHAT_INSTRUCTION}\n\n{fields_text}"
+        if plan is not None:
+            content += f"\n\n{CHAT_FOLLOW_PLAN}\n{render_plan(validate_plan(plan))}".rstrip("\n")
     rendered = env.from_string(template).render(
         messages=[{"role": "user", "content": _CONTENT_SLOT}],
         add_generation_prompt=True,
@@ -190,10 +307,16 @@ def chat_prompt(request: StoryRequest, template: str, special_tokens: dict[str, 
     return Prompt(parts, "chat")
 
 
-def render_example(request: StoryRequest, story: str) -> tuple[str, str]:
-    """A fine-tuning example: (prompt, completion). The trainer appends the EOS token and puts
-    the loss on the completion only."""
-    return render_request(request), strip_markers(story).strip()
+def render_example(request: StoryRequest, story: str, plan: Plan | None = None) -> tuple[str, str]:
+    """A fine-tuning example: (prompt, completion), the story written from the request (and
+    from ``plan``, if given). The trainer appends the EOS token and puts the loss on the
+    completion only."""
+    return render_request(request, plan=plan), strip_markers(story).strip()
+
+
+def render_plan_example(request: StoryRequest, plan: Plan) -> tuple[str, str]:
+    """A fine-tuning example of stage 1: (the request asking for a plan, the plan)."""
+    return render_plan_request(request), render_plan(validate_plan(plan))
 
 
 def strip_markers(text: str) -> str:
@@ -205,7 +328,7 @@ def strip_markers(text: str) -> str:
 
 def parse_request(text: str) -> StoryRequest:
     """Read a rendered prompt back into a request (the inverse of :func:`render_request`)."""
-    body = text.split(REQUEST_MARKER, 1)[-1].split(STORY_MARKER, 1)[0]
+    body = text.split(REQUEST_MARKER, 1)[-1].split(STORY_MARKER, 1)[0].split(PLAN_MARKER, 1)[0]
     raw: dict[str, str] = {}
     for line in body.splitlines():
         key, sep, value = line.partition(": ")
@@ -229,5 +352,6 @@ def parse_request(text: str) -> StoryRequest:
             pov=raw.get("point of view", ""),
             length=raw.get("length", "short").split(" ")[0],
             prompt=unescape(raw.get("prompt", "")),
+            arc=raw.get("arc", ""),
         )
     )

@@ -29,6 +29,16 @@ GENRES = (
 TONES = ("dark", "lighthearted", "humorous", "hopeful", "melancholic", "suspenseful", "whimsical")
 ENDINGS = ("happy", "sad", "bittersweet", "twist", "open")
 POVS = ("first person", "second person", "third person")
+# The six emotional arcs of Reagan et al. (2016, "The emotional arcs of stories are dominated by
+# six basic shapes"), each with how the protagonist's fortune moves (storygen.arcs has the shapes).
+ARCS = {
+    "rags to riches": "rise",
+    "tragedy": "fall",
+    "man in a hole": "fall then rise",
+    "icarus": "rise then fall",
+    "cinderella": "rise, fall, rise",
+    "oedipus": "fall, rise, fall",
+}
 # Length buckets with the word budgets that generation aims for and the tagger bins into.
 LENGTHS = {"flash": 150, "short": 350, "medium": 700, "long": 1000}
 
@@ -45,6 +55,19 @@ ALIASES = {
         "light": "lighthearted",
         "sad": "melancholic",
         "tense": "suspenseful",
+    },
+    "arc": {
+        "rise": "rags to riches",
+        "fall": "tragedy",
+        "riches to rags": "tragedy",
+        "fall then rise": "man in a hole",
+        "fall-rise": "man in a hole",
+        "rise then fall": "icarus",
+        "rise-fall": "icarus",
+        "rise, fall, rise": "cinderella",
+        "rise-fall-rise": "cinderella",
+        "fall, rise, fall": "oedipus",
+        "fall-rise-fall": "oedipus",
     },
     "pov": {
         "first": "first person",
@@ -64,9 +87,20 @@ MAX_PLACE = 120
 MAX_PLOT_POINT = 300
 MAX_PLOT_POINTS = 8
 MAX_PROMPT = 2000
+MAX_BEAT = 300
+MAX_BEATS = 12
+# The five parts of a classic arc (Freytag), one beat each in a plan the model writes.
+BEAT_NAMES = ("exposition", "rising action", "climax", "falling action", "resolution")
+PLAN_ORIGINS = ("model", "edited", "person")
 
 # Unicode categories Cc (C0 and C1 controls, DEL) and Cs (surrogates), as one character class.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def remove_controls(text: str) -> str:
+    """``text`` without the control characters validation refuses (for a model's own output,
+    which is not a person's to correct); line breaks and tabs stay."""
+    return _CONTROL.sub(lambda m: m.group(0) if m.group(0) in "\n\t" else "", text)
 
 
 class RequestError(ValueError):
@@ -113,6 +147,7 @@ class StoryRequest:
     pov: str = ""
     length: str = "short"
     prompt: str = ""
+    arc: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; :meth:`from_dict` reads it back."""
@@ -126,6 +161,7 @@ class StoryRequest:
             "pov": self.pov,
             "length": self.length,
             "prompt": self.prompt,
+            "arc": self.arc,
         }
 
     @classmethod
@@ -247,6 +283,7 @@ def validate(request: StoryRequest) -> StoryRequest:
         ),
         ending=_choice(request.ending, "ending", ENDINGS, errors),
         pov=_choice(request.pov, "pov", POVS, errors),
+        arc=_choice(request.arc, "arc", tuple(ARCS), errors),
         length=_choice(request.length or "short", "length", tuple(LENGTHS), errors),
         prompt=_clean_text(request.prompt, "prompt", MAX_PROMPT, errors, multiline=True),
     )
@@ -255,3 +292,38 @@ def validate(request: StoryRequest) -> StoryRequest:
     if errors:
         raise RequestError(errors)
     return clean
+
+
+@dataclass
+class Plan:
+    """The plan of a story (plan-then-write): a one-line premise and its beats, in order.
+
+    The model writes one with a beat per part of :data:`BEAT_NAMES`; a person may change, add
+    or remove beats. ``origin`` says who wrote the beats: ``model``, ``edited`` (the model's,
+    changed by a person) or ``person``.
+    """
+
+    premise: str = ""
+    beats: list[str] = field(default_factory=list)
+    origin: str = "model"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"premise": self.premise, "beats": list(self.beats), "origin": self.origin}
+
+
+def validate_plan(plan: Plan) -> Plan:
+    """A normalised copy of ``plan`` (each part one line, within its limits) or
+    :class:`RequestError` naming every bad part; at least one beat is needed."""
+    errors: dict[str, str] = {}
+    if not isinstance(plan, Plan):
+        raise RequestError({"plan": "expected a premise and a list of beats"})
+    premise = _clean_text(plan.premise, "plan.premise", MAX_BEAT, errors, multiline=True)
+    beats = _text_list(plan.beats, "plan.beats", MAX_BEAT, MAX_BEATS, errors)
+    if not beats and not errors:
+        errors["plan.beats"] = "is empty: give at least one beat"
+    origin = plan.origin if plan.origin in PLAN_ORIGINS else ""
+    if not origin:
+        errors["plan.origin"] = f"is not one of: {', '.join(PLAN_ORIGINS)}"
+    if errors:
+        raise RequestError(errors)
+    return Plan(premise, beats, origin)

@@ -8,8 +8,8 @@ from finetune.build import build, read_examples
 from finetune.clean import clean_pair, detokenize, split_prompt, truncate_words
 from finetune.data import DataError, iter_pairs
 from finetune.gold import accuracy
-from finetune.tagger import tag_story
 from storygen.prompt_format import STORY_MARKER, parse_request
+from storygen.tagger import tag_story
 
 from .conftest import FIXTURES
 
@@ -133,7 +133,7 @@ def test_tagger_breaks_ties_the_same_way_in_every_process():
 
     story = "They met in the forest. Later they rode to the castle. " * 3
     code = (
-        "from finetune.tagger import tag_story; import sys; "
+        "from storygen.tagger import tag_story; import sys; "
         f"sys.stdout.write(tag_story({story!r}).request.setting.place)"
     )
     root = Path(__file__).resolve().parent.parent
@@ -183,3 +183,37 @@ def test_reddit_leftovers_and_split_words_are_cleaned():
     )
     pair, _ = clean_pair("[ WP ] A walk", raw, "2")
     assert pair.story == f"{story}\n\nThe end came."
+
+
+def test_arc_accuracy_scores_the_tagger_against_hand_labels(tmp_path, monkeypatch):
+    import csv
+
+    import finetune.gold as gold
+    from tests.test_arcs import LEVELS, story_of
+
+    monkeypatch.setattr(gold, "DEV_ROWS", 2)
+    rows = [  # (row_id, story, hand label)
+        (1, story_of(LEVELS["tragedy"]), "tragedy"),  # the tagger says tragedy: right
+        (2, story_of(LEVELS["icarus"]), "unclear"),  # names an arc where none was seen: wrong
+        (3, story_of(LEVELS["cinderella"]), "cinderella"),  # right
+        (4, story_of(LEVELS["oedipus"]), "tragedy"),  # wrong
+    ]
+    data = tmp_path / "wp.csv"
+    with data.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["row_id", "prompt", "story", "completion"])
+        for row_id, story, _ in rows:
+            w.writerow([row_id, "[ WP ] A prompt", story, ""])
+    labels = tmp_path / "gold.jsonl"
+    lines = [json.dumps({"row_id": i, "arc": a, "confidence": "high"}) for i, _, a in rows]
+    labels.write_text("\n".join(lines) + "\n")
+    report = gold.arc_accuracy(labels, data)
+    dev, held = report["development"], report["held_out"]
+    assert (dev["stories"], dev["with_an_arc"], dev["arc_accuracy"]) == (2, 1, 1.0)
+    assert dev["unclear_left_out"] == 0.0
+    assert (held["with_an_arc"], held["arc_accuracy"], held["arc_precision"]) == (2, 0.5, 0.5)
+    assert held["errors"] == [{"row_id": 4, "gold": "tragedy", "tagger": "oedipus"}]
+    assert held["majority_accuracy"] == 0.5
+    (tmp_path / "short.csv").write_text("row_id,prompt,story,completion\n1,p,s,\n")
+    with pytest.raises(ValueError, match="lacks 3 labelled rows"):
+        gold.arc_accuracy(labels, tmp_path / "short.csv")

@@ -1,16 +1,22 @@
 """The one prompt format: rendering, parsing back, and resistance to forged tags."""
 
+import re
+
+from storygen.generation import render_plan_text
 from storygen.prompt_format import (
     FIELDS,
     MARKERS,
+    PLAN_MARKER,
     PROMPT_FORMAT_VERSION,
     REQUEST_MARKER,
     STORY_MARKER,
+    V1,
+    parse_plan,
     parse_request,
     render_example,
     render_request,
 )
-from storygen.request import Character, Setting, StoryRequest, validate
+from storygen.request import Character, Plan, Setting, StoryRequest, validate, validate_plan
 
 
 def test_render_has_every_field_in_order(request_two_characters):
@@ -71,7 +77,7 @@ def test_training_example_uses_the_same_prompt(request_two_characters):
 from hypothesis import assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from storygen.request import ENDINGS, GENRES, LENGTHS, POVS, TONES, RequestError  # noqa: E402
+from storygen.request import ARCS, ENDINGS, GENRES, LENGTHS, POVS, TONES, RequestError  # noqa: E402
 
 from .conftest import examples  # noqa: E402
 
@@ -79,10 +85,11 @@ from .conftest import examples  # noqa: E402
 # fields get no line break (validation refuses it there); the prompt and events may have them.
 one_line = st.one_of(
     st.characters(blacklist_categories=("Cc", "Cs")),
-    st.sampled_from([STORY_MARKER, REQUEST_MARKER, "<|end|>", "\t", "\\", ";", ",", "(", ")"]),
+    st.sampled_from([STORY_MARKER, REQUEST_MARKER, PLAN_MARKER, "<|end|>", "\t", "\\", ";", ","]),
+    st.sampled_from(["(", ")", "1. ", "premise: "]),
     st.sampled_from(["|", ": ", "genre: horror", "\\;", " (x)", "\\ (", ") "]),
 )
-lines = st.one_of(one_line, st.sampled_from(["\n", "\nera: 1900\n", "\r\n"]))
+lines = st.one_of(one_line, st.sampled_from(["\n", "\nera: 1900\n", "\r\n", "\n2) "]))
 text = st.lists(one_line, max_size=6).map("".join)
 name = st.lists(one_line, min_size=1, max_size=6).map("".join)
 requests = st.builds(
@@ -96,25 +103,62 @@ requests = st.builds(
     pov=st.sampled_from(["", *POVS]),
     length=st.sampled_from(list(LENGTHS)),
     prompt=st.lists(lines, max_size=40).map("".join),
+    arc=st.sampled_from(["", *ARCS]),
+)
+
+
+plans = st.one_of(
+    st.none(),
+    st.builds(
+        Plan,
+        st.lists(lines, max_size=8).map("".join),
+        st.lists(st.lists(lines, max_size=8).map("".join), min_size=1, max_size=6),
+    ),
 )
 
 
 @settings(max_examples=examples(300), deadline=None)
-@given(requests)
-def test_any_valid_request_round_trips_and_keeps_the_structure(request):
+@given(requests, plans)
+def test_any_valid_request_round_trips_and_keeps_the_structure(request, plan):
     try:
         req = validate(request)
+        plan = validate_plan(plan) if plan is not None else None
     except RequestError:
         assume(False)
-    rendered = render_request(req)
+    rendered = render_request(req, plan=plan)
     assert parse_request(rendered) == req
     lines = rendered.split("\n")
     assert lines[0] == REQUEST_MARKER and lines[-2:] == [STORY_MARKER, ""]
     # One line per non-empty field, in the format's order, and no marker anywhere else.
-    keys = [ln.partition(": ")[0] for ln in lines[1:-2]]
+    end = lines.index(PLAN_MARKER) if plan is not None else -2
+    keys = [ln.partition(": ")[0] for ln in lines[1:end]]
     assert keys == [k for k in FIELDS if k in keys] and len(set(keys)) == len(keys)
     for marker in MARKERS:
-        assert rendered.count(marker) == (marker in (REQUEST_MARKER, STORY_MARKER))
+        expected = (REQUEST_MARKER, STORY_MARKER) + ((PLAN_MARKER,) if plan else ())
+        assert rendered.count(marker) == (marker in expected)
+    if plan is not None:
+        # The plan section is the premise line and one numbered line per beat, read back exactly.
+        section = lines[end + 1 : -2]
+        assert len(section) == len(plan.beats) + bool(plan.premise)
+        assert parse_plan(rendered) == plan
+        if not req.arc:  # version 1 says the same without the plan section, byte for byte
+            assert render_request(req, V1) == rendered.split(PLAN_MARKER)[0] + STORY_MARKER + "\n"
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(st.lists(st.lists(lines, max_size=8).map("".join), max_size=14), text)
+def test_a_persons_plan_reads_back_as_written(beats, premise):
+    """What a person types in the plan box (plain text, numbered or not) is read back with
+    each line as written, numbering dropped; nothing is unescaped."""
+    try:
+        plan = validate_plan(Plan(premise, beats, "person"))
+    except RequestError:
+        assume(False)
+    assume(not any(re.match(r"\s*(\d+\s*[.):]|[-*•])", b) for b in plan.beats))
+    assume(not plan.premise.lower().startswith("premise:"))
+    assume(not any(b.lower().startswith("premise:") for b in plan.beats))
+    typed = render_plan_text(plan)
+    assert parse_plan(typed, "person", escaped=False) == plan
 
 
 json_values = st.recursive(

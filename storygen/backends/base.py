@@ -12,7 +12,7 @@ import numpy as np
 
 from storygen.config import ModelSpec, SamplingConfig
 from storygen.prompt_format import PROMPT_FORMAT_VERSION, Prompt, chat_prompt, tagged_prompt
-from storygen.request import StoryRequest
+from storygen.request import Plan, StoryRequest
 from storygen.sampling import Sampler
 
 
@@ -40,16 +40,25 @@ class Backend(ABC):
     base_id: str
     adapter_meta: dict[str, Any] | None = None
 
-    def prompt(self, request: StoryRequest) -> Prompt:
-        """The prompt for a validated request.
+    @property
+    def prompt_format(self) -> str:
+        """The prompt format version the model speaks: its adapter's, else the current one."""
+        return (self.adapter_meta or {}).get("prompt_format") or PROMPT_FORMAT_VERSION
 
-        With an adapter the model was trained on the tagged format, so it gets exactly that. A
-        bare instruction-tuned base gets the same fields inside its own chat template.
+    def prompt(
+        self, request: StoryRequest, plan: Plan | None = None, task: str = "story"
+    ) -> Prompt:
+        """The prompt for a validated request: for its story (from ``plan``, if given) or, with
+        ``task="plan"``, for its plan.
+
+        With an adapter the model was trained on the tagged format, so it gets exactly that, in
+        the adapter's own version. A bare instruction-tuned base gets the same fields inside its
+        own chat template.
         """
         chat = self.chat_template() if self.spec.adapter is None else None
         if chat is not None:
-            return chat_prompt(request, *chat)
-        return tagged_prompt(request)
+            return chat_prompt(request, *chat, plan=plan, task=task)
+        return tagged_prompt(request, self.prompt_format, plan, task)
 
     @abstractmethod
     def chat_template(self) -> tuple[str, dict[str, str]] | None:
@@ -99,7 +108,7 @@ class Backend(ABC):
             "adapter_name": (self.adapter_meta or {}).get("name"),
             "quantization": self.quantization(),
             "device": self.device(),
-            "prompt_format": PROMPT_FORMAT_VERSION,
+            "prompt_format": self.prompt_format,
         }
 
     def close(self) -> None:  # noqa: B027 - nothing to free by default

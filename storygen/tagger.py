@@ -3,7 +3,8 @@
 Lexicon and pattern based, so it is offline, fast (tens of thousands of stories a minute) and
 gives the same answer every time. Fine-tuning uses it to turn WritingPrompts pairs into tagged
 requests; evaluation reuses it to check whether a generated story follows its request.
-``python -m finetune tagger-accuracy`` measures it against a hand-labelled set.
+``python -m finetune tagger-accuracy`` measures it against a hand-labelled set. Its word lists
+are in :mod:`storygen.lexicons`.
 """
 
 from __future__ import annotations
@@ -12,191 +13,29 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+from storygen.arcs import story_arc
+from storygen.lexicons import (
+    FIRST,
+    GENRE_PROMPT_TAGS,
+    GENRE_WORDS,
+    MULTI_PLACES,
+    NEGATIVE,
+    NOT_NAMES,
+    PERIOD_RE,
+    PERIODS,
+    POSITIVE,
+    SECOND,
+    SINGLE_PLACES,
+    THIRD,
+    TONE_WORDS,
+    TRAITS,
+    TWIST,
+    YEAR_RE,
+)
 from storygen.request import LENGTHS, Character, Setting, StoryRequest
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*")
 _QUOTED = re.compile(r"\"[^\"]*\"|“[^”]*”")
-
-
-def _lex(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
-GENRE_WORDS = {
-    "fantasy": _lex(
-        "dragon dragons magic wizard wizards sorcerer spell spells sword kingdom elf "
-        "elves dwarf dwarves king queen prince princess enchanted quest mage wand "
-        "throne realm goblin orc sorceress witch witches"
-    ),
-    "science fiction": _lex(
-        "ship spaceship planet planets alien aliens space galaxy robot robots "
-        "android androids ai laser orbit earth mars colony starship "
-        "universe cyborg quantum warp lightyears humanity species "
-        "simulation technology scientists"
-    ),
-    "horror": _lex(
-        "blood scream screamed screaming monster monsters demon demons corpse "
-        "corpses ghost ghosts haunted terror flesh dead undead zombie zombies "
-        "creature darkness nightmare shadows teeth rotting"
-    ),
-    "mystery": _lex(
-        "detective murder clue clues suspect case investigation mystery "
-        "evidence killer crime police inspector alibi witness solved"
-    ),
-    "romance": _lex(
-        "love loved kiss kissed heart hearts romance wedding married lover date "
-        "boyfriend girlfriend husband wife darling embrace"
-    ),
-    "comedy": _lex(
-        "laughed joke jokes funny hilarious ridiculous awkward idiot lol stupid "
-        "silly giggled snorted"
-    ),
-    "adventure": _lex(
-        "journey treasure explore explorer map island jungle pirates pirate "
-        "expedition voyage mountains climbed adventure"
-    ),
-    "drama": _lex(
-        "family mother father mom dad brother sister divorce hospital funeral "
-        "grief memories son daughter"
-    ),
-    "thriller": _lex(
-        "gun guns shot agent bomb chase escape hostage assassin target "
-        "mission trigger bullet bullets"
-    ),
-    "historical": _lex(
-        "war soldier soldiers empire roman medieval century ancient emperor "
-        "knights battlefield general troops musket"
-    ),
-    "fairy tale": _lex(
-        "fairy godmother once upon enchanted curse cursed castle giant "
-        "troll frog spell beast princess"
-    ),
-    "dystopian": _lex(
-        "regime government rebellion rebels citizens surveillance ration "
-        "resistance wasteland apocalypse survivors collapse authorities"
-    ),
-}
-TONE_WORDS = {
-    "dark": _lex(
-        "death dead blood kill killed pain dark darkness suffering cruel despair "
-        "die dying murder corpse"
-    ),
-    "lighthearted": _lex("smiled grin grinned cheerful fun happily playful sunny bright delighted"),
-    "humorous": _lex(
-        "laughed joke jokes funny hilarious ridiculous lol snorted giggled idiot sarcastically"
-    ),
-    "hopeful": _lex(
-        "hope hoped hopeful future dream dreams light tomorrow believe begin promise better"
-    ),
-    "melancholic": _lex(
-        "tears cried alone lonely miss missed grief sorrow memories lost empty sadness goodbye"
-    ),
-    "suspenseful": _lex(
-        "suddenly footsteps silence heartbeat froze breath whispered waited "
-        "creaked shadow trembling pounding"
-    ),
-    "whimsical": _lex(
-        "magical whimsical tiny giggled sparkling unicorn talking curious peculiar teapot"
-    ),
-}
-GENRE_PROMPT_TAGS = {"EU": "fantasy"}
-PLACES = (
-    "space station",
-    "spaceship",
-    "castle",
-    "forest",
-    "village",
-    "city",
-    "kingdom",
-    "desert",
-    "ocean",
-    "island",
-    "school",
-    "hospital",
-    "office",
-    "bar",
-    "tavern",
-    "house",
-    "apartment",
-    "church",
-    "prison",
-    "lab",
-    "laboratory",
-    "ship",
-    "planet",
-    "mountain",
-    "cave",
-    "library",
-    "lighthouse",
-    "farm",
-    "palace",
-    "bunker",
-    "train",
-    "restaurant",
-    "park",
-    "street",
-    "town",
-    "battlefield",
-    "heaven",
-    "hell",
-    "moon",
-    "mars",
-    "earth",
-    "new york",
-    "london",
-    "paris",
-)
-_SINGLE_PLACES = frozenset(p for p in PLACES if " " not in p)
-_MULTI_PLACES = tuple(p for p in PLACES if " " in p)
-# An era is a year or decade ("1920s", "2150") or a named period. Two patterns, each starting
-# with a literal, so the regex engine skips straight to candidates; the named periods only run
-# when a substring test finds one of their words.
-_YEAR_RE = re.compile(r"1(?<!\w1)[0-9]{3}s?\b|2(?<!\w2)(?:0[0-9]{2}s?|[1-9][0-9]{2})\b")
-_PERIODS = ("medieval", "victorian", "ancient", "prehistoric", "renaissance", "future")
-_PERIOD_RE = re.compile(
-    r"\b(medieval|victorian|ancient|prehistoric|renaissance|future|the twenties|"
-    r"world war (?:i|ii|one|two|1|2))\b"
-)
-TRAITS = _lex(
-    "brave stubborn kind curious clever lonely angry old young tired gentle cruel quiet shy "
-    "proud loyal greedy wise foolish nervous calm cold warm bitter cheerful ambitious honest "
-    "sly reckless patient jealous fierce timid bold weary determined desperate mysterious "
-    "beautiful strong weak sad happy afraid scared small tall"
-)
-NOT_NAMES = _lex(
-    "I The A An And But Or So He She It They We You His Her Its Their Our My Your This That "
-    "These Those What When Where Why How Who Then There Here Now Yes No Oh Okay OK Well Just "
-    "Not In On At Of For With As If Is Was Are Were Be Been Do Did Does Mr Mrs Ms Dr Sir God "
-    "Lord Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March "
-    "April May June July August September October November December Earth Mars Hell Heaven "
-    "Christmas English America American One Two Three After Before All Every Even Maybe Still "
-    "Today Tonight Tomorrow Yesterday Please Thank Thanks Hey Hello Sorry Good Something "
-    "Nothing Everything Someone Everyone Nobody Nothing Because While Once Again Some Most "
-    "Let Don't Didn't Can't Won't I'm It's That's Sure Right No-one Me Him Them Us"
-)
-FIRST = _lex("i me my mine myself")
-SECOND = _lex("you your yours yourself")
-THIRD = _lex("he she him her his hers himself herself they them their")
-POSITIVE = _lex(
-    "smiled smile happy happily laughed love loved together home safe peace "
-    "hope joy warm relief finally free alive hugged beautiful"
-)
-NEGATIVE = _lex(
-    "dead died death cried tears alone lost blood pain never gone dark cold "
-    "killed grave empty broke broken"
-)
-TWIST = (
-    "realized",
-    "realised",
-    "all along",
-    "it was me",
-    "turns out",
-    "turned out",
-    "the truth",
-    "had been",
-    "wasn't real",
-    "was never",
-)
 
 
 _VOCABULARIES: dict[int, tuple[dict, dict[str, list[str]]]] = {}
@@ -251,9 +90,9 @@ def lower_counts(text: str, lowered: list[str]) -> Counter:
 def places_in(words: Counter, lower_text: str) -> Counter:
     """How often each known place (singular or plural) is mentioned."""
     found = Counter(
-        {p: words[p] + words[p + "s"] for p in _SINGLE_PLACES if p in words or p + "s" in words}
+        {p: words[p] + words[p + "s"] for p in SINGLE_PLACES if p in words or p + "s" in words}
     )
-    for p in _MULTI_PLACES:
+    for p in MULTI_PLACES:
         if p in lower_text:
             found[p] = lower_text.count(p)
     return found
@@ -357,9 +196,9 @@ def pov(text: str, words: Counter | None = None) -> str:
 def era_of(text: str) -> str:
     """The first era named in ``text`` (a year, a decade, "medieval", ...), or ""."""
     lower = text.lower()
-    found = [_YEAR_RE.search(lower)]
-    if any(p in lower for p in _PERIODS) or "twenties" in lower or "world war" in lower:
-        found.append(_PERIOD_RE.search(lower))
+    found = [YEAR_RE.search(lower)]
+    if any(p in lower for p in PERIODS) or "twenties" in lower or "world war" in lower:
+        found.append(PERIOD_RE.search(lower))
     first = min((m for m in found if m), key=lambda m: m.start(), default=None)
     return first.group(0) if first else ""
 
@@ -399,4 +238,9 @@ def tag_story(
         length=length_bucket(len(story.split()) if n_words is None else n_words),
         prompt=prompt,
     )
-    return Tags(request, {"genre": genre_scores, "tone": tone_scores})
+    scores = {"genre": genre_scores, "tone": tone_scores}
+    fit = story_arc(story)  # None when no shape fits clearly: the field stays empty
+    if fit is not None:
+        request.arc = fit.arc
+        scores["arc"] = fit.scores
+    return Tags(request, scores)
