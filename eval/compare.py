@@ -17,14 +17,18 @@ from tqdm import tqdm
 
 from eval.adherence import adherence
 from eval.diversity import diversity
+from eval.intervals import figures, interval, paired_difference
 from eval.overlap import bleu, rouge
-from eval.perplexity import perplexity
+from eval.perplexity import NLL, story_nll
 from eval.ranking import prompt_ranking
+from eval.structure import arc_adherence, arc_scores, beat_adherence
+from storygen.arcs import beat_coverage
 from storygen.config import ConfigError, ModelSpec, from_dict
 from storygen.config import SystemSpec as System
-from storygen.request import RequestError, StoryRequest
+from storygen.prompt_format import V1
+from storygen.request import Plan, RequestError, StoryRequest
 
-METRICS = ("perplexity", "overlap", "diversity", "adherence", "ranking")
+METRICS = ("perplexity", "overlap", "diversity", "adherence", "structure", "ranking")
 
 
 class EvalError(ValueError):
@@ -72,11 +76,13 @@ def load_test_set(path: Path, limit: int) -> list[dict]:
                 continue
             try:
                 row = json.loads(line)
+                plan = row.get("plan")
                 items.append(
                     {
                         "id": str(row["id"]),
                         "reference": row["completion"],
                         "request": StoryRequest.from_dict(row["request"]),
+                        "plan": Plan(plan["premise"], plan["beats"], "person") if plan else None,
                     }
                 )
             except (ValueError, KeyError, TypeError) as exc:
@@ -102,19 +108,40 @@ def _read_done(path: Path) -> dict[str, dict]:
 
 
 def generate_all(backend, system: System, items: list[dict], seed: int, out: Path) -> list[dict]:
-    """Generate (or reuse) one story per item; item i always uses seed ``seed + i``."""
-    from storygen.generation import generate_story
+    """Generate (or reuse) one story per item; item i always uses seed ``seed + i``. A system
+    with ``plan: model`` plans each story first (same seed), ``plan: reference`` writes from
+    the beats of the item's human story; the plan used is saved with the story."""
+    from storygen.generation import generate_plan, generate_story
 
     done = _read_done(out)
     todo = [(i, it) for i, it in enumerate(items) if it["id"] not in done]
     with out.open("a") as f:
         for i, item in tqdm(todo, desc=f"generate {system.name}", disable=not todo):
-            story = generate_story(backend, item["request"], system.sampling_for(seed + i))
-            row = {"id": item["id"], "story": story.text, "provenance": story.provenance}
+            sampling = system.sampling_for(seed + i)
+            request = for_format(item["request"], backend.prompt_format)
+            plan = None
+            if system.plan == "model":
+                plan = generate_plan(backend, request, sampling)
+            elif system.plan == "reference":
+                plan = item["plan"]
+            story = generate_story(backend, request, sampling, plan=plan)
+            row = {
+                "id": item["id"],
+                "story": story.text,
+                "plan": plan.to_dict() if plan is not None else None,
+                "provenance": story.provenance,
+            }
             f.write(json.dumps(row) + "\n")
             f.flush()
             done[item["id"]] = row
     return [done[it["id"]] for it in items]
+
+
+def for_format(request: StoryRequest, version: str) -> StoryRequest:
+    """The request as a model of prompt format ``version`` can be asked it: a version-1
+    adapter has no arc field, so it is asked without the arc (and scored on it like any
+    other system: it was simply never told)."""
+    return replace(request, arc="") if version == V1 and request.arc else request
 
 
 def evaluate_system(system: System, items: list[dict], cmp: Comparison, out_dir: Path) -> dict:
@@ -127,21 +154,35 @@ def evaluate_system(system: System, items: list[dict], cmp: Comparison, out_dir:
     from storygen.backends import load_backend
     from storygen.backends.hf import TransformersBackend
 
-    result: dict[str, Any] = {"system": system.name, "n": len(items)}
+    result: dict[str, Any] = {"system": system.name, "n": len(items), "n_items": len(items)}
     refs = [it["reference"] for it in items]
+    per_item = {it["id"]: {"id": it["id"]} for it in items}
     scorer = None
     if {"perplexity", "ranking"} & set(cmp.metrics):
         scorer = TransformersBackend.load(scoring_spec(system.spec()))
         lm = scorer.lm
     if "perplexity" in cmp.metrics:
-        pairs = [(scorer.prompt(it["request"]).text, it["reference"]) for it in items]
-        result.update(perplexity(lm.model, lm.tokenizer, pairs))
-    needs_gen = {"overlap", "diversity", "adherence"} & set(cmp.metrics)
+        total = NLL()
+        for it in tqdm(items, desc=f"perplexity {system.name}"):
+            prompt = scorer.prompt(for_format(it["request"], scorer.prompt_format)).text
+            nll = story_nll(lm.model, lm.tokenizer, prompt, it["reference"])
+            per_item[it["id"]].update(nll=nll.nll, tokens=nll.tokens, words=nll.words)
+            total += nll
+        result.update(total.summary())
+    needs_gen = {"overlap", "diversity", "adherence", "structure"} & set(cmp.metrics)
     if needs_gen:
         gens_dir = out_dir / "generations"
         gens_dir.mkdir(parents=True, exist_ok=True)
         spec = system.spec()
-        backend = scorer if spec.resolved_backend() == "transformers" else load_backend(spec)
+        if scorer is not None and spec.resolved_backend() == "transformers":
+            backend = scorer
+        else:
+            backend = load_backend(spec)
+        if system.plan != "none" and backend.prompt_format == V1:
+            raise EvalError(
+                f"system {system.name!r}: its adapter speaks prompt format {V1}, which has no "
+                "plan: use plan: none, or an adapter trained on a later format"
+            )
         rows = generate_all(backend, system, items, cmp.seed, gens_dir / f"{system.name}.jsonl")
         hyps = [r["story"] for r in rows]
         if "overlap" in cmp.metrics:
@@ -151,9 +192,24 @@ def evaluate_system(system: System, items: list[dict], cmp: Comparison, out_dir:
             result.update(diversity(hyps))
         if "adherence" in cmp.metrics:
             result.update(adherence([it["request"] for it in items], hyps))
+        if "structure" in cmp.metrics:
+            result.update(arc_adherence([it["request"] for it in items], hyps))
+            result.update(beat_adherence([(r["plan"] or {}).get("beats") for r in rows], hyps))
+            for it, row in zip(items, rows, strict=True):
+                per_item[it["id"]].update(arc_scores(it["request"], row["story"]) or {})
+                if (row["plan"] or {}).get("beats"):
+                    c = beat_coverage(row["story"], row["plan"]["beats"])
+                    per_item[it["id"]].update(beat_coverage=c.coverage, beat_order=c.order)
         result["mean_words"] = sum(len(h.split()) for h in hyps) / len(hyps)
+    rows_out = list(per_item.values())
+    (out_dir / "per_item").mkdir(parents=True, exist_ok=True)
+    with (out_dir / "per_item" / f"{system.name}.jsonl").open("w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows_out)
+    result["ci95"] = {name: interval(name, rows_out) for name in figures(rows_out)}
     if "ranking" in cmp.metrics and len(items) > 9:
-        prompts = [scorer.prompt(it["request"]).text for it in items]
+        prompts = [
+            scorer.prompt(for_format(it["request"], scorer.prompt_format)).text for it in items
+        ]
         result.update(prompt_ranking(lm.model, lm.tokenizer, prompts, refs))
     return result
 
@@ -179,6 +235,10 @@ TABLE_COLUMNS = (
     "self_bleu",
     "repeated_4gram_rate",
     "adherence",
+    "arc_match",
+    "arc_correlation",
+    "beat_coverage",
+    "beat_order",
     "prompt_ranking_acc",
     "mean_words",
 )
@@ -191,10 +251,11 @@ def markdown_table(results: list[dict]) -> str:
         cells = []
         for c in cols:
             v = r.get(c)
+            ci = r.get("ci95", {}).get(c)
             cells.append(
                 ""
                 if v is None or (isinstance(v, float) and math.isnan(v))
-                else f"{v:.3f}"
+                else f"{v:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
                 if isinstance(v, float)
                 else str(v)
             )
@@ -236,7 +297,9 @@ def run(config: Path, out_dir: Path) -> list[dict]:
     out_dir.mkdir(parents=True, exist_ok=True)
     results = [evaluate_system(s, items, cmp, out_dir) for s in cmp.systems]
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out_dir / "results.md").write_text(markdown_table(results))
+    differences = system_differences(results, out_dir)
+    (out_dir / "differences.json").write_text(json.dumps(differences, indent=2) + "\n")
+    (out_dir / "results.md").write_text(markdown_table(results) + differences_table(differences))
     plot_metrics(results, out_dir / "metrics.png")
     runs = {
         s.name: read_curves(Path(s.run_dir) / "loss_curve.csv")
@@ -246,3 +309,43 @@ def run(config: Path, out_dir: Path) -> list[dict]:
     if runs:
         plot_curves(runs, out_dir / "loss_curves.png")
     return results
+
+
+def system_differences(results: list[dict], out_dir: Path) -> list[dict]:
+    """Every later system minus every earlier one, per figure both have per item, with the
+    paired 95% bootstrap interval (from ``per_item/``)."""
+    rows = {
+        r["system"]: [
+            json.loads(line)
+            for line in (out_dir / "per_item" / f"{r['system']}.jsonl").read_text().splitlines()
+        ]
+        for r in results
+    }
+    out = []
+    names = [r["system"] for r in results]
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            for metric in [m for m in figures(rows[a]) if m in figures(rows[b])]:
+                out.append({"a": a, "b": b, **paired_difference(metric, rows[a], rows[b])})
+    return out
+
+
+def differences_table(differences: list[dict]) -> str:
+    """The differences as Markdown: b - a, with the interval; '*' where it excludes zero."""
+    if not differences:
+        return ""
+    lines = [
+        "",
+        "Differences (b - a, paired bootstrap 95% interval over the same items; * excludes 0):",
+        "",
+        "| b | a | metric | difference | 95% interval | items |",
+        "|---|---|---|---|---|---|",
+    ]
+    for d in differences:
+        lo, hi = d["ci95"]
+        star = " *" if lo > 0 or hi < 0 else ""
+        lines.append(
+            f"| {d['b']} | {d['a']} | {d['metric']} | {d['difference']:+.3f}{star} | "
+            f"[{lo:+.3f}, {hi:+.3f}] | {d['n_items']} |"
+        )
+    return "\n".join(lines) + "\n"

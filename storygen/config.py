@@ -221,13 +221,18 @@ class SystemSpec:
     """Overrides of :class:`SamplingConfig` fields (the seed is set per item)."""
     run_dir: str | None = None
     """A finetune output folder whose loss curve belongs in reports."""
+    plan: str = "none"
+    """Plan-then-write: ``none`` (straight from the request), ``model`` (the model plans
+    first) or ``reference`` (the beats extracted from the item's human story)."""
+
+    PLANS: ClassVar[tuple[str, ...]] = ("none", "model", "reference")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "") -> SystemSpec:
         """A system from its flat YAML form (unknown keys named in the error)."""
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: a system is a mapping with at least 'name'")
-        own = {"name", "sampling", "run_dir"}
+        own = {"name", "sampling", "run_dir", "plan"}
         where = f"{where}: system {data.get('name', '?')!r}".lstrip(": ")
         model = from_dict(
             ModelSpec, {"adapter": None, **{k: v for k, v in data.items() if k not in own}}, where
@@ -237,9 +242,12 @@ class SystemSpec:
             model=model,
             sampling=data.get("sampling") or {},
             run_dir=data.get("run_dir"),
+            plan=data.get("plan", "none"),
         )
         if not system.name:
             raise ConfigError(f"{where}: every system needs a name")
+        if system.plan not in cls.PLANS:
+            raise ConfigError(f"{where}: plan must be one of {', '.join(cls.PLANS)}")
         system.sampling_for(0)  # a bad sampling setting fails here, not after an hour of work
         return system
 
