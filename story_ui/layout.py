@@ -13,7 +13,7 @@ from story_ui import rate, write
 from story_ui.components import Number, Slider
 from story_ui.services import Services
 from storygen.config import SamplingConfig
-from storygen.request import ENDINGS, GENRES, LENGTHS, POVS, TONES
+from storygen.request import ARCS, ENDINGS, GENRES, LENGTHS, POVS, TONES
 
 INTRO = """# Story studio
 Describe the story you want — characters, setting, genre, tone, events, ending — and a
@@ -47,7 +47,14 @@ def write_tab(services: Services) -> None:
             with gr.Row():
                 ending = gr.Dropdown(_any(ENDINGS), value="", label="Ending", elem_id="ending")
                 pov = gr.Dropdown(_any(POVS), value="", label="Point of view", elem_id="pov")
-            length = gr.Radio(list(LENGTHS), value="short", label="Length", elem_id="length")
+            with gr.Row():
+                arc = gr.Dropdown(
+                    [("any", ""), *((f"{k} ({v})", k) for k, v in ARCS.items())],
+                    value="",
+                    label="Arc (how the hero's fortune moves)",
+                    elem_id="arc",
+                )
+                length = gr.Radio(list(LENGTHS), value="short", label="Length", elem_id="length")
             prompt = gr.Textbox(label="Anything else (free text)", lines=2, elem_id="prompt")
             with gr.Accordion("Advanced sampling", open=False):
                 # Ranges from SamplingConfig itself, so the page and validation agree.
@@ -80,6 +87,24 @@ def write_tab(services: Services) -> None:
                 stop = gr.Button("Stop", variant="stop", visible=False, elem_id="stop-btn")
                 regen = gr.Button("Regenerate (new seed)", elem_id="regen-btn")
                 cont = gr.Button("Continue", elem_id="continue-btn")
+            with gr.Accordion("Plan first (optional)", open=False, elem_id="plan-section"):
+                gr.Markdown(
+                    "The model writes a premise and five beats (exposition, rising action, "
+                    "climax, falling action, resolution). Change, add or remove beats, one a "
+                    "line, or write your own; the story then follows them in order."
+                )
+                with gr.Row():
+                    plan_btn = gr.Button("Plan first", elem_id="plan-btn")
+                    from_plan = gr.Button(
+                        "Write from plan", variant="primary", elem_id="write-plan-btn"
+                    )
+                plan_box = gr.Textbox(
+                    label="Plan (one beat a line; a first line 'Premise: ...' is optional)",
+                    lines=7,
+                    interactive=True,
+                    elem_id="plan",
+                )
+                plan_status = gr.Markdown(elem_id="plan-status")
             story = gr.Textbox(label="Story", lines=18, interactive=False, elem_id="story")
             status = gr.Markdown(elem_id="write-status")
             with gr.Row(equal_height=True):
@@ -100,8 +125,17 @@ def write_tab(services: Services) -> None:
                     draft_status = gr.Markdown(elem_id="draft-status")
     drafts = gr.State([])
     provenance = gr.State(None)
-    form = [characters, place, era, genre, tone, plot, ending, pov, length, prompt]
+    model_plan = gr.State(None)  # the plan as the model wrote it, to tell an edited one
+    form = [characters, place, era, genre, tone, plot, ending, pov, length, prompt, arc]
     settings = [temperature, top_p, top_k, rep, max_new]
+
+    def form_dict(values: dict) -> dict:
+        keys = ("characters", "place", "era", "genre", "tone", "plot_points", "ending", "pov")
+        return {k: values[k] for k in (*keys, "length", "prompt", "arc")}
+
+    def sampling_dict(values: dict) -> dict:
+        keys = ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens")
+        return {k: values[k] for k in keys}
 
     def run(new_seed: bool, from_story: bool):
         # Named parameters (in the order of ``inputs`` below): gradio_client users see these
@@ -117,6 +151,7 @@ def write_tab(services: Services) -> None:
             pov,
             length,
             prompt,
+            arc,
             temperature,
             top_p,
             top_k,
@@ -128,29 +163,11 @@ def write_tab(services: Services) -> None:
             drafts,
             request: gr.Request,
         ):
-            form = dict(
-                characters=characters,
-                place=place,
-                era=era,
-                genre=genre,
-                tone=tone,
-                plot_points=plot_points,
-                ending=ending,
-                pov=pov,
-                length=length,
-                prompt=prompt,
-            )
-            sampling = dict(
-                temperature=temperature,
-                top_p=top_p,
-                top_k=top_k,
-                repetition_penalty=repetition_penalty,
-                max_new_tokens=max_new_tokens,
-            )
+            values = locals()
             yield from write.write(
                 services,
-                form,
-                sampling,
+                form_dict(values),
+                sampling_dict(values),
                 0 if seed is None else seed,
                 randomize or new_seed,
                 story if from_story else "",
@@ -159,6 +176,77 @@ def write_tab(services: Services) -> None:
             )
 
         return handler
+
+    def write_from_plan(
+        characters,
+        place,
+        era,
+        genre,
+        tone,
+        plot_points,
+        ending,
+        pov,
+        length,
+        prompt,
+        arc,
+        temperature,
+        top_p,
+        top_k,
+        repetition_penalty,
+        max_new_tokens,
+        seed,
+        randomize,
+        plan,
+        drafts,
+        model_plan,
+        request: gr.Request,
+    ):
+        values = locals()
+        yield from write.write(
+            services,
+            form_dict(values),
+            sampling_dict(values),
+            0 if seed is None else seed,
+            randomize,
+            "",
+            drafts,
+            request.session_hash,
+            plan_text=plan,
+            model_plan=model_plan,
+        )
+
+    def make_plan(
+        characters,
+        place,
+        era,
+        genre,
+        tone,
+        plot_points,
+        ending,
+        pov,
+        length,
+        prompt,
+        arc,
+        temperature,
+        top_p,
+        top_k,
+        repetition_penalty,
+        max_new_tokens,
+        seed,
+        randomize,
+        model_plan,
+        request: gr.Request,
+    ):
+        values = locals()
+        yield from write.make_plan(
+            services,
+            form_dict(values),
+            sampling_dict(values),
+            0 if seed is None else seed,
+            randomize,
+            model_plan,
+            request.session_hash,
+        )
 
     inputs = [*form, *settings, seed, randomize, story, drafts]
     outputs = [story, status, seed, drafts, provenance]
@@ -175,6 +263,23 @@ def write_tab(services: Services) -> None:
         ).then(write.drafts_table, drafts, drafts_view, api_visibility="private").then(
             lambda: gr.Button(visible=False), None, stop, **private
         )
+    plan_inputs = [*form, *settings, seed, randomize, model_plan]
+    plan_btn.click(lambda: gr.Button(visible=True), None, stop, **private).then(
+        make_plan,
+        plan_inputs,
+        [plan_box, plan_status, seed, model_plan],
+        api_name="plan",
+        concurrency_id="gen",
+    ).then(lambda: gr.Button(visible=False), None, stop, **private)
+    from_plan.click(lambda: gr.Button(visible=True), None, stop, **private).then(
+        write_from_plan,
+        [*form, *settings, seed, randomize, plan_box, drafts, model_plan],
+        outputs,
+        api_name="write_from_plan",
+        concurrency_id="gen",
+    ).then(write.drafts_table, drafts, drafts_view, api_visibility="private").then(
+        lambda: gr.Button(visible=False), None, stop, **private
+    )
 
     def stop_writing(request: gr.Request):
         # The story ends between two tokens and arrives cleaned, as a draft; its engine slot is

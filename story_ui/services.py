@@ -6,6 +6,7 @@ import os
 import random
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,8 +14,14 @@ from human_ratings.pairs import Item, item_id, load_items, load_requests, load_s
 from human_ratings.store import VoteStore
 from storygen.backends import Backend, load_backend
 from storygen.config import ModelSpec, SamplingConfig, SystemSpec
-from storygen.generation import StoryUpdate, generate_story, stream_story
-from storygen.request import StoryRequest
+from storygen.generation import (
+    PlanUpdate,
+    StoryUpdate,
+    generate_story,
+    stream_plan,
+    stream_story,
+)
+from storygen.request import Plan, StoryRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,17 +100,32 @@ class Services:
         sampling: SamplingConfig,
         prefix: str = "",
         session: str | None = None,
+        plan: Plan | None = None,
     ) -> Iterator[StoryUpdate]:
-        """The one way the UI reaches generation: stream a story for ``request``.
+        """The one way the UI reaches generation: stream a story for ``request`` (from
+        ``plan``, if given).
 
         :meth:`stop` with the same ``session`` ends it between two tokens; the story so far is
         still cleaned and returned, and the engine's slot is free at once.
         """
+        with self._stoppable(session) as stop:
+            yield from stream_story(self.backend, request, sampling, stop, prefix=prefix, plan=plan)
+
+    def plan(
+        self, request: StoryRequest, sampling: SamplingConfig, session: str | None = None
+    ) -> Iterator[PlanUpdate]:
+        """Stream the model's plan for ``request``; :meth:`stop` ends it like a story."""
+        with self._stoppable(session) as stop:
+            yield from stream_plan(self.backend, request, sampling, stop)
+
+    @contextmanager
+    def _stoppable(self, session: str | None) -> Iterator[threading.Event]:
+        """A stop event for one piece of work, registered under ``session`` while it runs."""
         stop = threading.Event()
         with self._stops_lock:
             self._stops.setdefault(session, set()).add(stop)
         try:
-            yield from stream_story(self.backend, request, sampling, stop, prefix=prefix)
+            yield stop
         finally:
             with self._stops_lock:
                 self._stops[session].discard(stop)

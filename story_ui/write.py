@@ -13,7 +13,9 @@ import gradio as gr
 
 from storygen.backends.base import BackendError
 from storygen.config import ConfigError, SamplingConfig
-from storygen.request import Character, RequestError, Setting, StoryRequest, validate
+from storygen.generation import render_plan_text
+from storygen.prompt_format import parse_plan
+from storygen.request import Character, Plan, RequestError, Setting, StoryRequest, validate
 
 MAX_SEED = 2**31 - 1
 """Random seeds are drawn below this."""
@@ -42,6 +44,7 @@ def form_request(
     pov: str,
     length: str,
     prompt: str,
+    arc: str = "",
 ) -> StoryRequest:
     """Build and validate a request from the form fields (raises RequestError)."""
     fields = locals()
@@ -64,8 +67,24 @@ def form_request(
             pov=pov or "",
             length=length or "short",
             prompt=prompt or "",
+            arc=arc or "",
         )
     )
+
+
+def plan_from_box(text, model_plan: str | None) -> Plan:
+    """The plan in the plan box, as the person left it: ``origin`` says whether it is the
+    model's plan as written, the model's plan edited, or a plan the person wrote alone."""
+    if not isinstance(text, str):
+        raise RequestError({"plan": f"must be text, not {type(text).__name__}"})
+    if len(text) > MAX_FIELD_CHARS:
+        raise RequestError({"plan": f"is too long: {len(text)} characters, at most 10000"})
+    if not text.strip():
+        raise RequestError({"plan": "is empty: press Plan first, or write one beat a line"})
+    origin = "person"
+    if isinstance(model_plan, str) and model_plan.strip():
+        origin = "model" if text.strip() == model_plan.strip() else "edited"
+    return parse_plan(text, origin=origin, escaped=False)
 
 
 def error_text(exc: Exception) -> str:
@@ -120,15 +139,19 @@ def write(
     prefix: str,
     drafts: list[dict],
     session: str | None = None,
+    plan_text: str | None = None,
+    model_plan: str | None = None,
 ):
     """Stream a story for the form (form_request's fields by name); yields (story, status,
-    seed, drafts, provenance).
+    seed, drafts, provenance). With ``plan_text`` (the plan box) the story follows that plan;
+    ``model_plan`` is the plan as the model wrote it, to tell whether it was edited.
 
     ``session`` names the visitor, so that Stop ends this visitor's story only. A seed that
     cannot be used is answered with a message and left on screen as typed (echoing a number
     beyond what the page can hold would end the request without one)."""
     try:
         request = form_request(**form)
+        plan = plan_from_box(plan_text, model_plan) if plan_text is not None else None
         if randomize:
             seed = random.SystemRandom().randrange(MAX_SEED)
         sampling = SamplingConfig(seed=seed_value(seed), **sampling_settings(settings))
@@ -142,7 +165,7 @@ def write(
     shown_at = float("-inf")  # the first piece is shown at once
     try:
         # closing(): Stop closes this handler, and with it the story's engine, at once.
-        with closing(services.write(request, sampling, prefix or "", session)) as updates:
+        with closing(services.write(request, sampling, prefix or "", session, plan)) as updates:
             for update in updates:
                 if update.story is not None:
                     story = update.story
@@ -168,7 +191,53 @@ def write(
         f"{'Stopped' if unfinished else 'Done'}: {draft['words']} words, {p['new_tokens']} "
         f"tokens in {p['seconds']} s (end: {p['stop_reason']}); seed {seed}; kept in the drafts."
     )
+    if plan is not None:
+        status += f" Written from {PLAN_WORDS[plan.origin]} ({len(plan.beats)} beats)."
     yield story.text, status, seed, drafts, p
+
+
+PLAN_WORDS = {"model": "the model's plan", "edited": "your edited plan", "person": "your plan"}
+
+
+def make_plan(
+    services,
+    form: dict,
+    settings: dict,
+    seed: int,
+    randomize: bool,
+    model_plan: str | None,
+    session: str | None = None,
+):
+    """Stream the model's plan for the form (plan-then-write, stage 1) into the plan box;
+    yields (plan text, status, seed, the model's plan). A refusal or failure leaves the plan
+    box as it was and says why."""
+    try:
+        request = form_request(**form)
+        if randomize:
+            seed = random.SystemRandom().randrange(MAX_SEED)
+        sampling = SamplingConfig(seed=seed_value(seed), **sampling_settings(settings))
+    except (RequestError, ConfigError) as exc:
+        yield KEEP, error_text(exc), KEEP, model_plan
+        return
+    yield KEEP, "Planning…", seed, model_plan
+    text, shown_at = "", float("-inf")
+    try:
+        with closing(services.plan(request, sampling, session)) as updates:
+            for update in updates:
+                if update.plan is not None:
+                    plan_text = render_plan_text(update.plan)
+                    status = (
+                        f"Plan ready: {len(update.plan.beats)} beats (seed {seed}). Change, add "
+                        "or remove beats, one a line, then press **Write from plan**."
+                    )
+                    yield plan_text, status, seed, plan_text
+                    return
+                text = update.text
+                if time.monotonic() - shown_at >= services.config.stream_every_s:
+                    shown_at = time.monotonic()
+                    yield text, "Planning…", seed, model_plan
+    except (BackendError, RequestError) as exc:
+        yield KEEP if not text else text, error_text(exc), seed, model_plan
 
 
 def drafts_table(drafts: list[dict]) -> list[list]:

@@ -22,6 +22,7 @@ FORM_DEFAULTS = dict(
     pov="",
     length="flash",
     prompt="",
+    arc="",
 )
 SAMPLING = [0.8, 0.92, 50, 1.15, 24]
 
@@ -319,6 +320,8 @@ def test_every_input_of_every_endpoint_gets_a_message_never_a_bare_error(app):
         "/write": (write, 1),
         "/regenerate": (write, 1),
         "/continue": ([*write[:-1], "Once upon a time"], 1),
+        "/plan": ([*form, *SAMPLING, 5, False], 1),
+        "/write_from_plan": ([*form, *SAMPLING, 5, False, "1. Mara finds a key."], 1),
         "/download": (["A story.", "Markdown"], 1),
         "/open_draft": ([1], 1),
         "/start_rating": (["fuzzer", "s3cret"], 3),
@@ -328,7 +331,12 @@ def test_every_input_of_every_endpoint_gets_a_message_never_a_bare_error(app):
         "/results": ([], 0),
     }
     # The three story buttons share one handler: /write covers the form, /continue its text.
-    fuzzed = {"/regenerate": [], "/continue": ["story"]}
+    fuzzed = {
+        "/regenerate": [],
+        "/continue": ["story"],
+        "/plan": ["seed", "randomize", "max_new_tokens"],
+        "/write_from_plan": ["plan"],
+    }
     api = Client(app["url"], verbose=False).view_api(return_format="dict", print_info=False)
     api = api["named_endpoints"]
     assert set(api) == set(valid), "a new endpoint needs its valid values here"
@@ -380,3 +388,22 @@ def test_a_refused_start_or_a_second_vote_keeps_the_item_on_screen(app):
     assert second[1:3] == shown[1:3] and second[3]["voted"]
     (vote,) = [v for v in services.store.votes() if v.annotator == "keeper"]
     assert vote.comment == "first"
+
+
+def test_plan_first_then_write_from_the_plan_as_written_or_edited(app):
+    """Plan first fills the plan box; Write from plan follows it and says whose plan it was
+    (the model's as written, or edited by the person)."""
+    from gradio_client import Client
+
+    client = Client(app["url"], verbose=False)  # one visitor: the model's plan is remembered
+    form = [*{**FORM_DEFAULTS, "genre": "mystery", "characters": "Mara: kind"}.values()]
+    plan_text, status = client.predict(*form, *SAMPLING, 5, False, api_name="/plan")[:2]
+    assert status.startswith("Plan ready") and plan_text.strip()
+    as_is = client.predict(*form, *SAMPLING, 5, False, plan_text, api_name="/write_from_plan")
+    assert as_is[1].startswith("Done:") and "Written from the model's plan" in as_is[1]
+    edited = plan_text + "\nMara opens the lighthouse door."
+    changed = client.predict(*form, *SAMPLING, 5, False, edited, api_name="/write_from_plan")
+    assert "Written from your edited plan" in changed[1]
+    assert changed[0] != as_is[0]  # the extra beat is in the prompt: another story
+    empty = client.predict(*form, *SAMPLING, 5, False, "  ", api_name="/write_from_plan")
+    assert "plan" in empty[1] and "empty" in empty[1]
