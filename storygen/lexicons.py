@@ -137,6 +137,21 @@ PLACES = (
     "london",
     "paris",
 )
+# Oaths that name a place without setting the story there ("what the hell", "for heaven's sake").
+PLACE_IDIOMS = {
+    "hell": (
+        "the hell",
+        "hell of",
+        "hell no",
+        "hell yeah",
+        "hell with",
+        "like hell",
+        "bloody hell",
+        "hell, no",
+        "hell, yeah",
+    ),
+    "heaven": ("heaven's sake", "heavens", "heaven knows", "thank heaven", "heaven forbid"),
+}
 SINGLE_PLACES = frozenset(p for p in PLACES if " " not in p)
 MULTI_PLACES = tuple(p for p in PLACES if " " in p)
 # An era is a year or decade ("1920s", "2150") or a named period. Two patterns, each starting

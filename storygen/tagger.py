@@ -23,6 +23,7 @@ from storygen.lexicons import (
     NOT_NAMES,
     PERIOD_RE,
     PERIODS,
+    PLACE_IDIOMS,
     POSITIVE,
     SECOND,
     SINGLE_PLACES,
@@ -95,6 +96,11 @@ def places_in(words: Counter, lower_text: str) -> Counter:
     for p in MULTI_PLACES:
         if p in lower_text:
             found[p] = lower_text.count(p)
+    for p, idioms in PLACE_IDIOMS.items():  # an oath is not a setting
+        if found.get(p):
+            found[p] -= sum(lower_text.count(i) for i in idioms)
+            if found[p] <= 0:
+                del found[p]
     return found
 
 

@@ -217,3 +217,12 @@ def test_arc_accuracy_scores_the_tagger_against_hand_labels(tmp_path, monkeypatc
     (tmp_path / "short.csv").write_text("row_id,prompt,story,completion\n1,p,s,\n")
     with pytest.raises(ValueError, match="lacks 3 labelled rows"):
         gold.arc_accuracy(labels, tmp_path / "short.csv")
+
+
+def test_an_oath_is_not_a_setting():
+    oaths = "What in the hell? Mara asked. What the hell is this. Hell, no. The hell with it."
+    assert tag_story(oaths + " They walked through the city.").request.setting.place == "city"
+    assert tag_story(oaths).request.setting.place == ""
+    place = "They fell into hell. In hell, the fires burned. Hell was hot and the demons laughed."
+    assert tag_story(place).request.setting.place == "hell"
+    assert tag_story("For heaven's sake, Mara said. Good heavens.").request.setting.place == ""
