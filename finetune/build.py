@@ -13,19 +13,21 @@ import re
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 
 from tqdm import tqdm
 
-from finetune.clean import clean_pair, fingerprint
+from finetune.clean import clean_pair, fingerprint, truncate_words
 from finetune.data import RawPair, iter_pairs
 from storygen.arcs import extract_beats
 from storygen.prompt_format import PROMPT_FORMAT_VERSION, render_example, render_plan_example
 from storygen.request import MAX_PLOT_POINT, MAX_PROMPT, RequestError, Setting, validate
-from storygen.tagger import tag_story
+from storygen.tagger import length_bucket, tag_story
 
+PLAN_WORDS = 150
+"""Planned examples are the story's first words up to this many (at a sentence end)."""
 PLANNED_SHARE = 0.5
 """The share of stories whose story example is written from their plan (the others straight
 from the request), so the adapter learns both ways to write."""
@@ -95,15 +97,26 @@ def make_example(raw: RawPair, word_budget: int, field_dropout: float) -> tuple[
         request = validate(request)
     except RequestError as exc:
         return None, f"tagged request invalid ({next(iter(exc.errors))})"
-    # Plan-then-write: the story's own beats teach stage 1 (request -> plan) as an extra task,
-    # and half of the stories are written from them (stage 2).
-    plan = extract_beats(pair.story)
+    # Plan-then-write: the beats of the story's opening (cut to PLAN_WORDS at a sentence end,
+    # so that a story written from them fits a training row whole) teach stage 1 (request ->
+    # plan) as an extra task, and half of the stories are that opening written from its beats
+    # (stage 2). The request's length is the opening's.
+    opening = truncate_words(pair.story, PLAN_WORDS)
+    plan = extract_beats(opening)
     planned = plan is not None and _unit(key, "planned") < PLANNED_SHARE
-    prompt, completion = render_example(request, pair.story, plan if planned else None)
     tasks = []
     if plan is not None:
-        plan_prompt, plan_completion = render_plan_example(request, plan)
-        tasks.append({"task": "plan", "prompt": plan_prompt, "completion": plan_completion})
+        plan_request = replace(request, length=length_bucket(len(opening.split())))
+        try:
+            plan_prompt, plan_completion = render_plan_example(plan_request, plan)
+        except RequestError:  # a beat no request could hold (a control character): no plan
+            plan, planned = None, False
+        else:
+            tasks.append({"task": "plan", "prompt": plan_prompt, "completion": plan_completion})
+    if planned:
+        prompt, completion = render_example(plan_request, opening, plan)
+    else:
+        prompt, completion = render_example(request, pair.story)
     return {
         "id": raw.source_id,
         "fingerprint": key,

@@ -26,15 +26,18 @@ from functools import cache
 
 import numpy as np
 
-from storygen.request import ARCS, BEAT_NAMES, Plan
+from storygen.request import ARCS, BEAT_NAMES, MAX_BEAT, Plan
 
 WINDOWS = 4
 MIN_SENTENCES = 5
 """Fewer sentences carry no trajectory worth a shape."""
+MIN_RANGE = 0.3
+"""A trajectory whose windows differ by less than this (VADER's scale runs from -1 to 1) is
+flat: no shape is named, however well its small wiggles correlate with one."""
 ARC_CONFIDENCE = 0.6
 """The tagger names an arc only when the trajectory correlates with its shape at least this well
 (fixed before the tagger was measured against hand labels)."""
-MAX_BEAT_WORDS = 20
+MAX_BEAT_WORDS = 15
 BEAT_FOUND = 0.5
 """A beat is found in a story where one sentence, or two in a row, hold this share of its
 content words."""
@@ -113,10 +116,11 @@ class ArcFit:
     scores: dict[str, float]
 
 
-def fit_arc(values: np.ndarray) -> ArcFit:
-    """Match a trajectory to the six shapes (Pearson correlation with each)."""
+def fit_arc(values: np.ndarray, min_range: float = MIN_RANGE) -> ArcFit:
+    """Match a trajectory to the six shapes (Pearson correlation with each); a flat one
+    (range below ``min_range``) fits none."""
     scores = {arc: _correlation(values, shape(arc, len(values))) for arc in SHAPES}
-    if any(np.isnan(r) for r in scores.values()):  # a flat trajectory fits no shape
+    if np.ptp(values) < min_range or any(np.isnan(r) for r in scores.values()):
         return ArcFit("", float("nan"), scores)
     arc = max(scores, key=lambda a: (scores[a], -list(SHAPES).index(a)))
     return ArcFit(arc, scores[arc], scores)
@@ -153,8 +157,13 @@ def _central(parts: list[str]) -> int:
 
 
 def _beat_line(sentence: str) -> str:
+    """The sentence as a beat: at most :data:`MAX_BEAT_WORDS` words and
+    :data:`~storygen.request.MAX_BEAT` characters, "…" where it was cut."""
     words = " ".join(sentence.split()).split(" ")
-    return " ".join(words[:MAX_BEAT_WORDS]) + (" …" if len(words) > MAX_BEAT_WORDS else "")
+    line = " ".join(words[:MAX_BEAT_WORDS])
+    if len(line) > MAX_BEAT - 2:
+        line = line[: MAX_BEAT - 2].rstrip()
+    return line + (" …" if line != " ".join(words) else "")
 
 
 def extract_beats(story: str) -> Plan | None:

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Hashable, Iterator
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from storygen.backends.base import Backend, BackendError, DecodeStats
@@ -318,7 +318,8 @@ def plan_from_text(text: str) -> Plan:
     text = remove_controls(text)
     lines = [line.strip()[:MAX_BEAT] for line in text.splitlines() if line.strip()]
     try:
-        return parse_plan("\n".join(lines[: MAX_BEATS + 1]), origin="model")
+        plan = parse_plan("\n".join(lines), origin="model", check=False)
+        return validate_plan(replace(plan, beats=plan.beats[:MAX_BEATS]))
     except RequestError as exc:
         raise RequestError(
             {

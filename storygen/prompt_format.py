@@ -73,7 +73,9 @@ FIELDS = (
 )
 FIELDS_V1 = tuple(f for f in FIELDS if f != "arc")
 PREMISE = "premise"
-_BEAT_LINE = re.compile(r"^\s*(?:\d+\s*[.):]|[-*•])\s*")
+# A beat's own number or bullet: "1. ", "2) ", "- ", "• " (a space after it, so "1984: ..."
+# and "-5 degrees" stay as written).
+_BEAT_LINE = re.compile(r"^\s*(?:\d{1,2}[.)]|[-*•])\s+")
 
 _ESCAPED = "\\;,()|"
 _ESCAPE = re.compile(r"[\\;,()|]")
@@ -169,14 +171,15 @@ def render_plan(plan: Plan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def parse_plan(text: str, origin: str = "model", escaped: bool = True) -> Plan:
+def parse_plan(text: str, origin: str = "model", escaped: bool = True, check: bool = True) -> Plan:
     """Read a plan back from text: the model's (tagged, ``escaped``) or a person's (plain,
     ``escaped=False``) lines.
 
     A line ``premise: ...`` is the premise; every other non-empty line is a beat, its leading
     number or bullet dropped. In the model's text, only what lies between ``<|plan|>`` and
     ``<|story|>`` is the plan; a person's text is taken as typed. Raises
-    :class:`RequestError` when no beat is left or a part is too long.
+    :class:`RequestError` when no beat is left or a part is too long (``check=False``: the
+    plan as read, unchecked).
     """
     plain = unescape if escaped else str
     if escaped:
@@ -189,7 +192,8 @@ def parse_plan(text: str, origin: str = "model", escaped: bool = True) -> Plan:
             premise = plain(value.strip())
         elif line:
             beats.append(plain(_BEAT_LINE.sub("", line, count=1)).strip())
-    return validate_plan(Plan(premise, [b for b in beats if b], origin))
+    plan = Plan(premise, [b for b in beats if b], origin)
+    return validate_plan(plan) if check else plan
 
 
 def render_request(

@@ -17,7 +17,7 @@ from storygen.arcs import (
     story_arc,
     trajectory,
 )
-from storygen.request import ARCS, BEAT_NAMES
+from storygen.request import ARCS, BEAT_NAMES, MAX_BEAT, validate_plan
 
 GOOD = [
     "Mara laughed with joy in the warm sunny garden.",
@@ -74,6 +74,10 @@ def test_a_flat_or_short_story_has_no_arc():
     assert story_arc(" ".join(GOOD[:2])) is None
     flat = fit_arc(np.zeros(WINDOWS))
     assert flat.arc == "" and np.isnan(flat.correlation)
+    # Small wiggles correlate with a shape but are no arc; the same wiggles scaled up are.
+    wiggle = np.array([0.0, 0.23, 0.0, 0.2])
+    assert fit_arc(wiggle).arc == "" and fit_arc(wiggle, min_range=0.2).arc == "cinderella"
+    assert fit_arc(2 * wiggle).arc == "cinderella"
     # A weak fit is left out below the threshold, named above it.
     story = story_of(LEVELS["tragedy"])
     assert story_arc(story, minimum=1.01) is None and story_arc(story, minimum=0.5).arc == "tragedy"
@@ -135,6 +139,10 @@ def test_a_long_sentence_is_cut_to_a_beat_line():
     long = " ".join(["word"] * 60) + "."
     plan = extract_beats(" ".join([long] * 5))
     assert all(len(b.split()) == MAX_BEAT_WORDS + 1 and b.endswith(" …") for b in plan.beats)
+    # Words without spaces between them (a link, unspaced CJK) are cut by characters.
+    wide = extract_beats(" ".join(["x" * 700 + "."] * 5))
+    assert all(len(b) == MAX_BEAT and b.endswith(" …") for b in wide.beats)
+    assert validate_plan(wide) == wide
 
 
 def test_beat_coverage_finds_beats_in_order_and_misses_absent_ones():

@@ -67,6 +67,8 @@ def test_a_models_plan_is_cut_to_size_and_an_empty_one_is_refused():
     plan = plan_from_text(text)
     assert plan.premise == "A start." and len(plan.beats) == MAX_BEATS
     assert all(len(b) <= MAX_BEAT for b in plan.beats)
+    unnumbered = plan_from_text("\n".join(f"{i}. beat {i}" for i in range(1, 21)))
+    assert unnumbered.premise == "" and unnumbered.beats == [f"beat {i}" for i in range(1, 13)]
     with pytest.raises(RequestError) as none:
         plan_from_text("  \n premise: only a premise \n")
     assert "no usable plan" in none.value.errors["plan"]

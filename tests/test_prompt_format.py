@@ -154,7 +154,8 @@ def test_a_persons_plan_reads_back_as_written(beats, premise):
         plan = validate_plan(Plan(premise, beats, "person"))
     except RequestError:
         assume(False)
-    assume(not any(re.match(r"\s*(\d+\s*[.):]|[-*•])", b) for b in plan.beats))
+    # A line that starts with a number or bullet and a space is read as a numbered beat.
+    assume(not any(re.match(r"\s*(\d{1,2}[.)]|[-*•])\s", b) for b in plan.beats))
     assume(not plan.premise.lower().startswith("premise:"))
     assume(not any(b.lower().startswith("premise:") for b in plan.beats))
     typed = render_plan_text(plan)
@@ -177,3 +178,30 @@ def test_validation_raises_only_its_own_error(data):
         StoryRequest.from_dict(data)
     except RequestError as exc:
         assert exc.errors and all(isinstance(v, str) and v for v in exc.errors.values())
+
+
+def test_only_a_beats_own_number_or_bullet_is_dropped():
+    typed = (
+        "1984: the year it began\n3:15 the train left\n-5 degrees outside\n2) Mara waits\n• snow"
+    )
+    assert parse_plan(typed, "person", escaped=False).beats == [
+        "1984: the year it began",
+        "3:15 the train left",
+        "-5 degrees outside",
+        "Mara waits",
+        "snow",
+    ]
+
+
+def test_version_1_prompts_are_the_old_bytes(request_two_characters):
+    """An adapter trained on storygen-tags-v1 gets exactly the text it was trained on."""
+    assert render_request(validate(request_two_characters), V1) == (
+        "<|request|>\n"
+        "genre: mystery\n"
+        "setting: a lighthouse\n"
+        "era: the 1920s\n"
+        "characters: Mara (stubborn, kind); Jonah (curious)\n"
+        "ending: happy\n"
+        "length: flash (about 150 words)\n"
+        "<|story|>\n"
+    )
