@@ -4,17 +4,30 @@ import threading
 
 import pytest
 
+from storygen.backends.hf import TransformersBackend
 from storygen.config import ConfigError, SamplingConfig
 from storygen.generation import (
     DecodeStats,
     clean_story,
     decode,
+    generate_plan,
     generate_story,
+    plan_from_text,
+    render_plan_text,
     repetition_start,
+    stream_plan,
     stream_story,
 )
-from storygen.prompt_format import Prompt
-from storygen.request import RequestError, StoryRequest
+from storygen.prompt_format import (
+    PLAN_MARKER,
+    STORY_MARKER,
+    V1,
+    V2,
+    Prompt,
+    parse_plan,
+    render_plan,
+)
+from storygen.request import MAX_BEAT, MAX_BEATS, Plan, RequestError, StoryRequest
 
 SETTINGS = SamplingConfig(seed=7, max_new_tokens=40)
 
@@ -305,3 +318,65 @@ def test_concurrent_same_seed_stories_equal_the_sequential_one(
     for t in threads:
         t.join()
     assert results == [alone] * 4
+
+
+# --- Plan-then-write: the plan stage and stories from a plan --------------------------------
+
+PLAN_SETTINGS = SamplingConfig(seed=3, max_new_tokens=40)
+PLAN_REQUEST = StoryRequest(genre="mystery", arc="man in a hole", prompt="a lighthouse keeper")
+
+
+def test_the_plan_streams_then_arrives_parsed_with_provenance(tiny_backend):
+    updates = list(stream_plan(tiny_backend, PLAN_REQUEST, PLAN_SETTINGS))
+    *partial, last = updates
+    assert partial and all(u.plan is None for u in partial)
+    assert all(b.text.startswith(a.text) for a, b in zip(partial, partial[1:], strict=False))
+    assert last.plan is not None and last.plan.beats and last.plan.origin == "model"
+    assert last.text == render_plan_text(last.plan)
+    assert last.provenance["request"]["arc"] == "man in a hole"
+    assert last.provenance["prompt_format"] == V2 and last.provenance["new_tokens"] <= 40
+    assert (
+        generate_plan(tiny_backend, PLAN_REQUEST, PLAN_SETTINGS) == last.plan
+    )  # same seed, same plan
+
+
+def test_the_plan_prompt_asks_for_a_plan_and_the_story_prompt_carries_it(tiny_backend):
+    plan = Plan("A keeper finds a letter.", ["Mara keeps the light.", "A ship is lost."])
+    asks = tiny_backend.prompt(PLAN_REQUEST, task="plan").text
+    assert asks.endswith(f"{PLAN_MARKER}\n") and STORY_MARKER not in asks
+    story_prompt = tiny_backend.prompt(PLAN_REQUEST, plan=plan).text
+    assert story_prompt.endswith(f"{PLAN_MARKER}\n{render_plan(plan)}{STORY_MARKER}\n")
+    story = generate_story(tiny_backend, PLAN_REQUEST, PLAN_SETTINGS, plan=plan)
+    assert story.provenance["plan"] == plan.to_dict()
+    assert generate_story(tiny_backend, PLAN_REQUEST, PLAN_SETTINGS).provenance["plan"] is None
+
+
+def test_a_version_1_adapter_is_refused_the_arc_and_the_plan_by_name(tiny_lm):
+    old = TransformersBackend(tiny_lm)
+    old.adapter_meta = {"prompt_format": V1, "name": "old"}  # as an adapter trained on v1 says
+    with pytest.raises(RequestError) as arc:
+        generate_story(old, PLAN_REQUEST, PLAN_SETTINGS)
+    assert set(arc.value.errors) == {"arc"} and V1 in arc.value.errors["arc"]
+    with pytest.raises(RequestError) as plan:
+        generate_plan(old, StoryRequest(genre="mystery"), PLAN_SETTINGS)
+    assert set(plan.value.errors) == {"plan"}
+    plain = generate_story(old, StoryRequest(genre="mystery"), PLAN_SETTINGS)
+    assert plain.provenance["prompt_format"] == V1 and plain.text
+
+
+def test_a_models_plan_is_cut_to_size_and_an_empty_one_is_refused():
+    long = "x" * (MAX_BEAT + 50)
+    text = "premise: A start.\n" + "\n".join(f"{i}. {long}" for i in range(20))
+    plan = plan_from_text(text)
+    assert plan.premise == "A start." and len(plan.beats) == MAX_BEATS
+    assert all(len(b) <= MAX_BEAT for b in plan.beats)
+    unnumbered = plan_from_text("\n".join(f"{i}. beat {i}" for i in range(1, 21)))
+    assert unnumbered.premise == "" and unnumbered.beats == [f"beat {i}" for i in range(1, 13)]
+    with pytest.raises(RequestError) as none:
+        plan_from_text("  \n premise: only a premise \n")
+    assert "no usable plan" in none.value.errors["plan"]
+
+
+def test_parse_plan_reads_the_models_escaped_text_up_to_the_story():
+    text = "premise: A \\(small\\) start\n1. Mara\\; alone\n2) a storm\n- rescue\n<|story|>\n3. no"
+    assert parse_plan(text) == Plan("A (small) start", ["Mara; alone", "a storm", "rescue"])
