@@ -119,9 +119,12 @@ def generate_all(backend, system: System, items: list[dict], seed: int, out: Pat
         for i, item in tqdm(todo, desc=f"generate {system.name}", disable=not todo):
             sampling = system.sampling_for(seed + i)
             request = for_format(item["request"], backend.prompt_format)
-            plan = None
+            plan, plan_error = None, None
             if system.plan == "model":
-                plan = generate_plan(backend, request, sampling)
+                try:
+                    plan = generate_plan(backend, request, sampling)
+                except RequestError as exc:  # no usable plan: the story is written without
+                    plan_error = str(exc)
             elif system.plan == "reference":
                 plan = item["plan"]
             story = generate_story(backend, request, sampling, plan=plan)
@@ -129,6 +132,7 @@ def generate_all(backend, system: System, items: list[dict], seed: int, out: Pat
                 "id": item["id"],
                 "story": story.text,
                 "plan": plan.to_dict() if plan is not None else None,
+                "plan_error": plan_error,
                 "provenance": story.provenance,
             }
             f.write(json.dumps(row) + "\n")
@@ -178,6 +182,13 @@ def evaluate_system(system: System, items: list[dict], cmp: Comparison, out_dir:
             backend = scorer
         else:
             backend = load_backend(spec)
+        if system.plan == "reference" and any(it["plan"] is None for it in items):
+            missing = sum(it["plan"] is None for it in items)
+            raise EvalError(
+                f"system {system.name!r} writes from the reference plan, but {missing} test "
+                "items have none (a test set from an older preprocess, or stories under five "
+                "sentences): preprocess the test set again"
+            )
         if system.plan != "none" and backend.prompt_format == V1:
             raise EvalError(
                 f"system {system.name!r}: its adapter speaks prompt format {V1}, which has no "
@@ -201,6 +212,8 @@ def evaluate_system(system: System, items: list[dict], cmp: Comparison, out_dir:
                     c = beat_coverage(row["story"], row["plan"]["beats"])
                     per_item[it["id"]].update(beat_coverage=c.coverage, beat_order=c.order)
         result["mean_words"] = sum(len(h.split()) for h in hyps) / len(hyps)
+        if system.plan == "model":
+            result["plan_failures"] = sum(bool(r.get("plan_error")) for r in rows)
     rows_out = list(per_item.values())
     (out_dir / "per_item").mkdir(parents=True, exist_ok=True)
     with (out_dir / "per_item" / f"{system.name}.jsonl").open("w") as f:

@@ -37,7 +37,9 @@ def figures(rows: list[dict]) -> list[str]:
 
 
 def interval(name: str, rows: list[dict], n: int = BOOTSTRAP, seed: int = SEED) -> list[float]:
-    """The 95% percentile-bootstrap interval of figure ``name`` over items."""
+    """The 95% percentile-bootstrap interval of figure ``name`` over the items that have it."""
+    has = "tokens" if name == "token_ppl" else name
+    rows = [r for r in rows if r.get(has) is not None]
     rng = np.random.default_rng(seed)
     k = len(rows)
     if k == 0:
@@ -52,10 +54,15 @@ def interval(name: str, rows: list[dict], n: int = BOOTSTRAP, seed: int = SEED) 
 def paired_difference(
     name: str, a: list[dict], b: list[dict], n: int = BOOTSTRAP, seed: int = SEED
 ) -> dict:
-    """Figure ``name`` of system b minus system a on the items both scored, with its paired 95%
-    bootstrap interval (the same resampled items for both)."""
+    """Figure ``name`` of system b minus system a on the items where both have it, with its
+    paired 95% bootstrap interval (the same resampled items for both)."""
     by_id = {r["id"]: r for r in b}
-    pairs = [(r, by_id[r["id"]]) for r in a if r["id"] in by_id]
+    has = "tokens" if name == "token_ppl" else name  # the items on which both have the figure
+    pairs = [
+        (r, by_id[r["id"]])
+        for r in a
+        if r["id"] in by_id and r.get(has) is not None and by_id[r["id"]].get(has) is not None
+    ]
     rng = np.random.default_rng(seed)
     k = len(pairs)
     point = _figure(name, [q for _, q in pairs]) - _figure(name, [p for p, _ in pairs])

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report.to_dict(), indent=2))
         return 0
     if args.command == "train":
-        from finetune.train import train
+        from finetune.train import TrainDataError, train
 
         overrides = {
             f.name: getattr(args, f.name)
@@ -96,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        metrics = train(cfg)
+        try:
+            metrics = train(cfg)
+        except TrainDataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         if metrics:  # under accelerate launch, only the main process reports
             print(json.dumps(metrics, indent=2))
         return 0

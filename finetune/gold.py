@@ -73,15 +73,25 @@ def arc_accuracy(gold: Path, data: Path) -> dict:
     for raw in iter_pairs(data):
         if str(raw.source_id) in wanted:
             pair, _ = clean_pair(raw.prompt, raw.story, raw.source_id)
-            stories[str(raw.source_id)] = pair.story if pair else ""
+            stories[str(raw.source_id)] = pair.story if pair else None
     missing = sorted(wanted - set(stories))
     if missing:
         raise ValueError(f"{data} lacks {len(missing)} labelled rows (first: {missing[0]})")
-    tagged = {str(r["row_id"]): tag_story(stories[str(r["row_id"])]).request.arc for r in rows}
+    # A row preprocessing drops (a meta post) is never tagged in training: it is left out here.
+    dropped = [r["row_id"] for r in rows if stories[str(r["row_id"])] is None]
+    tagged = {
+        str(r["row_id"]): tag_story(stories[str(r["row_id"])]).request.arc
+        for r in rows
+        if r["row_id"] not in dropped
+    }
+    scored = [r for r in rows if r["row_id"] not in dropped]
+    dev = [r for r in scored if rows.index(r) < DEV_ROWS]
+    held = [r for r in scored if rows.index(r) >= DEV_ROWS]
     return {
         "stories": len(rows),
-        "development": _arc_scores(rows[:DEV_ROWS], tagged),
-        "held_out": _arc_scores(rows[DEV_ROWS:], tagged),
+        "dropped_by_preprocessing": dropped,
+        "development": _arc_scores(dev, tagged),
+        "held_out": _arc_scores(held, tagged),
     }
 
 

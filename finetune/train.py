@@ -49,6 +49,24 @@ def tokenize(tokenizer, prompt: str, completion: str, max_length: int) -> Exampl
     return Example(ids, labels)
 
 
+class TrainDataError(ValueError):
+    """Training data that cannot be used (wrong prompt format, no usable example)."""
+
+
+def check_data_format(data: Path) -> None:
+    """Refuse data that ``preprocess`` rendered in another prompt format than the one this
+    code stamps into the adapter (an adapter must speak the format it was trained on)."""
+    report = data / "report.json"
+    if not report.exists():
+        return  # hand-made data: rendered by whoever made it
+    built = json.loads(report.read_text()).get("prompt_format")
+    if built != PROMPT_FORMAT_VERSION:
+        raise TrainDataError(
+            f"{data} was preprocessed for prompt format {built!r}; this code trains "
+            f"{PROMPT_FORMAT_VERSION!r}: run `python -m finetune preprocess` again"
+        )
+
+
 def length_grouped_batches(lengths: list[int], batch_size: int, seed: int) -> list[list[int]]:
     """Shuffle, then sort within mega-batches of 50 batches so each batch holds similar lengths
     (little padding) while the order across batches stays random."""
@@ -240,6 +258,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "train_config.yaml")
     data = Path(cfg.data_dir)
+    check_data_format(data)
     model, tokenizer, base_id, device = prepare_model(cfg)
     pad_id = tokenizer.pad_token_id
 
@@ -254,7 +273,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
 
     train_set, valid_set = load("train.jsonl"), load("valid.jsonl")[: cfg.max_eval_examples]
     if not train_set:
-        raise ValueError(f"{data / 'train.jsonl'} holds no usable example")
+        raise TrainDataError(f"{data / 'train.jsonl'} holds no usable example")
     batches = length_grouped_batches(
         [len(e.input_ids) for e in train_set], cfg.batch_size, cfg.seed
     )

@@ -35,7 +35,12 @@ class Item:
 
 
 def item_id(request: StoryRequest, seed: int) -> str:
-    key = json.dumps(request.to_dict(), sort_keys=True) + f"|{seed}"
+    """A stable id for (request, seed). A field left at its default is left out, so that a
+    field added to requests later (the arc) does not change the ids of items made before."""
+    fields = request.to_dict()
+    if not fields["arc"]:
+        del fields["arc"]
+    key = json.dumps(fields, sort_keys=True) + f"|{seed}"
     return hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
 
 
@@ -73,6 +78,12 @@ def load_systems(path: Path) -> list[SystemSpec]:
         raise PairsError(str(exc)) from exc
     if len(systems) != 2 or systems[0].name == systems[1].name:
         raise PairsError(f"{path}: need exactly two systems with different names")
+    for s in systems:
+        if s.plan != "none":
+            raise PairsError(
+                f"{path}: system {s.name!r} has plan: {s.plan}; A/B items are written straight "
+                "from the request (plan-then-write is compared by `eval compare`)"
+            )
     return systems
 
 

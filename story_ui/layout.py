@@ -161,6 +161,7 @@ def write_tab(services: Services) -> None:
             randomize,
             story,
             drafts,
+            provenance,
             request: gr.Request,
         ):
             values = locals()
@@ -173,6 +174,8 @@ def write_tab(services: Services) -> None:
                 story if from_story else "",
                 drafts,
                 request.session_hash,
+                # Regenerate and Continue keep the plan the story on screen was written from.
+                same_plan=write.plan_of(provenance) if (new_seed or from_story) else None,
             )
 
         return handler
@@ -234,6 +237,7 @@ def write_tab(services: Services) -> None:
         max_new_tokens,
         seed,
         randomize,
+        plan,
         model_plan,
         request: gr.Request,
     ):
@@ -246,9 +250,10 @@ def write_tab(services: Services) -> None:
             randomize,
             model_plan,
             request.session_hash,
+            plan_now=plan,
         )
 
-    inputs = [*form, *settings, seed, randomize, story, drafts]
+    inputs = [*form, *settings, seed, randomize, story, drafts, provenance]
     outputs = [story, status, seed, drafts, provenance]
     # Stop is offered only while a story is written: shown first, hidden when it ends. (A
     # second listener on the same click does not run while the first streams, so it is chained.)
@@ -263,7 +268,7 @@ def write_tab(services: Services) -> None:
         ).then(write.drafts_table, drafts, drafts_view, api_visibility="private").then(
             lambda: gr.Button(visible=False), None, stop, **private
         )
-    plan_inputs = [*form, *settings, seed, randomize, model_plan]
+    plan_inputs = [*form, *settings, seed, randomize, plan_box, model_plan]
     plan_btn.click(lambda: gr.Button(visible=True), None, stop, **private).then(
         make_plan,
         plan_inputs,

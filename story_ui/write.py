@@ -141,24 +141,32 @@ def write(
     session: str | None = None,
     plan_text: str | None = None,
     model_plan: str | None = None,
+    same_plan: Plan | None = None,
 ):
     """Stream a story for the form (form_request's fields by name); yields (story, status,
     seed, drafts, provenance). With ``plan_text`` (the plan box) the story follows that plan;
-    ``model_plan`` is the plan as the model wrote it, to tell whether it was edited.
+    ``model_plan`` is the plan as the model wrote it, to tell whether it was edited;
+    ``same_plan`` is the plan of the story being continued or regenerated.
 
     ``session`` names the visitor, so that Stop ends this visitor's story only. A seed that
     cannot be used is answered with a message and left on screen as typed (echoing a number
     beyond what the page can hold would end the request without one)."""
     try:
         request = form_request(**form)
-        plan = plan_from_box(plan_text, model_plan) if plan_text is not None else None
+        plan = plan_from_box(plan_text, model_plan) if plan_text is not None else same_plan
         if randomize:
             seed = random.SystemRandom().randrange(MAX_SEED)
         sampling = SamplingConfig(seed=seed_value(seed), **sampling_settings(settings))
         if not isinstance(prefix, (str, type(None))):
             raise ConfigError("the story to continue must be text")
     except (RequestError, ConfigError) as exc:
-        yield KEEP, error_text(exc), KEEP, drafts, None  # the story on screen stays
+        yield (
+            KEEP,
+            error_text(exc),
+            KEEP,
+            drafts,
+            KEEP,
+        )  # the story on screen stays, and its provenance
         return
     yield prefix or "", "Writing…", seed, drafts, None
     text, story = prefix or "", None
@@ -207,10 +215,11 @@ def make_plan(
     randomize: bool,
     model_plan: str | None,
     session: str | None = None,
+    plan_now: str | None = None,
 ):
     """Stream the model's plan for the form (plan-then-write, stage 1) into the plan box;
-    yields (plan text, status, seed, the model's plan). A refusal or failure leaves the plan
-    box as it was and says why."""
+    yields (plan text, status, seed, the model's plan). A refusal or failure puts back what
+    the plan box held before (``plan_now``) and says why."""
     try:
         request = form_request(**form)
         if randomize:
@@ -237,7 +246,17 @@ def make_plan(
                     shown_at = time.monotonic()
                     yield text, "Planning…", seed, model_plan
     except (BackendError, RequestError) as exc:
-        yield KEEP if not text else text, error_text(exc), seed, model_plan
+        before = plan_now if isinstance(plan_now, str) else ""
+        yield before if text else KEEP, error_text(exc), seed, model_plan
+
+
+def plan_of(provenance) -> Plan | None:
+    """The plan the story on screen was written from (from its provenance), if any: Continue
+    and Regenerate write from the same plan."""
+    plan = (provenance or {}).get("plan") if isinstance(provenance, dict) else None
+    if not isinstance(plan, dict):
+        return None
+    return Plan(plan.get("premise", ""), list(plan.get("beats", [])), plan.get("origin", "model"))
 
 
 def drafts_table(drafts: list[dict]) -> list[list]:

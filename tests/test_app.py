@@ -320,7 +320,7 @@ def test_every_input_of_every_endpoint_gets_a_message_never_a_bare_error(app):
         "/write": (write, 1),
         "/regenerate": (write, 1),
         "/continue": ([*write[:-1], "Once upon a time"], 1),
-        "/plan": ([*form, *SAMPLING, 5, False], 1),
+        "/plan": ([*form, *SAMPLING, 5, False, ""], 1),
         "/write_from_plan": ([*form, *SAMPLING, 5, False, "1. Mara finds a key."], 1),
         "/download": (["A story.", "Markdown"], 1),
         "/open_draft": ([1], 1),
@@ -397,7 +397,7 @@ def test_plan_first_then_write_from_the_plan_as_written_or_edited(app):
 
     client = Client(app["url"], verbose=False)  # one visitor: the model's plan is remembered
     form = [*{**FORM_DEFAULTS, "genre": "mystery", "characters": "Mara: kind"}.values()]
-    plan_text, status = client.predict(*form, *SAMPLING, 5, False, api_name="/plan")[:2]
+    plan_text, status = client.predict(*form, *SAMPLING, 5, False, "", api_name="/plan")[:2]
     assert status.startswith("Plan ready") and plan_text.strip()
     as_is = client.predict(*form, *SAMPLING, 5, False, plan_text, api_name="/write_from_plan")
     assert as_is[1].startswith("Done:") and "Written from the model's plan" in as_is[1]
@@ -407,3 +407,6 @@ def test_plan_first_then_write_from_the_plan_as_written_or_edited(app):
     assert changed[0] != as_is[0]  # the extra beat is in the prompt: another story
     empty = client.predict(*form, *SAMPLING, 5, False, "  ", api_name="/write_from_plan")
     assert "plan" in empty[1] and "empty" in empty[1]
+    # Continue goes on from the story on screen, written from the same (edited) plan.
+    cont = client.predict(*form, *SAMPLING, 5, False, changed[0], api_name="/continue")
+    assert cont[0].startswith(changed[0].rstrip()) and "Written from your edited plan" in cont[1]

@@ -50,3 +50,12 @@ def test_paired_differences_resample_the_same_items_for_both_systems():
     assert lo_b < hi_a
     # Only the items both systems scored count.
     assert paired_difference("arc_correlation", a, b[:10])["n_items"] == 10
+
+
+def test_a_difference_counts_only_the_items_where_both_systems_have_the_figure():
+    """Arc scores exist only for stories long enough to measure: a paired difference must not
+    compare one system's measured items with another's."""
+    a = [{"id": str(i), "arc_match": 1.0 if i < 5 else 0.0} for i in range(10)]
+    b = [{"id": str(i), **({"arc_match": 1.0} if i < 5 else {})} for i in range(10)]
+    d = paired_difference("arc_match", a, b)
+    assert d["difference"] == 0.0 and d["ci95"] == [0.0, 0.0] and d["n_items"] == 5

@@ -273,3 +273,19 @@ def test_gpu_benchmark_runs_end_to_end_on_a_tiny_shape(tmp_path):
     assert all(isinstance(r["tokens_per_s"], float) and r["tokens_per_s"] > 0 for r in rows)
     assert len({r["loss_first_last"].split(" / ")[0] for r in rows}) == 1
     assert json.loads(out.read_text())["rows"] == rows
+
+
+def test_data_preprocessed_for_another_prompt_format_is_refused(tiny_model_dir, data_dir, tmp_path):
+    """An adapter is stamped with the prompt format it speaks: training it on data rendered in
+    another one would make the stamp a lie."""
+    import shutil
+
+    from finetune.train import TrainDataError
+
+    old = tmp_path / "old-data"
+    shutil.copytree(data_dir, old)
+    report = json.loads((old / "report.json").read_text())
+    (old / "report.json").write_text(json.dumps({**report, "prompt_format": "storygen-tags-v1"}))
+    with pytest.raises(TrainDataError, match="storygen-tags-v1"):
+        train(_cfg(tiny_model_dir, old, tmp_path / "run"), progress=False)
+    assert not (tmp_path / "run" / "adapter_model.safetensors").exists()
