@@ -91,3 +91,15 @@ def test_same_seed_same_draws_other_seed_differs():
 
     assert draws(settings) == draws(settings)
     assert draws(settings) != draws(SamplingConfig(top_k=0, top_p=1.0, temperature=1.5, seed=12))
+
+
+@pytest.mark.parametrize("top_p", [0.5, 0.25, 0.75])
+def test_a_token_whose_cumulative_mass_is_exactly_one_minus_top_p_is_dropped(top_p):
+    """Four equally likely tokens: the low tail whose mass is exactly 1 - top_p goes, as in
+    transformers' TopPLogitsWarper (cumulative <= 1 - top_p), keeping top_p of the mass."""
+    logits = np.zeros(4, dtype=np.float32)
+    settings = SamplingConfig(temperature=1.0, top_p=top_p, top_k=0, repetition_penalty=1.0)
+    ids, probs = Sampler(settings).candidates(logits)
+    reference = reference_distribution(logits, [], settings)
+    assert len(ids) == round(4 * top_p) == np.count_nonzero(reference)
+    np.testing.assert_allclose(np.sort(probs), np.sort(reference[reference > 0]))
