@@ -59,6 +59,8 @@ PLAN_TOKENS = 256
 MAX_PREFIX_TOKENS = 2048
 """The longest story text Continue takes (its prompt pass cannot be stopped, so it is bounded)."""
 _CHARS_PER_TOKEN_MAX = 12  # no tokenizer needs this many characters a token: a cheap first check
+_FORMAT_ESCAPE = re.compile(r"\\([\\;,()|])")
+"""A backslash before a character the prompt format escapes: format, never story text."""
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]*]*(?=\s|$)")
 
 
@@ -178,14 +180,15 @@ class IncrementalText:
 
 
 def clean_story(text: str, finished: bool) -> str:
-    """Make model output fit to read: no markers or echoed request, no half sentence at the end.
+    """Make model output fit to read: no markers, format escapes or echoed request, no half
+    sentence at the end.
 
     ``finished`` says the model ended the story itself (EOS); otherwise the tail is cut back to
     the last complete sentence.
     """
     for marker in (REQUEST_MARKER, PLAN_MARKER):  # the model started a new request: it is over
         text = text.split(marker, 1)[0]
-    text = strip_markers(text)
+    text = _FORMAT_ESCAPE.sub(r"\1", strip_markers(text))  # "\," copied from an escaped plan
     lines = text.strip().splitlines()
     field_line = re.compile(rf"^({'|'.join(map(re.escape, FIELDS))}): ")
     while lines and (field_line.match(lines[0]) or not lines[0].strip()):

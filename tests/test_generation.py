@@ -245,6 +245,13 @@ def test_incremental_text_adds_whole_characters_only(tiny_backend):
         ("One. Two", False, "One."),
         ("One. Two.", False, "One. Two."),
         ("no sentence end", False, "no sentence end"),
+        (
+            "Mara\\, alone \\(again\\)\\; a \\\\ and \\| end.",
+            True,
+            "Mara, alone (again); a \\ and | end.",
+        ),
+        ("<|plan|>\n1. Mara waits.", True, ""),
+        ("A.<|plan|>B.", True, "A."),
     ],
 )
 def test_clean_story(raw, finished, clean):
