@@ -295,8 +295,11 @@ def chat_prompt(
         content = f"{CHAT_PLAN_INSTRUCTION}\n\n{fields_text}"
     else:
         content = f"{CHAT_INSTRUCTION}\n\n{fields_text}"
-        if plan is not None:
-            content += f"\n\n{CHAT_FOLLOW_PLAN}\n{render_plan(validate_plan(plan))}".rstrip("\n")
+        if plan is not None:  # plain lines: a chat model reads text, not the tagged format
+            plan = validate_plan(plan)
+            lines = [f"{PREMISE}: {plan.premise}"] if plan.premise else []
+            lines += [f"{i}. {beat}" for i, beat in enumerate(plan.beats, 1)]
+            content += f"\n\n{CHAT_FOLLOW_PLAN}\n" + "\n".join(lines)
     rendered = env.from_string(template).render(
         messages=[{"role": "user", "content": _CONTENT_SLOT}],
         add_generation_prompt=True,

@@ -2,6 +2,8 @@
 
 import re
 
+import pytest
+
 from storygen.generation import render_plan_text
 from storygen.prompt_format import (
     FIELDS,
@@ -205,3 +207,91 @@ def test_version_1_prompts_are_the_old_bytes(request_two_characters):
         "length: flash (about 150 words)\n"
         "<|story|>\n"
     )
+
+
+# A chat template in the style of SmolLM2's (ChatML), with block tags on their own lines.
+CHATML = (
+    "{% for m in messages %}\n"
+    "  {% if m['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}\n"
+    "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}\n"
+    "{% if add_generation_prompt %}\n<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_the_chat_prompt_puts_the_request_in_the_template_as_plain_text(request_two_characters):
+    from storygen.prompt_format import (
+        CHAT_FOLLOW_PLAN,
+        CHAT_INSTRUCTION,
+        CHAT_PLAN_INSTRUCTION,
+        chat_prompt,
+    )
+
+    req = validate(request_two_characters)
+    prompt = chat_prompt(req, CHATML, {})
+    assert prompt.style == "chat"
+    (before, s1), (content, s2), (after, s3) = prompt.parts
+    # Block tags on their own lines leave no blank lines or indentation (trim and lstrip).
+    assert (before, after) == ("<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n")
+    assert (s1, s2, s3) == (True, False, True)  # only the template's pieces may be special
+    assert content.startswith(CHAT_INSTRUCTION + "\n\ngenre: mystery\n")
+    assert "characters: Mara (stubborn, kind); Jonah (curious)" in content
+    asks = chat_prompt(req, CHATML, {}, task="plan").parts[1][0]
+    assert asks.startswith(CHAT_PLAN_INSTRUCTION + "\n\n") and "exposition" in asks
+    plan = Plan("A keeper, alone", ["Mara lights the lamp, again.", "A ship (lost) returns."])
+    planned = chat_prompt(req, CHATML, {}, plan=plan).parts[1][0]
+    assert planned.endswith(
+        f"\n\n{CHAT_FOLLOW_PLAN}\npremise: A keeper, alone\n"
+        "1. Mara lights the lamp, again.\n2. A ship (lost) returns."
+    )
+
+
+def test_a_chat_template_that_hides_or_repeats_the_message_is_refused():
+    from storygen.prompt_format import chat_prompt
+
+    req = StoryRequest(genre="mystery")
+    with pytest.raises(ValueError, match="exactly once"):
+        chat_prompt(req, "<|im_start|>assistant\n", {})
+    twice = "{% for m in messages %}{{ m['content'] }}{{ m['content'] }}{% endfor %}"
+    with pytest.raises(ValueError, match="exactly once"):
+        chat_prompt(req, twice, {})
+    with pytest.raises(ValueError, match="chat template: no user"):
+        chat_prompt(req, "{{ raise_exception('no user') }}", {})
+    bos = chat_prompt(
+        req,
+        "{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}",
+        {"bos_token": "<s>"},
+    )
+    assert bos.parts[0] == ("<s>", True) and len(bos.parts) == 2
+
+
+def test_a_plan_renders_as_a_premise_line_and_numbered_escaped_beats():
+    from storygen.prompt_format import render_plan
+
+    plan = Plan("A keeper, alone", ["Mara (kind) waits.", "A ship | returns."])
+    assert render_plan(plan) == (
+        "premise: A keeper\\, alone\n1. Mara \\(kind\\) waits.\n2. A ship \\| returns.\n"
+    )
+    assert render_plan(Plan("", ["Only a beat."])) == "1. Only a beat.\n"
+
+
+def test_a_training_example_written_from_a_plan_carries_the_plan(request_two_characters):
+    req = validate(request_two_characters)
+    plan = Plan("A keeper.", ["Mara waits."])
+    prompt, completion = render_example(req, "The end.", plan)
+    assert prompt == render_request(req, plan=plan) and PLAN_MARKER in prompt
+    assert prompt.endswith("premise: A keeper.\n1. Mara waits.\n<|story|>\n")
+    assert completion == "The end."
+
+
+def test_extending_a_prompt_adds_plain_text_and_keeps_its_style():
+    from storygen.prompt_format import Prompt
+
+    chat = Prompt((("<|im_start|>assistant\n", True),), "chat")
+    assert chat.extended("Once") == Prompt(
+        (("<|im_start|>assistant\n", True), ("Once", False)), "chat"
+    )
+    tagged = Prompt((("<|story|>\n", False),), "tagged")
+    assert tagged.extended("Once") == Prompt((("<|story|>\nOnce", False),), "tagged")
+    assert tagged.extended("") is tagged
+    assert Prompt((), "chat").extended("x") == Prompt((("x", False),), "chat")
