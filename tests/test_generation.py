@@ -341,7 +341,7 @@ def test_the_plan_streams_then_arrives_parsed_with_provenance(tiny_backend):
     assert last.plan is not None and last.plan.beats and last.plan.origin == "model"
     assert last.text == render_plan_text(last.plan)
     assert last.provenance["request"]["arc"] == "man in a hole"
-    assert last.provenance["prompt_format"] == V2 and last.provenance["new_tokens"] <= 40
+    assert last.provenance["prompt_format"] == V2 and 0 < last.provenance["new_tokens"] <= 40
     assert (
         generate_plan(tiny_backend, PLAN_REQUEST, PLAN_SETTINGS) == last.plan
     )  # same seed, same plan
@@ -382,8 +382,62 @@ def test_a_models_plan_is_cut_to_size_and_an_empty_one_is_refused():
     with pytest.raises(RequestError) as none:
         plan_from_text("  \n premise: only a premise \n")
     assert "no usable plan" in none.value.errors["plan"]
+    assert none.value.errors["plan"].endswith("try another seed, or write the beats yourself")
 
 
 def test_parse_plan_reads_the_models_escaped_text_up_to_the_story():
     text = "premise: A \\(small\\) start\n1. Mara\\; alone\n2) a storm\n- rescue\n<|story|>\n3. no"
     assert parse_plan(text) == Plan("A (small) start", ["Mara; alone", "a storm", "rescue"])
+
+
+def test_decode_spends_exactly_its_budget_and_records_what_it_did(tiny_backend):
+    """Every step yields the tokens so far; the last says why it ended. With EOS ignored the
+    whole budget is spent, not a token more, and the stats say how many and how long."""
+    stats = DecodeStats()
+    steps = [
+        (len(ids), reason)
+        for ids, reason in decode(
+            tiny_backend, PLAIN("Once"), SamplingConfig(seed=1), 6, None, stats, stop_on_eos=False
+        )
+    ]
+    assert steps == [(1, ""), (2, ""), (3, ""), (4, ""), (5, ""), (6, ""), (6, "length")]
+    assert stats.new_tokens == 6 and stats.prompt_tokens > 0
+    assert 0 < stats.first_token_s <= stats.seconds < 60
+
+
+# The tiny model, hot (temperature 2) with seed 4, writes its end-of-text token within 60.
+HOT = SamplingConfig(seed=4, temperature=2.0, top_k=0, top_p=1.0)
+
+
+def test_decode_ends_at_the_models_end_of_text_unless_told_to_ignore_it(tiny_backend):
+    ended = [(len(ids), r) for ids, r in decode(tiny_backend, PLAIN("Once"), HOT, 60)]
+    assert ended[-1][1] == "eos" and ended[-1][0] < 60  # stop_on_eos is the default
+    spent = [
+        (len(ids), r) for ids, r in decode(tiny_backend, PLAIN("Once"), HOT, 60, stop_on_eos=False)
+    ]
+    assert spent[-1] == (60, "length")
+    assert [n for n, _ in spent[: len(ended) - 1]] == [n for n, _ in ended[:-1]]
+
+
+def test_repetition_guard_boundaries():
+    """A loop is a block repeated back to back: at least three copies and 16 tokens, a block of
+    at most 48 tokens; the story is cut where the second copy starts."""
+    assert repetition_start([5] * 16) == 1 and repetition_start([5] * 15) is None
+    block8 = list(range(100, 108))
+    assert repetition_start(block8 * 3) == 8  # exactly three copies and nothing before
+    assert repetition_start(block8 * 2) is None
+    assert repetition_start([1, 2] + block8 * 3) == 10
+    other = [9] * 8
+    assert repetition_start(block8 + other + block8) is None  # the middle copy differs
+    block48, block49 = list(range(48)), list(range(49))
+    assert repetition_start([7] + block48 * 3) == 49
+    assert repetition_start(block49 * 3) is None  # longer than any block looked for
+    assert repetition_start(block49 * 3, max_period=49) == 49
+    assert repetition_start([5] * 16, min_span=17) is None
+
+
+def test_stop_ends_the_plan_too(tiny_backend):
+    stop = threading.Event()
+    stop.set()  # pressed before the first token: no beat, so no plan
+    with pytest.raises(RequestError, match="no usable plan"):
+        list(stream_plan(tiny_backend, PLAN_REQUEST, PLAN_SETTINGS, stop))

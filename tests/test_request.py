@@ -203,3 +203,15 @@ def test_plain_json_characters_and_a_setting_string_are_read():
         Character("Ed", ["x"]),
     ]
     assert req.setting == Setting("a lighthouse", "")
+
+
+def test_a_plan_as_json_and_a_models_text_without_control_characters():
+    from storygen.request import Plan, remove_controls
+
+    plan = Plan("A keeper.", ["Mara waits.", "A ship."], "edited")
+    assert plan.to_dict() == {
+        "premise": "A keeper.",
+        "beats": ["Mara waits.", "A ship."],
+        "origin": "edited",
+    }
+    assert remove_controls("a\x00b\nc\td\x07\x7f\x85e") == "ab\nc\tde"
