@@ -39,7 +39,9 @@ FORM = [
     "",
     "short",
     "",
+    "",
 ]
+"""The Write form in the order of /write's parameters (characters ... prompt, arc)."""
 
 
 def _port() -> int:
@@ -127,7 +129,7 @@ def main(argv=None) -> None:
     parser.add_argument("--tokens", type=int, default=0, help="max new tokens (0: from length)")
     parser.add_argument("--skip-nf4-start", action="store_true")
     args = parser.parse_args(argv)
-    form = [*FORM[:8], args.length, FORM[9]]
+    form = [*FORM[:8], args.length, *FORM[9:]]
     starts = []
     with tempfile.TemporaryDirectory() as d:
         if not args.skip_nf4_start:

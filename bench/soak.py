@@ -52,7 +52,8 @@ SAMPLING = [0.8, 0.92, 50, 1.15, 32]
 """temperature, top_p, top_k, repetition penalty, max new tokens: short stories."""
 NAMES = ["ann", "Zoë", "+1", "=x", "a,b", 'q"t']
 """Annotator ID stems (a counter follows): formulas, commas and quotes must round-trip too."""
-FORM = ["Mara: stubborn, kind", "a lighthouse", "", "mystery", "", "", "", "", "flash", ""]
+FORM = ["Mara: stubborn, kind", "a lighthouse", "", "mystery", "", "", "", "", "flash", "", ""]
+"""The Write form in the order of /write's parameters (characters ... prompt, arc)."""
 
 
 @dataclass

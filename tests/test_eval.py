@@ -228,7 +228,12 @@ def test_comparison_writes_reports_and_resumes(comparison, tmp_path, monkeypatch
         assert 0 <= r["distinct_2"] <= 1 and 0 <= r["adherence"] <= 1
     table = (out / "results.md").read_text()
     for r in results:  # each system's row, with its own figures
-        assert f"| {r['system']} | {r['token_ppl']:.3f} | {r['word_ppl']:.3f} |" in table
+        ci = r["ci95"]["token_ppl"]
+        assert ci[0] <= r["token_ppl"] <= ci[1]
+        assert (
+            f"| {r['system']} | {r['token_ppl']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | "
+            f"{r['word_ppl']:.3f} |" in table
+        )
     png = out / "metrics.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from PIL import Image
