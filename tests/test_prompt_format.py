@@ -240,17 +240,23 @@ def test_the_chat_prompt_puts_the_request_in_the_template_as_plain_text(request_
     assert asks.startswith(CHAT_PLAN_INSTRUCTION + "\n\n") and "exposition" in asks
     plan = Plan("A keeper, alone", ["Mara lights the lamp, again.", "A ship (lost) returns."])
     planned = chat_prompt(req, CHATML, {}, plan=plan).parts[1][0]
+    assert planned.startswith(CHAT_INSTRUCTION + "\n\ngenre: mystery\n")
     assert planned.endswith(
         f"\n\n{CHAT_FOLLOW_PLAN}\npremise: A keeper, alone\n"
         "1. Mara lights the lamp, again.\n2. A ship (lost) returns."
     )
+    no_premise = chat_prompt(req, CHATML, {}, plan=Plan("", ["Mara waits."])).parts[1][0]
+    assert no_premise.endswith(f"\n\n{CHAT_FOLLOW_PLAN}\n1. Mara waits.")
+    # Templates may use loop controls, as transformers allows.
+    first_only = "{% for m in messages %}{{ m['content'] }}{% break %}{% endfor %}"
+    assert chat_prompt(req, first_only, {}).parts[0][0].startswith(CHAT_INSTRUCTION)
 
 
 def test_a_chat_template_that_hides_or_repeats_the_message_is_refused():
     from storygen.prompt_format import chat_prompt
 
     req = StoryRequest(genre="mystery")
-    with pytest.raises(ValueError, match="exactly once"):
+    with pytest.raises(ValueError, match="^the chat template does not show the user's message"):
         chat_prompt(req, "<|im_start|>assistant\n", {})
     twice = "{% for m in messages %}{{ m['content'] }}{{ m['content'] }}{% endfor %}"
     with pytest.raises(ValueError, match="exactly once"):
