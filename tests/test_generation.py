@@ -441,3 +441,45 @@ def test_stop_ends_the_plan_too(tiny_backend):
     stop.set()  # pressed before the first token: no beat, so no plan
     with pytest.raises(RequestError, match="no usable plan"):
         list(stream_plan(tiny_backend, PLAN_REQUEST, PLAN_SETTINGS, stop))
+
+
+def test_provenance_names_exactly_what_made_the_story_and_the_plan(tiny_backend):
+    """Readers of provenance (drafts, downloads, the vote log) look keys up by name."""
+    plan = Plan("A keeper.", ["Mara waits.", "A ship."])
+    with_plan = generate_story(tiny_backend, PLAN_REQUEST, PLAN_SETTINGS, plan=plan)
+    without = generate_story(tiny_backend, PLAN_REQUEST, PLAN_SETTINGS)
+    p = with_plan.provenance
+    assert set(p) == {
+        *tiny_backend.provenance(),
+        "sampling",
+        "prompt_style",
+        "request",
+        "plan",
+        "stop_reason",
+        "continued_from_chars",
+        "prompt_tokens",
+        "new_tokens",
+        "seconds",
+        "first_token_s",
+    }
+    assert p["sampling"] == PLAN_SETTINGS.to_dict() and p["prompt_style"] == "tagged"
+    assert p["stop_reason"] in ("eos", "length", "repetition") and p["continued_from_chars"] == 0
+    assert p["seconds"] == round(p["seconds"], 3) and p["first_token_s"] <= p["seconds"]
+    # The plan is in the prompt the model read, not only in the record.
+    plan_tokens = len(tiny_backend.tokenize(tiny_backend.prompt(PLAN_REQUEST, plan=plan)))
+    assert p["prompt_tokens"] == plan_tokens > without.provenance["prompt_tokens"]
+    planned = list(stream_plan(tiny_backend, PLAN_REQUEST, PLAN_SETTINGS))[-1]
+    assert set(planned.provenance) == {
+        *tiny_backend.provenance(),
+        "sampling",
+        "prompt_style",
+        "request",
+        "stop_reason",
+        "new_tokens",
+        "seconds",
+    }
+    assert planned.delta == "" and planned.provenance["seconds"] == round(
+        planned.provenance["seconds"], 3
+    )
+    assert render_plan_text(Plan("", ["a", "b"])) == "1. a\n2. b"
+    assert render_plan_text(Plan("P", ["a"])) == "Premise: P\n1. a"
