@@ -258,25 +258,30 @@ def write_tab(services: Services) -> None:
     # Stop is offered only while a story is written: shown first, hidden when it ends. (A
     # second listener on the same click does not run while the first streams, so it is chained.)
     private = dict(queue=False, api_visibility="private")
+
+    def show_stop():
+        # Reset as well as show: a late "Stopping…" from the last story may still be on it.
+        return gr.Button("Stop", visible=True, interactive=True)
+
     for button, api_name, new_seed, from_story in (
         (go, "write", False, False),
         (regen, "regenerate", True, False),
         (cont, "continue", False, True),
     ):
-        button.click(lambda: gr.Button(visible=True), None, stop, **private).then(
+        button.click(show_stop, None, stop, **private).then(
             run(new_seed, from_story), inputs, outputs, api_name=api_name, concurrency_id="gen"
         ).then(write.drafts_table, drafts, drafts_view, api_visibility="private").then(
             lambda: gr.Button(visible=False), None, stop, **private
         )
     plan_inputs = [*form, *settings, seed, randomize, plan_box, model_plan]
-    plan_btn.click(lambda: gr.Button(visible=True), None, stop, **private).then(
+    plan_btn.click(show_stop, None, stop, **private).then(
         make_plan,
         plan_inputs,
         [plan_box, plan_status, seed, model_plan],
         api_name="plan",
         concurrency_id="gen",
     ).then(lambda: gr.Button(visible=False), None, stop, **private)
-    from_plan.click(lambda: gr.Button(visible=True), None, stop, **private).then(
+    from_plan.click(show_stop, None, stop, **private).then(
         write_from_plan,
         [*form, *settings, seed, randomize, plan_box, drafts, model_plan],
         outputs,
@@ -288,12 +293,16 @@ def write_tab(services: Services) -> None:
 
     def stop_writing(request: gr.Request):
         # The story ends between two tokens and arrives cleaned, as a draft; its engine slot is
-        # free at once (cancelling Gradio's task would leave the generator holding it).
-        if services.stop(request.session_hash):
-            return "Stopping…"
-        return "Nothing is being written."
+        # free at once (cancelling Gradio's task would leave the generator holding it). The
+        # answer goes on the button, never the status line: it may arrive after the story's
+        # own last status ("Stopped: …") and would overwrite it.
+        stopping = services.stop(request.session_hash)
+        message = "Stopping…" if stopping else "Nothing is being written."
+        return gr.Button(message, interactive=False), message
 
-    stop.click(stop_writing, None, status, api_name="stop")
+    # The same answer for API clients, which get no value from a button.
+    stop_answer = gr.Textbox(visible=False)
+    stop.click(stop_writing, None, [stop, stop_answer], api_name="stop")
 
     def download(story, file_format, drafts):
         return write.export(story, file_format, drafts)

@@ -130,13 +130,23 @@ class PacedBackend(TransformersBackend):
             yield token
 
 
+class LateStopServices(Services):
+    """Stop's own answer arrives a second after the story has already ended: the order a busy
+    server can give, which once left the status at "Stopping…" over the story's "Stopped"."""
+
+    def stop(self, session):
+        stopped = super().stop(session)
+        time.sleep(1.0)
+        return stopped
+
+
 def test_stop_is_offered_while_writing_and_keeps_the_story_as_an_unfinished_draft(
     tiny_lm, tmp_path
 ):
     from playwright.sync_api import expect, sync_playwright
 
     config = AppConfig(votes_csv=tmp_path / "votes.csv", pairs=None)
-    demo = build_app(Services(config, backend=PacedBackend(tiny_lm)))
+    demo = build_app(LateStopServices(config, backend=PacedBackend(tiny_lm)))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -155,6 +165,15 @@ def test_stop_is_offered_while_writing_and_keeps_the_story_as_an_unfinished_draf
             stop.click()
             expect(page.locator("#write-status")).to_contain_text("Stopped", timeout=10_000)
             expect(stop).to_be_hidden(timeout=10_000)
+            page.wait_for_timeout(2000)  # Stop's late answer has come by now
+            expect(page.locator("#write-status")).to_contain_text("Stopped")
+            expect(stop).to_be_hidden()
+            page.locator("#write-btn").click()  # the next story offers a fresh Stop
+            expect(stop).to_be_visible(timeout=10_000)
+            expect(stop).to_have_text("Stop")
+            expect(stop).to_be_enabled()
+            stop.click()
+            expect(page.locator("#write-status")).to_contain_text("Stopped", timeout=10_000)
             assert page.get_by_text("(unfinished)").count() >= 1  # kept in the drafts
             browser.close()
     finally:
