@@ -100,7 +100,7 @@ def repetition_start(ids: list[int], min_span: int = 16, max_period: int = 48) -
     for period in range(1, max_period + 1):
         copies = max(3, -(-min_span // period))
         if n < copies * period:
-            break
+            continue  # not break: copies * period is not monotone (period 5 needs 20, 6 needs 18)
         block = ids[n - period :]
         if all(ids[n - (k + 1) * period : n - k * period] == block for k in range(1, copies)):
             start = n - copies * period
@@ -259,17 +259,14 @@ def stream_story(
         for ids, reason in steps:
             if reason:
                 break
-            text = text_of(ids)
-            text = (
-                prefix + text.split(REQUEST_MARKER, 1)[0].lstrip(" ")
-                if prefix
-                else text.split(REQUEST_MARKER, 1)[0]
-            )
+            # The model's own leading spaces are dropped: the glue after the prefix (or nothing)
+            # stands for them, as in the final story.
+            text = prefix + text_of(ids).split(REQUEST_MARKER, 1)[0].lstrip(" ")
             if len(text) > len(shown) and text.startswith(shown):
                 delta, shown = text[len(shown) :], text
                 yield StoryUpdate(delta, shown)
     raw = backend.detokenize(ids)
-    story_text = clean_story(prefix + raw.lstrip(" ") if prefix else raw, finished=reason == "eos")
+    story_text = clean_story(prefix + raw.lstrip(" "), finished=reason == "eos")
     provenance = {
         **backend.provenance(),
         "sampling": sampling.to_dict(),

@@ -1,9 +1,11 @@
 """Streaming generation on the tiny in-process model: seeds, stop, cleaning, provenance."""
 
 import threading
+import time
 
 import pytest
 
+from storygen.backends.base import Backend
 from storygen.backends.hf import TransformersBackend
 from storygen.config import ConfigError, SamplingConfig
 from storygen.generation import (
@@ -483,3 +485,126 @@ def test_provenance_names_exactly_what_made_the_story_and_the_plan(tiny_backend)
     )
     assert render_plan_text(Plan("", ["a", "b"])) == "1. a\n2. b"
     assert render_plan_text(Plan("P", ["a"])) == "Premise: P\n1. a"
+
+
+class ScriptedBackend(Backend):
+    """An engine whose tokens are given pieces of text, to pin down exactly how the story's
+    text is put together from them (the tiny model's text is random). It records what the
+    decoding loop asked of it: the budget, whether to stop at EOS, and how many tokens it gave.
+    """
+
+    name = "scripted"
+
+    def __init__(self, pieces, end=None, pause=0.0):
+        from storygen.config import ModelSpec
+
+        self.spec, self.base_id = ModelSpec(base="scripted", adapter=None), "scripted"
+        self.pieces, self.end, self.pause = pieces, end, pause
+        self.asked: list[tuple[int, bool]] = []
+        self.given = 0
+
+    def chat_template(self):
+        return None
+
+    def tokens(self, prompt, sampling, budget, stats, stop_on_eos=True):
+        self.asked.append((budget, stop_on_eos))
+        for piece in self.pieces:  # more than the budget, if the script says so
+            time.sleep(self.pause)
+            self.given += 1
+            yield piece
+        return self.end
+
+    def detokenize(self, tokens):
+        return "".join(tokens)
+
+    def count_tokens(self, text):
+        return len(text.split())
+
+
+STORY_REQUEST = StoryRequest(genre="mystery", length="flash")
+
+
+def test_the_streamed_text_is_the_prefix_the_glue_and_the_models_text_without_its_spaces():
+    cases = [  # (prefix, the model's pieces, streamed texts, final story)
+        ("", [" Once", " upon."], ["Once", "Once upon."], "Once upon."),
+        ("Mara ran.  ", [" Xavier", " hid."], ["Mara ran. Xavier", "Mara ran. Xavier hid."], None),
+        (
+            "The sign said X",
+            [" and", " Y."],
+            ["The sign said X and", "The sign said X and Y."],
+            None,
+        ),
+        ("Mara ran.\n", [" Then", " left."], ["Mara ran.\nThen", "Mara ran.\nThen left."], None),
+        ("Mara ran.", ["\n", "Then."], ["Mara ran. \n", "Mara ran. \nThen."], "Mara ran.\nThen."),
+    ]
+    for prefix, pieces, streamed, final in cases:
+        *updates, last = stream_story(
+            ScriptedBackend(pieces), STORY_REQUEST, SETTINGS, prefix=prefix
+        )
+        texts = [u.text for u in updates]
+        assert texts == streamed
+        assert "".join(u.delta for u in updates) == texts[-1]
+        assert last.story.text == (final or texts[-1])
+    # The glue is one space after a sentence, a line break after a paragraph, never doubled.
+    *_, last = stream_story(ScriptedBackend([" B."]), STORY_REQUEST, SETTINGS, prefix="A. \t ")
+    assert last.story.text == "A. B."
+    *_, last = stream_story(ScriptedBackend(["B."]), STORY_REQUEST, SETTINGS, prefix="  \n ")
+    assert last.story.text == "B." and last.story.provenance["continued_from_chars"] == 0
+
+
+def test_nothing_after_the_models_new_request_is_shown_and_no_empty_update_is_sent():
+    pieces = ["Once.", " Twice.", "<|request|>", "genre: x", "<|request|>", "more"]
+    *updates, last = stream_story(ScriptedBackend(pieces), STORY_REQUEST, SETTINGS)
+    assert [(u.delta, u.text) for u in updates] == [("Once.", "Once."), (" Twice.", "Once. Twice.")]
+    assert last.story.text == "Once. Twice."
+
+
+def test_the_story_asks_the_engine_for_its_budget_and_to_stop_at_eos_unless_told_not_to():
+    from storygen.generation import max_new_tokens
+
+    auto = SamplingConfig(seed=1, max_new_tokens=None)  # the budget comes from the length
+    backend = ScriptedBackend(["A."])
+    generate_story(backend, STORY_REQUEST, auto)
+    list(stream_story(backend, STORY_REQUEST, auto, stop_on_eos=False))
+    budget = max_new_tokens(STORY_REQUEST, auto)
+    assert budget != max_new_tokens(StoryRequest(genre="mystery", length="long"), auto)
+    assert backend.asked == [(budget, True), (budget, False)]
+
+
+def test_a_story_the_engine_ended_is_kept_whole_and_one_cut_short_ends_at_its_last_sentence():
+    pieces = ["It ended.", " The end"]
+    ended = generate_story(ScriptedBackend(pieces, end="eos"), STORY_REQUEST, SETTINGS)
+    assert (ended.text, ended.stop_reason) == ("It ended. The end", "eos")
+    default = generate_story(ScriptedBackend(pieces, end=None), STORY_REQUEST, SETTINGS)
+    assert (default.text, default.stop_reason) == ("It ended. The end", "eos")  # no reason: EOS
+    full = generate_story(ScriptedBackend(pieces, end="length"), STORY_REQUEST, SETTINGS)
+    assert (full.text, full.stop_reason) == ("It ended.", "length")
+
+
+def test_decode_holds_the_budget_itself_whatever_the_engine_gives():
+    backend = ScriptedBackend(["a"] * 10)
+    steps = [(len(ids), r) for ids, r in decode(backend, PLAIN("x"), SETTINGS, 3)]
+    assert steps == [(1, ""), (2, ""), (3, ""), (3, "length")] and backend.given == 3
+
+
+def test_a_plan_ends_at_the_story_marker_with_every_update_growing_the_text():
+    pieces = ["premise: A keeper.\n", "1. Mara waits.\n", "2. A ship.", "\n<|story|>x<|story|>y"]
+    pieces += ["never", "read"]
+    backend = ScriptedBackend(pieces, pause=0.002)
+    *updates, last = stream_plan(backend, STORY_REQUEST, SETTINGS)
+    assert [u.delta for u in updates] == pieces[:3] + ["\n"]
+    assert all(u.text == "".join(pieces[: k + 1])[: len(u.text)] for k, u in enumerate(updates))
+    assert backend.given == 4  # the story marker ends the plan: nothing after it is asked for
+    assert last.plan == Plan("A keeper.", ["Mara waits.", "A ship."], "model")
+    p = last.provenance
+    assert p["stop_reason"] == "eos" and p["new_tokens"] == 4
+    assert 0.008 <= p["seconds"] < 1 and p["seconds"] == round(p["seconds"], 3)
+    assert generate_plan(ScriptedBackend(pieces), STORY_REQUEST, SETTINGS) == last.plan
+
+
+def test_a_loop_of_any_block_length_is_found_as_soon_as_three_copies_are_there():
+    for period in range(1, 30):
+        block = list(range(100, 100 + period))
+        copies = max(3, -(-16 // period))
+        assert repetition_start(block * copies) == period, period
+        assert repetition_start((block * copies)[:-1]) is None, period
