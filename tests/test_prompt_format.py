@@ -301,3 +301,72 @@ def test_extending_a_prompt_adds_plain_text_and_keeps_its_style():
     assert tagged.extended("Once") == Prompt((("<|story|>\nOnce", False),), "tagged")
     assert tagged.extended("") is tagged
     assert Prompt((), "chat").extended("x") == Prompt((("x", False),), "chat")
+
+
+def test_version_1_refuses_the_arc_and_a_plan_by_name_and_an_unknown_version_lists_the_known():
+    from storygen.prompt_format import check_version
+    from storygen.request import RequestError
+
+    why = "the adapter speaks prompt format storygen-tags-v1, which has no {}: use an adapter of "
+    why += "storygen-tags-v2"
+    req = validate(StoryRequest(arc="tragedy", prompt="A key."))
+    with pytest.raises(RequestError) as info:
+        check_version(req, V1, planned=True)
+    assert info.value.errors == {
+        "arc": why.format("arc") + " or leave the arc empty",
+        "plan": why.format("plan") + " or write without a plan",
+    }
+    plain = validate(StoryRequest(prompt="A key."))
+    with pytest.raises(RequestError) as info:  # render_request says the plan is there
+        render_request(plain, V1, Plan("", ["Mara waits."], "person"))
+    assert set(info.value.errors) == {"plan"}
+    check_version(plain, V1)  # nothing new asked: version 1 is fine
+    with pytest.raises(ValueError) as info:
+        check_version(plain, "storygen-tags-v9")
+    assert str(info.value) == (
+        "unknown prompt format 'storygen-tags-v9'; known: storygen-tags-v1, storygen-tags-v2"
+    )
+
+
+def test_the_tagged_prompt_is_one_plain_piece_for_a_story_and_for_a_plan(request_two_characters):
+    from storygen.prompt_format import render_plan_request, tagged_prompt
+
+    req = validate(request_two_characters)
+    story = tagged_prompt(req)
+    assert story.parts == ((render_request(req), False),) and story.style == "tagged"
+    plan = tagged_prompt(req, task="plan")
+    assert plan.parts == ((render_plan_request(req), False),) and plan.style == "tagged"
+
+
+def test_a_character_without_traits_is_its_name_alone():
+    from storygen.prompt_format import request_fields
+
+    req = validate(StoryRequest(characters=[Character("Jonah"), Character("Mara", ["kind"])]))
+    assert request_fields(req)["characters"] == "Jonah; Mara (kind)"
+
+
+def test_a_plan_example_is_the_plan_prompt_and_the_checked_plan(request_two_characters):
+    from storygen.prompt_format import render_plan, render_plan_example, render_plan_request
+    from storygen.request import RequestError
+
+    req = validate(request_two_characters)
+    plan = Plan("A keeper.", ["Mara waits.", "A ship."], "model")
+    assert render_plan_example(req, plan) == (render_plan_request(req), render_plan(plan))
+    with pytest.raises(RequestError):
+        render_plan_example(req, Plan("A keeper.", [], "model"))
+
+
+def test_the_models_plan_ends_at_its_first_story_marker_and_is_checked_unless_asked_not_to():
+    from storygen.request import RequestError
+
+    text = f"{PLAN_MARKER}\n1. Mara waits.\n{STORY_MARKER}\n2. A ship.\n{STORY_MARKER}\n3. No."
+    assert parse_plan(text).beats == ["Mara waits."]
+    too_long = "1. " + "x" * 301
+    with pytest.raises(RequestError):
+        parse_plan(too_long, escaped=False)
+    assert parse_plan(too_long, escaped=False, check=False).beats == ["x" * 301]
+
+
+def test_a_prompt_without_a_length_line_reads_back_as_short():
+    text = f"{REQUEST_MARKER}\ngenre: horror\n{STORY_MARKER}\n"
+    assert parse_request(text) == StoryRequest(genre="horror", length="short")

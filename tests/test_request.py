@@ -7,11 +7,14 @@ import pytest
 from storygen.request import (
     MAX_NAME,
     MAX_PROMPT,
+    PLAN_ORIGINS,
     Character,
+    Plan,
     RequestError,
     Setting,
     StoryRequest,
     validate,
+    validate_plan,
 )
 
 
@@ -215,3 +218,103 @@ def test_a_plan_as_json_and_a_models_text_without_control_characters():
         "origin": "edited",
     }
     assert remove_controls("a\x00b\nc\td\x07\x7f\x85e") == "ab\nc\tde"
+
+
+@pytest.mark.parametrize(
+    "plan, errors",
+    [
+        ("1. Mara waits.", {"plan": "expected a premise and a list of beats"}),
+        (Plan("A keeper.", [], "model"), {"plan.beats": "is empty: give at least one beat"}),
+        (Plan("", ["  ", ""], "person"), {"plan.beats": "is empty: give at least one beat"}),
+        (
+            Plan("A\x07keeper.", ["Mara waits."], "model"),
+            {"plan.premise": "contains a control character ('\\x07')"},
+        ),
+        (
+            Plan("p" * 301, ["Mara waits."], "model"),
+            {"plan.premise": "is too long (301 characters, at most 300)"},
+        ),
+        (
+            Plan("", ["Mara waits.", "b" * 301], "model"),
+            {"plan.beats[1]": "is too long (301 characters, at most 300)"},
+        ),
+        (Plan("", ["a beat"] * 13, "model"), {"plan.beats": "has 13 entries, at most 12"}),
+        (Plan("", 7, "model"), {"plan.beats": "expected a list of text, got int"}),
+        (
+            Plan("", ["Mara waits."], "robot"),
+            {"plan.origin": "is not one of: model, edited, person"},
+        ),
+        (
+            Plan(3, [], ""),
+            {
+                "plan.premise": "expected text, got int",
+                "plan.origin": "is not one of: model, edited, person",
+            },
+        ),
+    ],
+)
+def test_every_refusal_of_a_plan_names_its_part_and_says_exactly_why(plan, errors):
+    with pytest.raises(RequestError) as info:
+        validate_plan(plan)
+    assert info.value.errors == errors
+
+
+@pytest.mark.parametrize("origin", PLAN_ORIGINS)
+def test_a_valid_plan_keeps_its_origin_and_becomes_one_line_a_part(origin):
+    plan = Plan(" A keeper,\nalone. ", ["Mara\twaits\r\nby the lamp.", "", "A ship."], origin)
+    assert validate_plan(plan) == Plan(
+        "A keeper, alone.", ["Mara waits by the lamp.", "A ship."], origin
+    )
+
+
+ARC_LIST = "rags to riches, tragedy, man in a hole, icarus, cinderella, oedipus"
+
+
+@pytest.mark.parametrize(
+    "request_, errors",
+    [
+        (StoryRequest(characters="Mara"), {"characters": "expected a list of characters"}),
+        (
+            StoryRequest(characters=[5, "Mara", Character("Jo")]),
+            {
+                "characters[0]": "expected a character with a name and traits",
+                "characters[1]": "expected a character with a name and traits",
+            },
+        ),
+        (StoryRequest(setting="a lighthouse"), {"setting": "expected a place and an era"}),
+        (
+            StoryRequest(setting=Setting("a\nlighthouse"), prompt="x"),
+            {"setting.place": "contains a control character ('\\n')"},
+        ),
+        (
+            StoryRequest(setting=Setting("a lighthouse", "e" * 121)),
+            {"setting.era": "is too long (121 characters, at most 120)"},
+        ),
+        (
+            StoryRequest(genre="hor\x07ror", prompt="x"),
+            {"genre": "contains a control character ('\\x07')"},
+        ),
+        (
+            StoryRequest(tone="t" * 41, prompt="x"),
+            {"tone": "is too long (41 characters, at most 40)"},
+        ),
+        (StoryRequest(arc="spiral", prompt="x"), {"arc": f"'spiral' is not one of: {ARC_LIST}"}),
+    ],
+)
+def test_validate_refuses_what_from_dict_cannot_build_and_names_it(request_, errors):
+    """``validate`` also takes requests built in code, whose fields may be of any type."""
+    with pytest.raises(RequestError) as info:
+        validate(request_)
+    assert info.value.errors == errors
+
+
+def test_empty_fields_are_left_out_and_the_length_defaults_to_short():
+    for empty in (None, ""):
+        clean = validate(
+            StoryRequest(genre=empty, tone=empty, arc=empty, length=empty, prompt="A key.")
+        )
+        assert clean == StoryRequest(prompt="A key.", length="short")
+    eight = [Character(f"c{i}") for i in range(8)]  # the most characters a request takes
+    assert validate(StoryRequest(characters=eight)).characters == eight
+    prompt = "Line one.\n\tLine two."  # the prompt alone may span lines
+    assert validate(StoryRequest(prompt=prompt)).prompt == "Line one. Line two."
