@@ -14,7 +14,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from story_ui.layout import build_app  # noqa: E402
 from story_ui.services import AppConfig, Services, start_hub_sync  # noqa: E402
 from storygen.cli import add_model_args, model_spec  # noqa: E402
-from storygen.config import ConfigError  # noqa: E402
+from storygen.config import ConfigError, HelpFormatter  # noqa: E402
 
 
 def ensure_embedded_model() -> None:
@@ -34,7 +34,7 @@ def ensure_embedded_model() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_model_args(parser)
     on_spaces = bool(os.environ.get("SPACE_ID"))
     parser.add_argument("--host", default="0.0.0.0" if on_spaces else "127.0.0.1")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from eval.compare import EvalError
+from storygen.config import HelpFormatter
 
 
 def _read_pairs(path: Path) -> tuple[list[str], list[str]]:
@@ -30,13 +31,21 @@ def _read_pairs(path: Path) -> tuple[list[str], list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m eval", description=__doc__, formatter_class=HelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("compare", help="compare systems on one test set (see eval/compare.yaml)")
+    c = sub.add_parser(
+        "compare",
+        formatter_class=HelpFormatter,
+        help="compare systems on one test set (see eval/compare.yaml)",
+    )
     c.add_argument("config", type=Path)
     c.add_argument("--out", type=Path, default=Path("runs/compare"))
     s = sub.add_parser(
-        "score", help="BLEU, ROUGE and diversity of a JSONL of {hypothesis, reference} pairs"
+        "score",
+        formatter_class=HelpFormatter,
+        help="BLEU, ROUGE and diversity of a JSONL of {hypothesis, reference} pairs",
     )
     s.add_argument("pairs", type=Path)
     s.add_argument("--workers", type=int, default=2, help="processes for BLEU and ROUGE")

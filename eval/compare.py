@@ -65,10 +65,21 @@ class Comparison:
         return comparison
 
 
+TEST_SET_FORM = (
+    "a test set is the JSONL that `python -m finetune preprocess` writes (its test.jsonl, or "
+    "valid.jsonl), one story a line with its id, request and completion"
+)
+
+
 def load_test_set(path: Path, limit: int) -> list[dict]:
     """Test items (request + human reference) from a JSONL written by ``finetune preprocess``."""
     if not path.exists():
-        raise EvalError(f"test set {path} does not exist")
+        raise EvalError(f"test set {path} does not exist; {TEST_SET_FORM}")
+    if path.is_dir() or path.suffix.lower() in (".csv", ".parquet", ".wp_source", ".wp_target"):
+        raise EvalError(
+            f"{path}: {TEST_SET_FORM}. Make one from these stories first: python -m finetune "
+            f"preprocess {path} --test-fraction 0.1 --out DIR, then use DIR/test.jsonl"
+        )
     items = []
     with path.open() as f:
         for n, line in enumerate(f, 1):
@@ -87,7 +98,7 @@ def load_test_set(path: Path, limit: int) -> list[dict]:
                 )
             except (ValueError, KeyError, TypeError) as exc:
                 detail = exc.errors if isinstance(exc, RequestError) else exc
-                raise EvalError(f"{path}:{n}: not a test item ({detail})") from exc
+                raise EvalError(f"{path}:{n}: not a test item ({detail}); {TEST_SET_FORM}") from exc
             if len(items) >= limit:
                 break
     if not items:

@@ -10,7 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from finetune.config import TrainConfig
-from storygen.config import QUANTIZATIONS, UNSET, add_fields
+from storygen.config import QUANTIZATIONS, UNSET, HelpFormatter, add_fields
 
 
 def _add_train_flags(parser: argparse.ArgumentParser) -> None:
@@ -19,17 +19,42 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m finetune", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m finetune", description=__doc__, formatter_class=HelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("preprocess", help="WritingPrompts -> tagged train/valid JSONL + report")
+    p = sub.add_parser(
+        "preprocess",
+        formatter_class=HelpFormatter,
+        help="WritingPrompts -> tagged train/valid/test JSONL + report",
+    )
     p.add_argument(
         "source",
         help="CSV/JSONL/Parquet file, a .wp_source/.wp_target folder, or "
         "hub:euclaise/writingprompts",
     )
     p.add_argument("--out", type=Path, default=Path("runs/data"))
-    p.add_argument("--split", default="train", help="split name for the original .wp files")
-    p.add_argument("--valid-fraction", type=float, default=0.1)
+    p.add_argument(
+        "--split",
+        default="all",
+        choices=["all", "train", "valid", "test"],
+        help="which original split of a .wp_source/.wp_target folder to read (all: each one it "
+        "has, written to its own file); other sources are one body of stories",
+    )
+    p.add_argument(
+        "--valid-fraction",
+        type=float,
+        default=0.1,
+        help="share of the train stories held out as valid.jsonl, when the source has no "
+        "valid split of its own",
+    )
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.0,
+        help="share of the train stories held out as test.jsonl, when the source has no test "
+        "split of its own",
+    )
     p.add_argument("--word-budget", type=int, default=1000)
     p.add_argument(
         "--workers",
@@ -38,13 +63,23 @@ def main(argv: list[str] | None = None) -> int:
         help="processes that clean and tag (default: one per core, %(default)s here); "
         "the output does not depend on it",
     )
-    p.add_argument("--limit", type=int, default=None)
-    t = sub.add_parser("train", help="QLoRA fine-tuning on preprocessed data")
+    p.add_argument("--limit", type=int, default=None, help="read at most this many pairs")
+    t = sub.add_parser(
+        "train", formatter_class=HelpFormatter, help="QLoRA fine-tuning on preprocessed data"
+    )
     _add_train_flags(t)
-    x = sub.add_parser("export-gguf", help="write an adapter's GGUF form for the llama.cpp backend")
+    x = sub.add_parser(
+        "export-gguf",
+        formatter_class=HelpFormatter,
+        help="write an adapter's GGUF form for the llama.cpp backend",
+    )
     x.add_argument("adapter_dir", type=Path, help="a folder written by `finetune train`")
     x.add_argument("--out", type=Path, default=None, help="default: ADAPTER_DIR/adapter_model.gguf")
-    a = sub.add_parser("tagger-accuracy", help="score the tagger on the hand-labelled set")
+    a = sub.add_parser(
+        "tagger-accuracy",
+        formatter_class=HelpFormatter,
+        help="score the tagger on the hand-labelled set",
+    )
     a.add_argument(
         "--gold", type=Path, default=Path(__file__).parent / "gold" / "tagger_gold.jsonl"
     )
@@ -77,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.word_budget,
                 workers=args.workers,
                 limit=args.limit,
+                test_fraction=args.test_fraction,
             )
         except DataError as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -20,7 +20,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from finetune.clean import clean_pair, fingerprint, truncate_words
-from finetune.data import RawPair, iter_pairs
+from finetune.data import SPLITS, DataError, RawPair, iter_pairs
 from storygen.arcs import extract_beats
 from storygen.prompt_format import PROMPT_FORMAT_VERSION, render_example, render_plan_example
 from storygen.request import MAX_PLOT_POINT, MAX_PROMPT, RequestError, Setting, validate
@@ -43,6 +43,9 @@ class BuildReport:
     kept: int = 0
     train: int = 0
     valid: int = 0
+    test: int = 0
+    splits: dict[str, str] = field(default_factory=dict)
+    """Where each written split comes from: an original split, or a seeded share of train."""
     dropped: Counter = field(default_factory=Counter)
     prompt_tags: Counter = field(default_factory=Counter)
     fields: Counter = field(default_factory=Counter)
@@ -54,6 +57,8 @@ class BuildReport:
             "kept": self.kept,
             "train": self.train,
             "valid": self.valid,
+            "test": self.test,
+            "splits": self.splits,
             "dropped": dict(self.dropped.most_common()),
             "prompt_tags": dict(self.prompt_tags.most_common()),
             "fields_present": dict(self.fields.most_common()),
@@ -136,17 +141,17 @@ def _present(request: dict) -> list[str]:
     return [k for k, v in request.items() if (any(v.values()) if k == "setting" else v)]
 
 
-def _work(args: tuple[tuple[list[str], list[str], list[str]], int, float, float]) -> list[tuple]:
+def _work(args: tuple[tuple[list[str], ...], int, float, dict[str, tuple[float, float]]]) -> list:
     """Worker side: everything per pair, including the JSON line, so that the parent process
-    only de-duplicates, counts and writes. Batches travel as three lists of strings (pickling
-    those is much cheaper than pickling dataclasses). Returns one tuple per pair:
-    (fingerprint or None, why dropped, prompt tags, fields present, JSON line, is validation)."""
-    (prompts, stories, ids), budget, dropout, valid_fraction = args
+    only de-duplicates, counts and writes. Batches travel as lists of strings (pickling those
+    is much cheaper than pickling dataclasses). Returns one tuple per pair: (fingerprint or
+    None, why dropped, prompt tags, fields present, JSON line, the split it goes to)."""
+    (prompts, stories, ids, origins), budget, dropout, bands = args
     out = []
-    for raw in map(RawPair, prompts, stories, ids):
+    for raw, origin in zip(map(RawPair, prompts, stories, ids), origins, strict=True):
         example, why = make_example(raw, budget, dropout)
         if example is None:
-            out.append((None, why, (), (), "", False))
+            out.append((None, why, (), (), "", ""))
             continue
         key = example["fingerprint"]
         out.append(
@@ -158,16 +163,63 @@ def _work(args: tuple[tuple[list[str], list[str], list[str]], int, float, float]
                 + ["plan task"] * bool(example["tasks"])
                 + ["written from plan"] * example["planned"],
                 json.dumps(example),
-                _unit(key, "split") < valid_fraction,
+                _split_of(key, origin, bands),
             )
         )
     return out
 
 
+def _split_of(key: str, origin: str, bands: dict[str, tuple[float, float]]) -> str:
+    """A row of an original valid or test split stays there; a train row goes to a carved
+    split when its seeded number falls in that split's band (valid [0, v), test [v, v + t)),
+    so that adding a test split leaves the validation rows as they were."""
+    if origin != "train":
+        return origin
+    u = _unit(key, "split")
+    for name, (low, high) in bands.items():
+        if low <= u < high:
+            return name
+    return "train"
+
+
 def _batches(pairs: Iterable[RawPair], size: int) -> Iterator[tuple[list[str], ...]]:
     it = iter(pairs)
     while batch := list(islice(it, size)):
-        yield [p.prompt for p in batch], [p.story for p in batch], [p.source_id for p in batch]
+        pairs_, origins = [p for p, _ in batch], [o for _, o in batch]
+        yield (
+            [p.prompt for p in pairs_],
+            [p.story for p in pairs_],
+            [p.source_id for p in pairs_],
+            origins,
+        )
+
+
+def _read(source: str | Path, split: str) -> tuple[Iterator[tuple[RawPair, str]], list[str]]:
+    """The pairs to build, each with the original split it comes from, and those splits.
+
+    A folder of the original release is read split by split (``all``: every split it has);
+    any other source is one body of stories, read as train."""
+    text = str(source)
+    folder = None if text.startswith("hub:") else Path(source)
+    if folder is not None and folder.is_dir():
+        names = [s for s in SPLITS if (folder / f"{s}.wp_source").exists()]
+        chosen = names if split == "all" else [split]
+        if not chosen:
+            raise DataError(
+                f"{folder}: expected NAME.wp_source and NAME.wp_target for at least one of "
+                f"{', '.join(SPLITS)}"
+            )
+        pairs = ((pair, name) for name in chosen for pair in iter_pairs(folder, name))
+        return pairs, chosen
+    if folder is not None and folder.suffix.lower() in (".wp_source", ".wp_target"):
+        name = folder.name.split(".")[0]
+        return ((pair, name) for pair in iter_pairs(source)), [name]
+    if split not in ("all", "train"):
+        raise DataError(
+            f"{source}: --split {split} names an original split of a .wp folder; this source has "
+            "none: its stories are split by --valid-fraction and --test-fraction"
+        )
+    return ((pair, "train") for pair in iter_pairs(source)), ["train"]
 
 
 def _bounded_map(pool: ProcessPoolExecutor, fn, jobs: Iterable, inflight: int) -> Iterator:
@@ -185,49 +237,91 @@ def _bounded_map(pool: ProcessPoolExecutor, fn, jobs: Iterable, inflight: int) -
 def build(
     source: str | Path,
     out_dir: Path,
-    split: str = "train",
+    split: str = "all",
     valid_fraction: float = 0.1,
     word_budget: int = 1000,
     field_dropout: float = 0.15,
     workers: int = 1,
     limit: int | None = None,
     progress: bool = True,
+    test_fraction: float = 0.0,
 ) -> BuildReport:
-    """Write ``train.jsonl``, ``valid.jsonl`` and ``report.json`` under ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report = BuildReport()
-    seen: set[str] = set()
-    pairs = iter_pairs(source, split)
+    """Write ``train.jsonl``, ``valid.jsonl`` (and ``test.jsonl`` when there is a test split)
+    and ``report.json`` under ``out_dir``.
+
+    The original release's valid and test splits are kept as they are; a split the source does
+    not have is carved out of train by its fraction (seeded by each story's fingerprint). The
+    files appear only once the whole input is read: a failed run leaves none behind (nor an
+    earlier run's split that this one does not write).
+    """
+    for name, value in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
+        if not 0 <= value < 1:
+            raise DataError(f"{name} must be at least 0 and below 1, got {value}")
+    if valid_fraction + test_fraction >= 1:
+        raise DataError("valid_fraction + test_fraction must leave some stories to train on")
+    if split not in ("all", *SPLITS):
+        raise DataError(f"unknown split {split!r}; known: all, {', '.join(SPLITS)}")
+    pairs, originals = _read(source, split)
+    bands, splits = {}, {}
+    for name, (low, high) in (
+        ("valid", (0.0, valid_fraction)),
+        ("test", (valid_fraction, valid_fraction + test_fraction)),
+    ):
+        if name in originals:
+            splits[name] = f"the original {name} split"
+        elif "train" in originals and high > low:
+            bands[name] = (low, high)
+            splits[name] = f"{high - low:.0%} of the train stories (seeded)"
+    if "train" in originals:
+        splits["train"] = "the original train split" if originals != ["train"] else "the rest"
+    names = ["train", "valid", *(["test"] if "test" in splits else [])]
     if limit:
         pairs = islice(pairs, limit)
-    jobs = ((b, word_budget, field_dropout, valid_fraction) for b in _batches(pairs, 256))
+    report = BuildReport(splits=splits)
+    seen: set[str] = set()
+    jobs = ((b, word_budget, field_dropout, bands) for b in _batches(pairs, 256))
+    made = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    partial = {name: out_dir / f".{name}.jsonl.partial" for name in names}
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     results = _bounded_map(pool, _work, jobs, 4 * workers) if pool else map(_work, jobs)
     bar = tqdm(desc="preprocess", unit=" pairs", disable=not progress, mininterval=1)
-    with (
-        # The pool is shut down however the loop ends (an unreadable input raises mid-way).
-        pool if pool else contextlib.nullcontext(),
-        (out_dir / "train.jsonl").open("w") as ftrain,
-        (out_dir / "valid.jsonl").open("w") as fvalid,
-    ):
-        for batch in results:
-            for key, why, prompt_tags, fields, line, is_valid in batch:
-                report.read += 1
-                if key is None:
-                    report.dropped[why] += 1
-                    continue
-                if key in seen:
-                    report.dropped["duplicate"] += 1
-                    continue
-                seen.add(key)
-                report.kept += 1
-                report.prompt_tags.update(prompt_tags)
-                report.fields.update(fields)
-                report.valid += is_valid
-                report.train += not is_valid
-                (fvalid if is_valid else ftrain).write(line + "\n")
-            bar.update(len(batch))
-    bar.close()
+    try:
+        with contextlib.ExitStack() as stack:
+            # The pool is shut down however the loop ends (an unreadable input raises mid-way).
+            if pool:
+                stack.enter_context(pool)
+            files = {name: stack.enter_context(path.open("w")) for name, path in partial.items()}
+            for batch in results:
+                for key, why, prompt_tags, fields, line, dest in batch:
+                    report.read += 1
+                    if key is None:
+                        report.dropped[why] += 1
+                        continue
+                    if key in seen:
+                        report.dropped["duplicate"] += 1
+                        continue
+                    seen.add(key)
+                    report.kept += 1
+                    report.prompt_tags.update(prompt_tags)
+                    report.fields.update(fields)
+                    setattr(report, dest, getattr(report, dest) + 1)
+                    files[dest].write(line + "\n")
+                bar.update(len(batch))
+    except BaseException:
+        for path in partial.values():
+            path.unlink(missing_ok=True)
+        if made and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+    finally:
+        bar.close()
+    for name in SPLITS:
+        final = out_dir / f"{name}.jsonl"
+        if name in partial:
+            partial[name].replace(final)
+        else:
+            final.unlink(missing_ok=True)  # an earlier run's split, which this one does not have
     (out_dir / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return report
 

@@ -8,16 +8,28 @@ import math
 import sys
 from pathlib import Path
 
+from storygen.config import HelpFormatter
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m human_ratings", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m human_ratings", description=__doc__, formatter_class=HelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("stats", help="win rates, Bradley-Terry, agreement, position bias")
+    s = sub.add_parser(
+        "stats",
+        formatter_class=HelpFormatter,
+        help="win rates, Bradley-Terry, agreement, position bias",
+    )
     s.add_argument("votes", type=Path, help="the votes CSV written by the Rate tab")
     s.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     s.add_argument("--png", type=Path, help="also save the plots here")
     s.add_argument("--bootstrap", type=int, default=200)
-    p = sub.add_parser("pairs", help="generate A/B items from requests and two systems")
+    p = sub.add_parser(
+        "pairs",
+        formatter_class=HelpFormatter,
+        help="generate A/B items from requests and two systems",
+    )
     p.add_argument("requests", type=Path, help="JSONL, one story request per line")
     p.add_argument("systems", type=Path, help="YAML with 'systems:' holding two entries")
     p.add_argument("--out", type=Path, default=Path("runs/pairs.jsonl"))

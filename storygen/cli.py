@@ -10,6 +10,7 @@ from pathlib import Path
 from storygen.config import (
     MODEL_CHOICES,
     ConfigError,
+    HelpFormatter,
     ModelSpec,
     SamplingConfig,
     add_fields,
@@ -50,9 +51,13 @@ def sampling_config(args: argparse.Namespace) -> SamplingConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m storygen", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m storygen", description=__doc__, formatter_class=HelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    g = sub.add_parser("generate", help="write a story that follows a request")
+    g = sub.add_parser(
+        "generate", formatter_class=HelpFormatter, help="write a story that follows a request"
+    )
     g.add_argument("--request", type=Path, help="a JSON file holding a whole request")
     g.add_argument("--character", action="append", default=[], metavar='"NAME: TRAIT, TRAIT"')
     g.add_argument("--place", default="", help="setting: where")

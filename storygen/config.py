@@ -5,7 +5,9 @@ The UI, the command line and the benchmarks take their defaults from these datac
 
 from __future__ import annotations
 
+import argparse
 import ast
+import copy
 import inspect
 import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -274,6 +276,25 @@ class _Unset:
 
 UNSET = _Unset()
 """The value of a flag that was not given on the command line."""
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """``--help`` that shows every option's default, also for options without help text (the
+    standard ArgumentDefaultsHelpFormatter skips those). Flags from :func:`add_fields` say
+    their dataclass default themselves; a flag that is off unless given shows none."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        default = action.default
+        shown = not (
+            "default" in (action.help or "")
+            or any(default is v for v in (None, False, UNSET))
+            or default == argparse.SUPPRESS
+            or not action.option_strings
+        )
+        if shown:
+            action = copy.copy(action)
+            action.help = f"{action.help or ''} (default: %(default)s)".strip()
+        return super()._format_action(action)
 
 
 def _parser_for(annotation: str):

@@ -262,8 +262,13 @@ def test_bad_comparison_inputs_are_clear_errors(tmp_path, comparison):
         load_test_set(tmp_path / "missing.jsonl", 3)
     junk = tmp_path / "junk.jsonl"
     junk.write_text('{"id": 1}\n')
-    with pytest.raises(EvalError, match="junk.jsonl:1"):
+    with pytest.raises(EvalError, match="junk.jsonl:1: not a test item .*finetune preprocess"):
         load_test_set(junk, 3)
+    # The raw stories, not yet preprocessed: what to run to make a test set of them.
+    with pytest.raises(EvalError) as raw:
+        load_test_set(FIXTURES / "wp_hf.csv", 3)
+    assert f"preprocess {FIXTURES / 'wp_hf.csv'} --test-fraction" in str(raw.value)
+    assert "DIR/test.jsonl" in str(raw.value)
 
 
 def test_parallel_scoring_equals_one_process():

@@ -226,3 +226,97 @@ def test_an_oath_is_not_a_setting():
     place = "They fell into hell. In hell, the fires burned. Hell was hot and the demons laughed."
     assert tag_story(place).request.setting.place == "hell"
     assert tag_story("For heaven's sake, Mara said. Good heavens.").request.setting.place == ""
+
+
+def _originals(folder, splits=("train", "valid", "test")):
+    """The fixture's original-release files, each split's stories made its own (in the fixture
+    the three splits hold the same stories)."""
+    folder.mkdir()
+    for split in splits:
+        src = (FIXTURES / "wp_original" / "train.wp_source").read_text().splitlines()
+        tgt = (FIXTURES / "wp_original" / "train.wp_target").read_text().splitlines()
+        own = [f"{t} <newline> The {split} copy ends here after all ." for t in tgt]
+        (folder / f"{split}.wp_source").write_text("\n".join(src) + "\n")
+        (folder / f"{split}.wp_target").write_text("\n".join(own) + "\n")
+    return folder
+
+
+def test_the_original_splits_are_kept_each_in_its_own_file(tmp_path):
+    report = build(_originals(tmp_path / "wp"), tmp_path / "out", progress=False)
+    for split in ("train", "valid", "test"):
+        rows = read_examples(tmp_path / "out" / f"{split}.jsonl")
+        assert len(rows) == getattr(report, split) == 4, split
+        assert all(r["id"].startswith(f"{split}:") for r in rows)
+    assert report.splits == {
+        "valid": "the original valid split",
+        "test": "the original test split",
+        "train": "the original train split",
+    }
+    # One split by name: only its file (and the other two from an earlier run are removed).
+    only = build(tmp_path / "wp", tmp_path / "out", split="test", progress=False)
+    assert (only.train, only.valid, only.test) == (0, 0, 4)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "report.json",
+        "test.jsonl",
+        "train.jsonl",
+        "valid.jsonl",
+    ]
+    assert read_examples(tmp_path / "out" / "train.jsonl") == []
+    # A folder with the train split alone: valid and test are carved from it, seeded.
+    carved = build(
+        _originals(tmp_path / "train_only", ["train"]),
+        tmp_path / "carved",
+        valid_fraction=0.5,
+        test_fraction=0.49,
+        progress=False,
+    )
+    assert carved.train + carved.valid + carved.test == 4 and carved.valid and carved.test
+
+
+def test_a_test_split_is_carved_without_moving_the_validation_rows(tmp_path):
+    src = FIXTURES / "wp_hf.csv"
+    before = build(src, tmp_path / "a", valid_fraction=0.3, progress=False)
+    after = build(src, tmp_path / "b", valid_fraction=0.3, test_fraction=0.5, progress=False)
+    assert not (tmp_path / "a" / "test.jsonl").exists()  # no test split asked for: no file
+    valid = (tmp_path / "a" / "valid.jsonl").read_text()
+    assert valid and (tmp_path / "b" / "valid.jsonl").read_text() == valid
+    test = read_examples(tmp_path / "b" / "test.jsonl")
+    assert len(test) == after.test > 0 and after.train == before.train - after.test
+    assert after.splits["test"] == "50% of the train stories (seeded)"
+
+
+def test_a_failed_preprocess_leaves_no_output_behind(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    good = (FIXTURES / "wp_hf.jsonl").read_text()
+    bad.write_text(good * 40 + "{oops\n")  # fails after whole batches were written
+    with pytest.raises(DataError, match="not valid JSON"):
+        build(bad, tmp_path / "new", progress=False)
+    assert not (tmp_path / "new").exists()
+    build(FIXTURES / "wp_hf.csv", tmp_path / "old", progress=False)
+    kept = {p.name: p.read_bytes() for p in (tmp_path / "old").iterdir()}
+    with pytest.raises(DataError):
+        build(bad, tmp_path / "old", progress=False)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "old").iterdir()} == kept
+    with pytest.raises(DataError, match="an original split of a .wp folder"):
+        build(FIXTURES / "wp_hf.csv", tmp_path / "x", split="test", progress=False)
+    for fractions in ((1.0, 0.0), (0.6, 0.4), (-0.1, 0.0)):
+        with pytest.raises(DataError, match="fraction"):
+            build(
+                FIXTURES / "wp_hf.csv",
+                tmp_path / "x",
+                *[],
+                valid_fraction=fractions[0],
+                test_fraction=fractions[1],
+                progress=False,
+            )
+    assert not (tmp_path / "x").exists()
+
+
+def test_preprocess_help_shows_every_default(capsys):
+    from finetune.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["preprocess", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("runs/data", "all", "0.1", "0.0", "1000"):
+        assert f"(default: {default})" in text, default
