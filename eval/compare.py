@@ -1,14 +1,17 @@
 """Compare systems (base models, adapters, decoding settings) on one test set with the same seeds.
 
-Writes ``generations/<system>.jsonl`` (appended story by story, so an interrupted run resumes
-without regenerating anything), ``results.json``, ``results.md`` and PNG plots.
+Writes ``generations/<system>.jsonl`` and ``scores/<system>.perplexity.jsonl`` (appended story
+by story, each line keyed by the settings that made it, so an interrupted run resumes where it
+stopped and a changed setting redoes only what it affects), ``per_item/``, ``results.json``
+(rewritten after each system), ``results.md`` and PNG plots.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,13 @@ class Comparison:
     limit: int = 20
     seed: int = 1000
     metrics: list[str] = field(default_factory=lambda: list(METRICS))
+    window: int | None = None
+    """Perplexity: tokens the model sees at once (default: its context, at most 2048)."""
+    stride: int | None = None
+    """Perplexity: tokens scored per window step (default: half the window); each story token
+    is scored once, with up to ``window - stride`` tokens of context before it."""
+    max_story_tokens: int | None = None
+    """Perplexity: score each reference story's first this many tokens only (default: all)."""
 
     @classmethod
     def load(cls, path: Path) -> Comparison:
@@ -62,6 +72,14 @@ class Comparison:
         unknown = set(comparison.metrics) - set(METRICS)
         if unknown:
             raise EvalError(f"{path}: unknown metrics {sorted(unknown)}; known: {METRICS}")
+        for name in ("window", "stride", "max_story_tokens"):
+            value = getattr(comparison, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise EvalError(f"{path}: {name} must be a whole number, got {value!r}")
+            if value is not None and value < 1:
+                raise EvalError(f"{path}: {name} must be at least 1, got {value}")
+        if comparison.window and comparison.stride and comparison.stride > comparison.window:
+            raise EvalError(f"{path}: stride ({comparison.stride}) exceeds window")
         return comparison
 
 
@@ -106,15 +124,24 @@ def load_test_set(path: Path, limit: int) -> list[dict]:
     return items
 
 
-def _read_done(path: Path) -> dict[str, dict]:
+def settings_key(**settings: Any) -> str:
+    """A short hash of what made a result, saved with it: a result made otherwise (another
+    model, sampling, seed or window) is not reused."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _read_done(path: Path, keys: dict[str, str]) -> dict[str, dict]:
+    """The rows of ``path`` made with the key their item has now (``keys``: id -> key)."""
     done = {}
     if path.exists():
         for line in path.read_text().splitlines():
             try:
                 row = json.loads(line)
-                done[row["id"]] = row
-            except (ValueError, KeyError):
-                continue  # a line torn by an interrupted run: generate that story again
+                if keys.get(row["id"]) == row["key"]:
+                    done[row["id"]] = row
+            except (ValueError, KeyError, TypeError):
+                continue  # a line torn by an interrupted run: make that result again
     return done
 
 
@@ -124,10 +151,19 @@ def generate_all(backend, system: System, items: list[dict], seed: int, out: Pat
     the beats of the item's human story; the plan used is saved with the story."""
     from storygen.generation import generate_plan, generate_story
 
-    done = _read_done(out)
+    keys = {
+        it["id"]: settings_key(
+            model=system.spec(), sampling=system.sampling_for(seed + i).to_dict(), plan=system.plan
+        )
+        for i, it in enumerate(items)
+    }
+    done = _read_done(out, keys)
     todo = [(i, it) for i, it in enumerate(items) if it["id"] not in done]
+    if not todo:
+        return [done[it["id"]] for it in items]
+    out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as f:
-        for i, item in tqdm(todo, desc=f"generate {system.name}", disable=not todo):
+        for i, item in tqdm(todo, desc=f"generate {system.name}"):
             sampling = system.sampling_for(seed + i)
             request = for_format(item["request"], backend.prompt_format)
             plan, plan_error = None, None
@@ -141,6 +177,7 @@ def generate_all(backend, system: System, items: list[dict], seed: int, out: Pat
             story = generate_story(backend, request, sampling, plan=plan)
             row = {
                 "id": item["id"],
+                "key": keys[item["id"]],
                 "story": story.text,
                 "plan": plan.to_dict() if plan is not None else None,
                 "plan_error": plan_error,
@@ -178,16 +215,13 @@ def evaluate_system(system: System, items: list[dict], cmp: Comparison, out_dir:
         lm = scorer.lm
     if "perplexity" in cmp.metrics:
         total = NLL()
-        for it in tqdm(items, desc=f"perplexity {system.name}"):
-            prompt = scorer.prompt(for_format(it["request"], scorer.prompt_format)).text
-            nll = story_nll(lm.model, lm.tokenizer, prompt, it["reference"])
-            per_item[it["id"]].update(nll=nll.nll, tokens=nll.tokens, words=nll.words)
-            total += nll
+        for row in score_perplexity(scorer, system, items, cmp, out_dir):
+            per_item[row["id"]].update(nll=row["nll"], tokens=row["tokens"], words=row["words"])
+            total += NLL(row["nll"], row["tokens"], row["words"])
         result.update(total.summary())
     needs_gen = {"overlap", "diversity", "adherence", "structure"} & set(cmp.metrics)
     if needs_gen:
         gens_dir = out_dir / "generations"
-        gens_dir.mkdir(parents=True, exist_ok=True)
         spec = system.spec()
         if scorer is not None and spec.resolved_backend() == "transformers":
             backend = scorer
@@ -236,6 +270,42 @@ def evaluate_system(system: System, items: list[dict], cmp: Comparison, out_dir:
         ]
         result.update(prompt_ranking(lm.model, lm.tokenizer, prompts, refs))
     return result
+
+
+def score_perplexity(scorer, system: System, items: list[dict], cmp: Comparison, out_dir: Path):
+    """Each reference story's NLL under the system's weights, saved story by story to
+    ``scores/<system>.perplexity.jsonl`` so that an interrupted run goes on where it stopped
+    (a story scored with other weights or window settings is scored again)."""
+    lm = scorer.lm
+    key = settings_key(
+        model=scoring_spec(system.spec()),
+        window=cmp.window,
+        stride=cmp.stride,
+        max_story_tokens=cmp.max_story_tokens,
+        prompt_format=scorer.prompt_format,
+    )
+    out = out_dir / "scores" / f"{system.name}.perplexity.jsonl"
+    done = _read_done(out, {it["id"]: key for it in items})
+    todo = [it for it in items if it["id"] not in done]
+    if todo:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("a") as f:
+            for it in tqdm(todo, desc=f"perplexity {system.name}"):
+                prompt = scorer.prompt(for_format(it["request"], scorer.prompt_format)).text
+                nll = story_nll(
+                    lm.model,
+                    lm.tokenizer,
+                    prompt,
+                    it["reference"],
+                    cmp.window,
+                    cmp.stride,
+                    cmp.max_story_tokens,
+                )
+                row = {"id": it["id"], "key": key, **asdict(nll)}
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                done[it["id"]] = row
+    return [done[it["id"]] for it in items]
 
 
 def scoring_spec(spec: ModelSpec) -> ModelSpec:
@@ -319,8 +389,10 @@ def run(config: Path, out_dir: Path) -> list[dict]:
     cmp = Comparison.load(config)
     items = load_test_set(Path(cmp.test), cmp.limit)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = [evaluate_system(s, items, cmp, out_dir) for s in cmp.systems]
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    results = []
+    for system in cmp.systems:  # results.json grows system by system
+        results.append(evaluate_system(system, items, cmp, out_dir))
+        (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     differences = system_differences(results, out_dir)
     (out_dir / "differences.json").write_text(json.dumps(differences, indent=2) + "\n")
     (out_dir / "results.md").write_text(markdown_table(results) + differences_table(differences))

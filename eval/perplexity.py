@@ -46,15 +46,25 @@ def default_window(model) -> int:
 
 @torch.no_grad()
 def story_nll(
-    model, tokenizer, prompt: str, story: str, window: int | None = None, stride: int | None = None
+    model,
+    tokenizer,
+    prompt: str,
+    story: str,
+    window: int | None = None,
+    stride: int | None = None,
+    max_tokens: int | None = None,
 ) -> NLL:
-    """NLL of ``story`` given ``prompt``, summed over the story's tokens."""
+    """NLL of ``story`` given ``prompt``, summed over the story's tokens (its first
+    ``max_tokens`` only, when given: the words counted are then those of that part)."""
     window = window or default_window(model)
     stride = stride or window // 2
     if not 0 < stride <= window:
         raise ValueError("need 0 < stride <= window")
     p = tokenizer(prompt, add_special_tokens=False).input_ids
     s = tokenizer(story, add_special_tokens=False).input_ids
+    if max_tokens is not None and len(s) > max_tokens:
+        s = s[:max_tokens]
+        story = tokenizer.decode(s)
     ids = torch.tensor(p + s)
     device = next(model.parameters()).device
     # Positions before scored_to are context only. The very first token of a text has no

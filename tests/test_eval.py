@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import sacrebleu
@@ -14,7 +15,7 @@ from eval.compare import EvalError, load_test_set, run
 from eval.diversity import distinct_n, repeated_ngram_rate, self_bleu
 from eval.overlap import bleu, lcs_length, rouge, rouge_pair
 from eval.perplexity import NLL, default_window, perplexity, story_nll
-from finetune.build import build
+from finetune.build import build, read_examples
 from storygen.request import Character, Setting, StoryRequest
 
 from .conftest import CORPUS, FIXTURES, copy_text
@@ -315,3 +316,99 @@ def test_a_comparison_generates_on_llamacpp_and_scores_on_the_same_weights(tmp_p
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(EvalError, match="unknown setting 'max_tokens'.*known: base, adapter"):
         run(path, tmp_path / "out2")
+
+
+def test_a_token_cap_scores_the_storys_first_tokens_only(tiny_lm):
+    prompt, story = "Once upon a time", " ".join(CORPUS[:4])
+    tok = tiny_lm.tokenizer
+    ids = tok(story, add_special_tokens=False).input_ids
+    full = story_nll(tiny_lm.model, tok, prompt, story, window=512)
+    capped = story_nll(tiny_lm.model, tok, prompt, story, window=512, max_tokens=10)
+    assert capped.tokens == 10 and capped.words == len(tok.decode(ids[:10]).split())
+    # The capped story's NLL is the first 10 terms of the full story's sum.
+    with torch.no_grad():
+        p = tok(prompt, add_special_tokens=False).input_ids
+        logits = tiny_lm.model(input_ids=torch.tensor([p + ids])).logits[0, :-1]
+    terms = torch.nn.functional.cross_entropy(logits, torch.tensor((p + ids)[1:]), reduction="none")
+    first = terms[len(p) - 1 : len(p) - 1 + 10]
+    assert capped.nll == pytest.approx(float(first.sum()), rel=1e-4)
+    assert story_nll(tiny_lm.model, tok, prompt, story, 512, None, len(ids) + 5) == full
+
+
+def test_a_comparison_resumes_each_stage_and_redoes_only_what_a_changed_setting_affects(
+    comparison, tmp_path, monkeypatch
+):
+    import eval.compare as compare
+    import storygen.generation as g
+
+    out = tmp_path / "out"
+    first = run(comparison, out)
+    scores = (out / "scores" / "greedy.perplexity.jsonl").read_text().splitlines()
+    assert len(scores) == 3 and all(json.loads(line)["key"] for line in scores)
+    calls = {"nll": 0, "story": 0}
+    real_nll, real_story = compare.story_nll, g.generate_story
+
+    def counting_nll(*a, **kw):
+        calls["nll"] += 1
+        return real_nll(*a, **kw)
+
+    def counting_story(*a, **kw):
+        calls["story"] += 1
+        return real_story(*a, **kw)
+
+    monkeypatch.setattr(compare, "story_nll", counting_nll)
+    monkeypatch.setattr(g, "generate_story", counting_story)
+    # An interrupted run: the last perplexity line torn, one story's line lost.
+    path = out / "scores" / "sampled.perplexity.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:2] + [lines[2][:20]]) + "\n")
+    gens = out / "generations" / "greedy.jsonl"
+    gens.write_text("\n".join(gens.read_text().splitlines()[:2]) + "\n")
+    again = run(comparison, out)
+    assert calls == {"nll": 1, "story": 1}
+    for a, b in zip(first, again, strict=True):
+        assert a["token_ppl"] == pytest.approx(b["token_ppl"], rel=1e-9) and a["bleu"] == b["bleu"]
+    # A changed window rescoring every story, a changed sampling regenerating that system's.
+    config = yaml.safe_load(comparison.read_text())
+    config["window"], config["stride"] = 32, 8
+    config["systems"][1]["sampling"]["temperature"] = 0.7
+    comparison.write_text(yaml.safe_dump(config))
+    calls.update(nll=0, story=0)
+    run(comparison, out)
+    assert calls == {"nll": 6, "story": 3}
+
+
+def test_results_are_written_system_by_system_and_a_failed_system_leaves_no_empty_folder(
+    comparison, tmp_path
+):
+    config = yaml.safe_load(comparison.read_text())
+    config["metrics"] = ["perplexity", "overlap"]
+    config["systems"][1]["plan"] = "reference"  # the test items have no plans: refused
+    data = read_examples(Path(config["test"]))
+    plain = tmp_path / "no_plans.jsonl"
+    plain.write_text("".join(json.dumps({**row, "plan": None}) + "\n" for row in data))
+    config["test"] = str(plain)
+    comparison.write_text(yaml.safe_dump(config))
+    out = tmp_path / "out"
+    with pytest.raises(EvalError, match="reference plan"):
+        run(comparison, out)
+    written = json.loads((out / "results.json").read_text())
+    assert [r["system"] for r in written] == ["greedy"] and written[0]["n_items"] == 3
+    assert sorted(p.name for p in (out / "generations").iterdir()) == ["greedy.jsonl"]
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"window": 0}, "window must be at least 1"),
+        ({"stride": "half"}, "stride must be a whole number"),
+        ({"window": 16, "stride": 32}, "stride \\(32\\) exceeds window"),
+        ({"max_story_tokens": -5}, "max_story_tokens must be at least 1"),
+    ],
+)
+def test_bad_perplexity_settings_are_named(comparison, settings, message):
+    from eval.compare import Comparison
+
+    comparison.write_text(yaml.safe_dump({**yaml.safe_load(comparison.read_text()), **settings}))
+    with pytest.raises(EvalError, match=message):
+        Comparison.load(comparison)
