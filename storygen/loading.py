@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,12 @@ from storygen.config import DEMO_ADAPTER, EMBEDDED, ModelSpec, demo_adapter_dir
 from storygen.prompt_format import FORMAT_VERSIONS
 
 log = logging.getLogger(__name__)
+
+# peft (0.x) still reads transformers' deprecated alias on every adapter it wraps: noise to a
+# user, who can do nothing about it.
+warnings.filterwarnings(
+    "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+)
 
 ADAPTER_META = "storygen_adapter.json"
 GGUF_ADAPTER = "adapter_model.gguf"

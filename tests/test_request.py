@@ -318,3 +318,13 @@ def test_empty_fields_are_left_out_and_the_length_defaults_to_short():
     assert validate(StoryRequest(characters=eight)).characters == eight
     prompt = "Line one.\n\tLine two."  # the prompt alone may span lines
     assert validate(StoryRequest(prompt=prompt)).prompt == "Line one. Line two."
+
+
+def test_limits_are_inclusive_a_lone_text_is_a_list_of_one_and_errors_read_as_one_line():
+    assert validate(StoryRequest(prompt="p" * MAX_PROMPT)).prompt == "p" * MAX_PROMPT
+    name = "n" * MAX_NAME
+    assert validate(StoryRequest(characters=[Character(name)])).characters[0].name == name
+    lone = validate(StoryRequest(plot_points="A key is found."))
+    assert lone.plot_points == ["A key is found."]
+    error = RequestError({"genre": "is wrong", "tone": "is missing"})
+    assert str(error) == "genre: is wrong; tone: is missing"
