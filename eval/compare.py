@@ -59,6 +59,12 @@ class Comparison:
             data = yaml.safe_load(path.read_text())
         except (OSError, yaml.YAMLError) as exc:
             raise EvalError(f"cannot read {path}: {exc}") from exc
+        return cls.from_dict(data, path)
+
+    @classmethod
+    def from_dict(cls, data: Any, path: Path | str) -> Comparison:
+        """A comparison from its YAML form (``path`` names where it came from in errors)."""
+        data = dict(data) if isinstance(data, dict) else data
         if not isinstance(data, dict) or not data.get("systems") or not data.get("test"):
             raise EvalError(f"{path}: needs 'test' (a JSONL file) and a list of 'systems'")
         try:
@@ -382,11 +388,12 @@ def plot_metrics(results: list[dict], png: Path) -> None:
     plt.close(fig)
 
 
-def run(config: Path, out_dir: Path) -> list[dict]:
-    """Run a comparison file end to end; returns one result dict per system."""
+def run(config: Path | Comparison, out_dir: Path) -> list[dict]:
+    """Run a comparison (a YAML file, or one already read) end to end; returns one result dict
+    per system."""
     from finetune.curves import plot_curves, read_curves
 
-    cmp = Comparison.load(config)
+    cmp = config if isinstance(config, Comparison) else Comparison.load(config)
     items = load_test_set(Path(cmp.test), cmp.limit)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []

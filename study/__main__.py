@@ -1,0 +1,61 @@
+"""``python -m study {run,verify}``: the whole study, raw WritingPrompts to report, in one command.
+
+run CONFIG        preprocess -> train (+ GGUF) -> compare, each stage reused when finished
+verify MANIFEST   rerun a finished study from nothing and say, per figure, if it matches
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from storygen.config import HelpFormatter
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m study", description=__doc__, formatter_class=HelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", formatter_class=HelpFormatter, help="run or resume a study")
+    r.add_argument("config", type=Path, help="a study YAML (see study/embedded_wp500.yaml)")
+    r.add_argument("--out", type=Path, default=None, help="default: runs/study/NAME")
+    v = sub.add_parser("verify", formatter_class=HelpFormatter, help="rerun and compare")
+    v.add_argument("manifest", type=Path, help="the manifest.json of a finished study")
+    v.add_argument("--out", type=Path, default=None, help="default: beside it, verify-TIME")
+    args = parser.parse_args(argv)
+
+    from eval.compare import EvalError
+    from finetune.data import DataError
+    from finetune.train import TrainDataError
+    from study.config import StudyConfig, StudyError
+    from study.stages import run_study, verify
+
+    try:
+        if args.command == "run":
+            cfg = StudyConfig.load(args.config)
+            out = args.out or Path("runs/study") / cfg.name
+            manifest = run_study(cfg, out)
+            print(f"{out}/study.md, manifest.json and compare/ written in {manifest['seconds']} s")
+            return 0
+        report = verify(args.manifest, args.out)
+    except (StudyError, EvalError, DataError, TrainDataError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for row in report["figures"]:
+        rel = row["relative_difference"]
+        print(
+            f"{row['verdict']:8} {row['group']:>20} {row['figure']:<22} {row['value']!s:>12} "
+            f"-> {row['rerun']!s:<12}"
+            + (f" ({rel:.2e}, tolerance {row['tolerance']})" if rel else "")
+        )
+    differing = [f for f in report["files"] if f["verdict"] != "identical"]
+    print(f"files: {len(report['files']) - len(differing)} identical, {len(differing)} not")
+    print(json.dumps({"reproduced": report["reproduced"], "rerun": report["rerun"]}))
+    return 0 if report["reproduced"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
