@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+from eval.metric import Figure, Item, Metric, ratio_of
 from storygen.lexicons import GENRE_WORDS, TONE_WORDS
 from storygen.request import StoryRequest
 from storygen.tagger import ending, lexicon_scores, pov
@@ -77,3 +78,34 @@ def adherence(requests: list[StoryRequest], stories: list[str]) -> dict[str, flo
     out = {"adherence": sum(hits.values()) / max(sum(asked.values()), 1)}
     out.update({f"adherence_{k}": hits[k] / asked[k] for k in sorted(asked)})
     return out
+
+
+def _score(item: Item) -> dict[str, int]:
+    """How many fields the request asks for and how many the story follows, also per kind."""
+    out: Counter = Counter()
+    for key, ok in check(item.request, item.story).items():
+        kind = field_kind(key)
+        out["adherence_asked"] += 1
+        out["adherence_hits"] += ok
+        out[f"adherence_asked:{kind}"] += 1
+        out[f"adherence_hits:{kind}"] += ok
+    return {"adherence_asked": 0, "adherence_hits": 0, **out}
+
+
+def _figures(rows: list[dict]) -> list[Figure]:
+    kinds = sorted(
+        {k.split(":", 1)[1] for r in rows for k in r if k.startswith("adherence_asked:")}
+    )
+    return [
+        Figure("adherence", ratio_of("adherence_hits", "adherence_asked"), "adherence_asked")
+    ] + [
+        Figure(
+            f"adherence_{kind}",
+            ratio_of(f"adherence_hits:{kind}", f"adherence_asked:{kind}"),
+            f"adherence_asked:{kind}",
+        )
+        for kind in kinds
+    ]
+
+
+METRIC = Metric("adherence", "stories", _score, _figures)

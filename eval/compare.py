@@ -11,27 +11,23 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 from tqdm import tqdm
 
-from eval.adherence import adherence
-from eval.diversity import diversity
-from eval.intervals import figures, interval, paired_difference
-from eval.overlap import bleu, rouge
-from eval.perplexity import NLL, story_nll
-from eval.ranking import prompt_ranking
-from eval.structure import arc_adherence, arc_scores, beat_adherence
-from storygen.arcs import beat_coverage
+from eval.intervals import interval, paired_difference
+from eval.metric import Item, Metric
+from eval.registry import METRICS as METRIC_REGISTRY
+from eval.registry import figures_for
 from storygen.config import ConfigError, ModelSpec, from_dict
 from storygen.config import SystemSpec as System
 from storygen.prompt_format import V1
 from storygen.request import Plan, RequestError, StoryRequest
 
-METRICS = ("perplexity", "overlap", "diversity", "adherence", "structure", "ranking")
+METRICS = tuple(METRIC_REGISTRY)
 
 
 class EvalError(ValueError):
@@ -203,31 +199,32 @@ def for_format(request: StoryRequest, version: str) -> StoryRequest:
 
 
 def evaluate_system(system: System, items: list[dict], cmp: Comparison, out_dir: Path) -> dict:
-    """All requested metrics for one system.
+    """Every requested metric (``eval/registry.py``) for one system, each figure with its 95%
+    interval.
 
-    Stories come from the system's own backend (llama.cpp by default on a CPU). Perplexity and
-    prompt ranking need every position's logits from torch, so they score the same weights on
-    the transformers backend: a llama.cpp system is scored in fp32 dequantized from its GGUF.
+    Stories come from the system's own backend (llama.cpp by default on a CPU). Metrics that
+    need every position's logits (perplexity, prompt ranking) score the same weights on the
+    transformers backend: a llama.cpp system is scored in fp32 dequantized from its GGUF.
     """
     from storygen.backends import load_backend
     from storygen.backends.hf import TransformersBackend
 
+    chosen = [METRIC_REGISTRY[name] for name in cmp.metrics]
+    skipped = [m.name for m in chosen if len(items) < m.min_items]
+    chosen = [m for m in chosen if m.name not in skipped]
     result: dict[str, Any] = {"system": system.name, "n": len(items), "n_items": len(items)}
-    refs = [it["reference"] for it in items]
-    per_item = {it["id"]: {"id": it["id"]} for it in items}
-    scorer = None
-    if {"perplexity", "ranking"} & set(cmp.metrics):
+    if skipped:
+        result["skipped"] = {
+            m: f"needs at least {METRIC_REGISTRY[m].min_items} items" for m in skipped
+        }
+    scorer = prompts = None
+    if any(m.needs == "scorer" for m in chosen):
         scorer = TransformersBackend.load(scoring_spec(system.spec()))
-        lm = scorer.lm
-    if "perplexity" in cmp.metrics:
-        total = NLL()
-        for row in score_perplexity(scorer, system, items, cmp, out_dir):
-            per_item[row["id"]].update(nll=row["nll"], tokens=row["tokens"], words=row["words"])
-            total += NLL(row["nll"], row["tokens"], row["words"])
-        result.update(total.summary())
-    needs_gen = {"overlap", "diversity", "adherence", "structure"} & set(cmp.metrics)
-    if needs_gen:
-        gens_dir = out_dir / "generations"
+        prompts = [
+            scorer.prompt(for_format(it["request"], scorer.prompt_format)).text for it in items
+        ]
+    rows = None
+    if any(m.needs == "stories" for m in chosen):
         spec = system.spec()
         if scorer is not None and spec.resolved_backend() == "transformers":
             backend = scorer
@@ -245,73 +242,79 @@ def evaluate_system(system: System, items: list[dict], cmp: Comparison, out_dir:
                 f"system {system.name!r}: its adapter speaks prompt format {V1}, which has no "
                 "plan: use plan: none, or an adapter trained on a later format"
             )
-        rows = generate_all(backend, system, items, cmp.seed, gens_dir / f"{system.name}.jsonl")
-        hyps = [r["story"] for r in rows]
-        if "overlap" in cmp.metrics:
-            result["bleu"] = bleu(hyps, refs)
-            result.update(rouge(hyps, refs))
-        if "diversity" in cmp.metrics:
-            result.update(diversity(hyps))
-        if "adherence" in cmp.metrics:
-            result.update(adherence([it["request"] for it in items], hyps))
-        if "structure" in cmp.metrics:
-            result.update(arc_adherence([it["request"] for it in items], hyps))
-            result.update(beat_adherence([(r["plan"] or {}).get("beats") for r in rows], hyps))
-            for it, row in zip(items, rows, strict=True):
-                per_item[it["id"]].update(arc_scores(it["request"], row["story"]) or {})
-                if (row["plan"] or {}).get("beats"):
-                    c = beat_coverage(row["story"], row["plan"]["beats"])
-                    per_item[it["id"]].update(beat_coverage=c.coverage, beat_order=c.order)
-        result["mean_words"] = sum(len(h.split()) for h in hyps) / len(hyps)
+        gens = out_dir / "generations" / f"{system.name}.jsonl"
+        rows = generate_all(backend, system, items, cmp.seed, gens)
         if system.plan == "model":
             result["plan_failures"] = sum(bool(r.get("plan_error")) for r in rows)
-    rows_out = list(per_item.values())
+    options = {"window": cmp.window, "stride": cmp.stride, "max_story_tokens": cmp.max_story_tokens}
+    contexts = [
+        Item(
+            id=it["id"],
+            request=it["request"],
+            reference=it["reference"],
+            story=rows[i]["story"] if rows else None,
+            plan=_plan(rows[i]["plan"]) if rows else None,
+            index=i,
+            scorer=scorer,
+            prompts=prompts or [],
+            options=options,
+        )
+        for i, it in enumerate(items)
+    ]
+    per_item = [{"id": it["id"]} for it in items]
+    figures = []
+    for metric in chosen:
+        if metric.needs == "scorer":
+            scores = score_saved(metric, system, contexts, options, out_dir)
+        else:
+            scores = [metric.score(c) for c in contexts]
+        metric_rows = [{"id": c.id, **score} for c, score in zip(contexts, scores, strict=True)]
+        for row, score in zip(per_item, scores, strict=True):
+            row.update(score)
+        figures += [
+            f
+            for f in metric.figures(metric_rows)
+            if any(r.get(f.needs) is not None for r in metric_rows)
+        ]
+    result.update({f.name: f.of(per_item) for f in figures})
+    result["ci95"] = {f.name: interval(f, per_item) for f in figures}
+    result["n_per_figure"] = {
+        f.name: sum(r.get(f.needs) is not None for r in per_item) for f in figures
+    }
     (out_dir / "per_item").mkdir(parents=True, exist_ok=True)
     with (out_dir / "per_item" / f"{system.name}.jsonl").open("w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows_out)
-    result["ci95"] = {name: interval(name, rows_out) for name in figures(rows_out)}
-    if "ranking" in cmp.metrics and len(items) > 9:
-        prompts = [
-            scorer.prompt(for_format(it["request"], scorer.prompt_format)).text for it in items
-        ]
-        result.update(prompt_ranking(lm.model, lm.tokenizer, prompts, refs))
+        for row in per_item:  # the numbers; in-memory extras (tokens, texts) start with "_"
+            f.write(json.dumps({k: v for k, v in row.items() if not k.startswith("_")}) + "\n")
     return result
 
 
-def score_perplexity(scorer, system: System, items: list[dict], cmp: Comparison, out_dir: Path):
-    """Each reference story's NLL under the system's weights, saved story by story to
-    ``scores/<system>.perplexity.jsonl`` so that an interrupted run goes on where it stopped
-    (a story scored with other weights or window settings is scored again)."""
-    lm = scorer.lm
+def _plan(data: dict | None) -> Plan | None:
+    return Plan(data["premise"], data["beats"], data.get("origin", "model")) if data else None
+
+
+def score_saved(metric: Metric, system: System, contexts: list[Item], options: dict, out_dir: Path):
+    """A scorer metric's per-item values (perplexity, prompt ranking: forward passes, slow),
+    saved item by item to ``scores/<system>.<metric>.jsonl`` so that an interrupted run goes on
+    where it stopped; an item scored with other weights or settings is scored again."""
+    scorer = contexts[0].scorer
     key = settings_key(
         model=scoring_spec(system.spec()),
-        window=cmp.window,
-        stride=cmp.stride,
-        max_story_tokens=cmp.max_story_tokens,
+        options=options,
         prompt_format=scorer.prompt_format,
+        n_items=len(contexts) if metric.name == "ranking" else None,
     )
-    out = out_dir / "scores" / f"{system.name}.perplexity.jsonl"
-    done = _read_done(out, {it["id"]: key for it in items})
-    todo = [it for it in items if it["id"] not in done]
+    out = out_dir / "scores" / f"{system.name}.{metric.name}.jsonl"
+    done = _read_done(out, {c.id: key for c in contexts})
+    todo = [c for c in contexts if c.id not in done]
     if todo:
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("a") as f:
-            for it in tqdm(todo, desc=f"perplexity {system.name}"):
-                prompt = scorer.prompt(for_format(it["request"], scorer.prompt_format)).text
-                nll = story_nll(
-                    lm.model,
-                    lm.tokenizer,
-                    prompt,
-                    it["reference"],
-                    cmp.window,
-                    cmp.stride,
-                    cmp.max_story_tokens,
-                )
-                row = {"id": it["id"], "key": key, **asdict(nll)}
+            for c in tqdm(todo, desc=f"{metric.name} {system.name}"):
+                row = {"id": c.id, "key": key, "score": metric.score(c)}
                 f.write(json.dumps(row) + "\n")
                 f.flush()
-                done[it["id"]] = row
-    return [done[it["id"]] for it in items]
+                done[c.id] = row
+    return [done[c.id]["score"] for c in contexts]
 
 
 def scoring_spec(spec: ModelSpec) -> ModelSpec:
@@ -400,7 +403,7 @@ def run(config: Path | Comparison, out_dir: Path) -> list[dict]:
     for system in cmp.systems:  # results.json grows system by system
         results.append(evaluate_system(system, items, cmp, out_dir))
         (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    differences = system_differences(results, out_dir)
+    differences = system_differences(results, out_dir, cmp.metrics)
     (out_dir / "differences.json").write_text(json.dumps(differences, indent=2) + "\n")
     (out_dir / "results.md").write_text(markdown_table(results) + differences_table(differences))
     plot_metrics(results, out_dir / "metrics.png")
@@ -414,23 +417,35 @@ def run(config: Path | Comparison, out_dir: Path) -> list[dict]:
     return results
 
 
-def system_differences(results: list[dict], out_dir: Path) -> list[dict]:
+def system_differences(results: list[dict], out_dir: Path, metrics: list[str]) -> list[dict]:
     """Every later system minus every earlier one, per figure both have per item, with the
-    paired 95% bootstrap interval (from ``per_item/``)."""
-    rows = {
-        r["system"]: [
-            json.loads(line)
-            for line in (out_dir / "per_item" / f"{r['system']}.jsonl").read_text().splitlines()
-        ]
-        for r in results
-    }
+    paired 95% interval (from ``per_item/``; the figures over sets of stories read the stories
+    back from ``generations/``)."""
+    rows = {r["system"]: _saved_rows(out_dir, r["system"]) for r in results}
     out = []
     names = [r["system"] for r in results]
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
-            for metric in [m for m in figures(rows[a]) if m in figures(rows[b])]:
-                out.append({"a": a, "b": b, **paired_difference(metric, rows[a], rows[b])})
+            figures_b = {f.name for f in figures_for(rows[b], metrics)}
+            for figure in figures_for(rows[a], metrics):
+                if figure.name in figures_b:
+                    out.append({"a": a, "b": b, **paired_difference(figure, rows[a], rows[b])})
     return out
+
+
+def _saved_rows(out_dir: Path, system: str) -> list[dict]:
+    """A system's per-item rows as saved, with the in-memory extras the set figures need."""
+    from eval.diversity import tokens
+
+    rows = [json.loads(line) for line in (out_dir / "per_item" / f"{system}.jsonl").open()]
+    gens = out_dir / "generations" / f"{system}.jsonl"
+    if gens.exists():
+        stories = {r["id"]: r["story"] for r in map(json.loads, gens.open()) if "story" in r}
+        for row in rows:
+            if row["id"] in stories and "repeated_4gram_rate" in row:
+                row["_story"] = stories[row["id"]]
+                row["_tokens"] = tokens(row["_story"])
+    return rows
 
 
 def differences_table(differences: list[dict]) -> str:

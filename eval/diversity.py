@@ -8,6 +8,8 @@ import re
 from sacrebleu.metrics import BLEU
 from sacrebleu.metrics.helpers import extract_all_word_ngrams
 
+from eval.metric import JACKKNIFE, Figure, Item, Metric, mean_of
+
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
@@ -17,9 +19,12 @@ def tokens(text: str) -> list[str]:
 
 def distinct_n(texts: list[str], n: int) -> float:
     """Unique n-grams over all n-grams, pooled across the corpus (Li et al. 2016)."""
+    return _distinct([tokens(text) for text in texts], n)
+
+
+def _distinct(token_lists: list[list[str]], n: int) -> float:
     seen, total = set(), 0
-    for text in texts:
-        t = tokens(text)
+    for t in token_lists:
         grams = list(zip(*(t[i:] for i in range(n))))
         seen.update(grams)
         total += len(grams)
@@ -99,3 +104,31 @@ def diversity(texts: list[str]) -> dict[str, float]:
         "self_bleu": self_bleu(texts),
         "repeated_4gram_rate": repeats / max(len(texts), 1),
     }
+
+
+def _score(item: Item) -> dict:
+    t = tokens(item.story)
+    # The tokens and the text stay in memory for the figures over the set of stories; the
+    # saved rows keep the numbers (the stories themselves are in generations/).
+    return {
+        "repeated_4gram_rate": _repeat_rate(t, 4),
+        "story_words": len(item.story.split()),
+        "_tokens": t,
+        "_story": item.story,
+    }
+
+
+def _figures(rows: list[dict]) -> list[Figure]:
+    def distinct(n: int):
+        return lambda rs: _distinct([r["_tokens"] for r in rs], n)
+
+    return [
+        Figure("distinct_1", distinct(1), "_tokens", JACKKNIFE),
+        Figure("distinct_2", distinct(2), "_tokens", JACKKNIFE),
+        Figure("self_bleu", lambda rs: self_bleu([r["_story"] for r in rs]), "_story", JACKKNIFE),
+        Figure("repeated_4gram_rate", mean_of("repeated_4gram_rate"), "repeated_4gram_rate"),
+        Figure("mean_words", mean_of("story_words"), "story_words"),
+    ]
+
+
+METRIC = Metric("diversity", "stories", _score, _figures)

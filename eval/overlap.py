@@ -18,6 +18,8 @@ from nltk.stem import porter  # the stemmer rouge_score itself uses
 from rouge_score import tokenize as rouge_tokenize
 from sacrebleu.metrics import BLEU
 
+from eval.metric import Figure, Item, Metric, mean_of
+
 _STEMMER = porter.PorterStemmer()
 
 
@@ -122,3 +124,25 @@ def bleu(hyps: list[str], refs: list[str], workers: int = 1) -> float:
 def _check(hyps: list[str], refs: list[str]) -> None:
     if len(hyps) != len(refs):
         raise ValueError(f"{len(hyps)} hypotheses but {len(refs)} references")
+
+
+def _score(item: Item) -> dict:
+    """BLEU's n-gram counts for the pair (summed over items, they give corpus BLEU) and its
+    ROUGE F1 scores."""
+    stats = BLEU()._extract_corpus_statistics([item.story], [[item.reference]])[0]
+    return {"bleu_stats": [int(x) for x in stats], **rouge_pair(item.story, item.reference)}
+
+
+def corpus_bleu(rows: list[dict]) -> float:
+    """sacrebleu corpus BLEU from the rows' summed n-gram counts."""
+    stats = [r["bleu_stats"] for r in rows if r.get("bleu_stats") is not None]
+    return BLEU()._aggregate_and_compute(stats).score if stats else float("nan")
+
+
+def _figures(rows: list[dict]) -> list[Figure]:
+    return [Figure("bleu", corpus_bleu, "bleu_stats")] + [
+        Figure(k, mean_of(k), k) for k in ("rouge1", "rouge2", "rougeL")
+    ]
+
+
+METRIC = Metric("overlap", "stories", _score, _figures)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from eval.metric import Figure, Item, Metric, exp, ratio_of
+
 
 @dataclass
 class NLL:
@@ -97,3 +99,29 @@ def perplexity(
     for prompt, story in tqdm(pairs, desc="perplexity", disable=not progress):
         acc += story_nll(model, tokenizer, prompt, story, window, stride)
     return acc.summary()
+
+
+def _score(item: Item) -> dict[str, float]:
+    """The reference story's NLL under the system's weights, after the system's own prompt."""
+    lm, o = item.scorer.lm, item.options
+    nll = story_nll(
+        lm.model,
+        lm.tokenizer,
+        item.prompts[item.index],
+        item.reference,
+        o.get("window"),
+        o.get("stride"),
+        o.get("max_story_tokens"),
+    )
+    return {"nll": nll.nll, "tokens": nll.tokens, "words": nll.words}
+
+
+def _figures(rows: list[dict]) -> list[Figure]:
+    return [
+        Figure("token_ppl", ratio_of("nll", "tokens", exp), "tokens"),
+        Figure("word_ppl", ratio_of("nll", "words", exp), "words"),
+        Figure("nll_per_token", ratio_of("nll", "tokens"), "tokens"),
+    ]
+
+
+METRIC = Metric("perplexity", "scorer", _score, _figures)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 
+from eval.metric import Figure, Item, Metric, mean_of
 from storygen.arcs import beat_coverage, fit_arc, trajectory
 from storygen.request import StoryRequest
 
@@ -62,3 +63,19 @@ def beat_adherence(beats: list[list[str] | None], stories: list[str]) -> dict[st
         "beat_order": sum(r.order for r in rows) / len(rows),
         "beat_n": len(rows),
     }
+
+
+def _score(item: Item) -> dict[str, float]:
+    out = dict(arc_scores(item.request, item.story) or {})
+    if item.plan is not None and item.plan.beats:
+        c = beat_coverage(item.story, item.plan.beats)
+        out.update(beat_coverage=c.coverage, beat_order=c.order)
+    return out
+
+
+def _figures(rows: list[dict]) -> list[Figure]:
+    names = ("arc_match", "arc_correlation", "beat_coverage", "beat_order")
+    return [Figure(k, mean_of(k), k) for k in names]
+
+
+METRIC = Metric("structure", "stories", _score, _figures)

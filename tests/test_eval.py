@@ -229,12 +229,15 @@ def test_comparison_writes_reports_and_resumes(comparison, tmp_path, monkeypatch
         assert 0 <= r["distinct_2"] <= 1 and 0 <= r["adherence"] <= 1
     table = (out / "results.md").read_text()
     for r in results:  # each system's row, with its own figures
-        ci = r["ci95"]["token_ppl"]
-        assert ci[0] <= r["token_ppl"] <= ci[1]
+        ci, wci = r["ci95"]["token_ppl"], r["ci95"]["word_ppl"]
+        assert ci[0] <= r["token_ppl"] <= ci[1] and wci[0] <= r["word_ppl"] <= wci[1]
         assert (
             f"| {r['system']} | {r['token_ppl']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | "
-            f"{r['word_ppl']:.3f} |" in table
+            f"{r['word_ppl']:.3f} [{wci[0]:.3f}, {wci[1]:.3f}] |" in table
         )
+        # Every figure has its interval, and how many items it covers.
+        numbers = [k for k, v in r.items() if isinstance(v, float) and k != "plan_failures"]
+        assert set(numbers) <= set(r["ci95"]) and r["n_per_figure"]["bleu"] == 3
     png = out / "metrics.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from PIL import Image
@@ -338,7 +341,7 @@ def test_a_token_cap_scores_the_storys_first_tokens_only(tiny_lm):
 def test_a_comparison_resumes_each_stage_and_redoes_only_what_a_changed_setting_affects(
     comparison, tmp_path, monkeypatch
 ):
-    import eval.compare as compare
+    import eval.perplexity as perplexity_module
     import storygen.generation as g
 
     out = tmp_path / "out"
@@ -346,7 +349,7 @@ def test_a_comparison_resumes_each_stage_and_redoes_only_what_a_changed_setting_
     scores = (out / "scores" / "greedy.perplexity.jsonl").read_text().splitlines()
     assert len(scores) == 3 and all(json.loads(line)["key"] for line in scores)
     calls = {"nll": 0, "story": 0}
-    real_nll, real_story = compare.story_nll, g.generate_story
+    real_nll, real_story = perplexity_module.story_nll, g.generate_story
 
     def counting_nll(*a, **kw):
         calls["nll"] += 1
@@ -356,7 +359,7 @@ def test_a_comparison_resumes_each_stage_and_redoes_only_what_a_changed_setting_
         calls["story"] += 1
         return real_story(*a, **kw)
 
-    monkeypatch.setattr(compare, "story_nll", counting_nll)
+    monkeypatch.setattr(perplexity_module, "story_nll", counting_nll)
     monkeypatch.setattr(g, "generate_story", counting_story)
     # An interrupted run: the last perplexity line torn, one story's line lost.
     path = out / "scores" / "sampled.perplexity.jsonl"
@@ -412,3 +415,30 @@ def test_bad_perplexity_settings_are_named(comparison, settings, message):
     comparison.write_text(yaml.safe_dump({**yaml.safe_load(comparison.read_text()), **settings}))
     with pytest.raises(EvalError, match=message):
         Comparison.load(comparison)
+
+
+def test_a_new_metric_is_one_registration_and_the_comparison_reports_it(
+    comparison, tmp_path, monkeypatch
+):
+    """Registering a metric is all it takes: the comparison scores it, gives it an interval,
+    saves its per-item values and pairs it between systems."""
+    from eval import compare, registry
+    from eval.metric import Figure, Metric, mean_of
+
+    exclaims = Metric(
+        "exclaims",
+        "stories",
+        lambda item: {"exclaims": float("!" in item.story)},
+        lambda rows: [Figure("exclaim_rate", mean_of("exclaims"), "exclaims")],
+    )
+    monkeypatch.setitem(registry.METRICS, "exclaims", exclaims)
+    monkeypatch.setattr(compare, "METRICS", tuple(registry.METRICS))
+    config = yaml.safe_load(comparison.read_text())
+    config["metrics"] = ["exclaims"]
+    comparison.write_text(yaml.safe_dump(config))
+    results = compare.run(comparison, tmp_path / "out")
+    assert all(0 <= r["exclaim_rate"] <= 1 and len(r["ci95"]["exclaim_rate"]) == 2 for r in results)
+    saved = (tmp_path / "out" / "per_item" / "greedy.jsonl").read_text()
+    assert saved.count('"exclaims"') == 3
+    diffs = json.loads((tmp_path / "out" / "differences.json").read_text())
+    assert [d["metric"] for d in diffs] == ["exclaim_rate"]

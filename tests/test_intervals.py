@@ -5,19 +5,27 @@ import math
 import numpy as np
 import pytest
 
-from eval.intervals import figures, interval, paired_difference
+from eval.intervals import interval, paired_difference
+from eval.metric import Figure, mean_of
+from eval.registry import figures_for
+
+
+def F(name):
+    """A figure that is the mean of its own per-item key (arc and beat scores are)."""
+    return Figure(name, mean_of(name), name)
 
 
 def test_a_constant_figure_has_a_zero_width_interval():
     rows = [{"id": str(i), "arc_match": 1.0} for i in range(20)]
-    assert interval("arc_match", rows) == [1.0, 1.0]
-    assert all(math.isnan(x) for x in interval("arc_match", []))
+    assert interval(F("arc_match"), rows) == [1.0, 1.0]
+    assert all(math.isnan(x) for x in interval(F("arc_match"), []))
 
 
 def test_perplexity_is_a_ratio_of_sums_and_its_interval_holds_it():
     rows = [{"id": "a", "nll": 10.0, "tokens": 5}, {"id": "b", "nll": 30.0, "tokens": 20}]
-    assert figures(rows) == ["token_ppl"]
-    lo, hi = interval("token_ppl", rows)
+    ppl = {f.name: f for f in figures_for(rows)}["token_ppl"]
+    assert [f.name for f in figures_for(rows)] == ["token_ppl", "nll_per_token"]
+    lo, hi = interval(ppl, rows)
     point = math.exp(40 / 25)  # not the mean of per-story perplexities (exp 2, exp 1.5)
     assert (
         lo <= point <= hi
@@ -29,7 +37,7 @@ def test_perplexity_is_a_ratio_of_sums_and_its_interval_holds_it():
 def test_the_interval_of_a_mean_matches_the_normal_approximation():
     values = np.random.default_rng(1).normal(0.5, 0.2, 400)
     rows = [{"id": str(i), "beat_coverage": v} for i, v in enumerate(values)]
-    lo, hi = interval("beat_coverage", rows)
+    lo, hi = interval(F("beat_coverage"), rows)
     half = 1.96 * values.std(ddof=1) / math.sqrt(len(values))
     assert (hi - lo) / 2 == pytest.approx(half, rel=0.15)
     assert (lo + hi) / 2 == pytest.approx(values.mean(), abs=0.2 * half)
@@ -40,16 +48,16 @@ def test_paired_differences_resample_the_same_items_for_both_systems():
     base = rng.uniform(0, 1, 50)
     a = [{"id": str(i), "arc_correlation": v} for i, v in enumerate(base)]
     b = [{"id": str(i), "arc_correlation": v + 0.1} for i, v in enumerate(base)]
-    same = paired_difference("arc_correlation", a, a)
+    same = paired_difference(F("arc_correlation"), a, a)
     assert same["difference"] == 0 and same["ci95"] == [0.0, 0.0] and same["n_items"] == 50
-    shifted = paired_difference("arc_correlation", a, b)
+    shifted = paired_difference(F("arc_correlation"), a, b)
     assert shifted["difference"] == pytest.approx(0.1)
     assert shifted["ci95"] == pytest.approx([0.1, 0.1])  # unpaired, the intervals would overlap
-    lo_a, hi_a = interval("arc_correlation", a)
-    lo_b, hi_b = interval("arc_correlation", b)
+    lo_a, hi_a = interval(F("arc_correlation"), a)
+    lo_b, hi_b = interval(F("arc_correlation"), b)
     assert lo_b < hi_a
     # Only the items both systems scored count.
-    assert paired_difference("arc_correlation", a, b[:10])["n_items"] == 10
+    assert paired_difference(F("arc_correlation"), a, b[:10])["n_items"] == 10
 
 
 def test_a_difference_counts_only_the_items_where_both_systems_have_the_figure():
@@ -57,5 +65,62 @@ def test_a_difference_counts_only_the_items_where_both_systems_have_the_figure()
     compare one system's measured items with another's."""
     a = [{"id": str(i), "arc_match": 1.0 if i < 5 else 0.0} for i in range(10)]
     b = [{"id": str(i), **({"arc_match": 1.0} if i < 5 else {})} for i in range(10)]
-    d = paired_difference("arc_match", a, b)
+    d = paired_difference(F("arc_match"), a, b)
     assert d["difference"] == 0.0 and d["ci95"] == [0.0, 0.0] and d["n_items"] == 5
+
+
+def _rows(metric, pairs, requests=None):
+    from eval.metric import Item
+    from storygen.request import StoryRequest
+
+    requests = requests or [StoryRequest(prompt="x")] * len(pairs)
+    return [
+        {"id": str(i), **metric.score(Item(str(i), q, ref, story=hyp))}
+        for i, ((hyp, ref), q) in enumerate(zip(pairs, requests, strict=True))
+    ]
+
+
+PAIRS = [
+    ("The dragon flew over the castle at dawn.", "A dragon flew over a castle."),
+    ("Mara ran to the lighthouse in the storm.", "Mara kept the lighthouse lit."),
+    ("The ship sank and the sea was quiet.", "The sea was cold and the ship was lost."),
+    ("He laughed and the dog barked twice.", "The dog barked at the moon."),
+]
+
+
+def test_the_registered_figures_are_the_corpus_metrics_they_stand_for():
+    """Corpus BLEU from summed per-item counts is sacrebleu's corpus BLEU; the pooled and set
+    figures equal the functions the `eval score` command uses."""
+    from eval.adherence import adherence
+    from eval.diversity import diversity
+    from eval.overlap import bleu, rouge
+    from eval.registry import METRICS
+    from storygen.request import Character, StoryRequest
+
+    hyps, refs = [h for h, _ in PAIRS], [r for _, r in PAIRS]
+    overlap = {
+        f.name: f.of(_rows(METRICS["overlap"], PAIRS))
+        for f in figures_for(_rows(METRICS["overlap"], PAIRS), ["overlap"])
+    }
+    assert overlap == pytest.approx({"bleu": bleu(hyps, refs), **rouge(hyps, refs)}, abs=1e-12)
+    rows = _rows(METRICS["diversity"], PAIRS)
+    got = {f.name: f.of(rows) for f in figures_for(rows, ["diversity"])}
+    assert got.pop("mean_words") == pytest.approx(sum(len(h.split()) for h in hyps) / 4)
+    assert got == pytest.approx(diversity(hyps), abs=1e-12)
+    asks = [StoryRequest(characters=[Character("Mara")], tone="dark", prompt="x")] * 4
+    rows = _rows(METRICS["adherence"], PAIRS, asks)
+    got = {f.name: f.of(rows) for f in figures_for(rows, ["adherence"])}
+    assert got == pytest.approx(adherence(asks, hyps), abs=1e-12)
+
+
+def test_the_jackknife_interval_of_a_mean_is_the_textbook_one():
+    """Left out one item at a time, the jackknife standard error of a mean is s / sqrt(n)."""
+    from eval.metric import JACKKNIFE
+
+    values = np.random.default_rng(3).normal(0.3, 0.1, 40)
+    rows = [{"id": str(i), "v": v} for i, v in enumerate(values)]
+    lo, hi = interval(Figure("v", mean_of("v"), "v", JACKKNIFE), rows)
+    half = 1.959963984540054 * values.std(ddof=1) / math.sqrt(len(values))
+    assert (lo + hi) / 2 == pytest.approx(values.mean()) and (hi - lo) / 2 == pytest.approx(half)
+    same = paired_difference(Figure("v", mean_of("v"), "v", JACKKNIFE), rows, rows)
+    assert same["difference"] == 0 and same["ci95"] == [0.0, 0.0]
