@@ -133,6 +133,13 @@ def settings_key(**settings: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def story_inputs(item: dict) -> dict[str, Any]:
+    """What a story is written from, for the keys of saved stories: the item's request and
+    plan (an item re-made by a new preprocess keeps its id, not its text)."""
+    plan = item.get("plan")
+    return {"request": item["request"].to_dict(), "plan": plan.to_dict() if plan else None}
+
+
 def _read_done(path: Path, keys: dict[str, str]) -> dict[str, dict]:
     """The rows of ``path`` made with the key their item has now (``keys``: id -> key)."""
     done = {}
@@ -147,6 +154,18 @@ def _read_done(path: Path, keys: dict[str, str]) -> dict[str, dict]:
     return done
 
 
+def _open_for_append(path: Path):
+    """``path`` opened to append whole lines: a last line torn by a killed run (no line break
+    at its end) is cut off first, or the next row would be glued to it and lost too."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.stat().st_size:
+        data = path.read_bytes()
+        if not data.endswith(b"\n"):
+            with path.open("rb+") as f:
+                f.truncate(data.rfind(b"\n") + 1)
+    return path.open("a")
+
+
 def generate_all(backend, system: System, items: list[dict], seed: int, out: Path) -> list[dict]:
     """Generate (or reuse) one story per item; item i always uses seed ``seed + i``. A system
     with ``plan: model`` plans each story first (same seed), ``plan: reference`` writes from
@@ -155,7 +174,10 @@ def generate_all(backend, system: System, items: list[dict], seed: int, out: Pat
 
     keys = {
         it["id"]: settings_key(
-            model=system.spec(), sampling=system.sampling_for(seed + i).to_dict(), plan=system.plan
+            model=system.spec(),
+            sampling=system.sampling_for(seed + i).to_dict(),
+            plan=system.plan,
+            item=story_inputs(it),
         )
         for i, it in enumerate(items)
     }
@@ -163,8 +185,7 @@ def generate_all(backend, system: System, items: list[dict], seed: int, out: Pat
     todo = [(i, it) for i, it in enumerate(items) if it["id"] not in done]
     if not todo:
         return [done[it["id"]] for it in items]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("a") as f:
+    with _open_for_append(out) as f:
         for i, item in tqdm(todo, desc=f"generate {system.name}"):
             sampling = system.sampling_for(seed + i)
             request = for_format(item["request"], backend.prompt_format)
@@ -198,9 +219,11 @@ def for_format(request: StoryRequest, version: str) -> StoryRequest:
     return replace(request, arc="") if version == V1 and request.arc else request
 
 
-def evaluate_system(system: System, items: list[dict], cmp: Comparison, out_dir: Path) -> dict:
+def evaluate_system(
+    system: System, items: list[dict], cmp: Comparison, out_dir: Path
+) -> tuple[dict, list[dict]]:
     """Every requested metric (``eval/registry.py``) for one system, each figure with its 95%
-    interval.
+    interval; returns (result, per-item rows, with the in-memory extras set figures read).
 
     Stories come from the system's own backend (llama.cpp by default on a CPU). Metrics that
     need every position's logits (perplexity, prompt ranking) score the same weights on the
@@ -285,7 +308,7 @@ def evaluate_system(system: System, items: list[dict], cmp: Comparison, out_dir:
     with (out_dir / "per_item" / f"{system.name}.jsonl").open("w") as f:
         for row in per_item:  # the numbers; in-memory extras (tokens, texts) start with "_"
             f.write(json.dumps({k: v for k, v in row.items() if not k.startswith("_")}) + "\n")
-    return result
+    return result, per_item
 
 
 def _plan(data: dict | None) -> Plan | None:
@@ -297,20 +320,24 @@ def score_saved(metric: Metric, system: System, contexts: list[Item], options: d
     saved item by item to ``scores/<system>.<metric>.jsonl`` so that an interrupted run goes on
     where it stopped; an item scored with other weights or settings is scored again."""
     scorer = contexts[0].scorer
-    key = settings_key(
+    common = dict(
         model=scoring_spec(system.spec()),
-        options=options,
+        options={k: options[k] for k in metric.options},
         prompt_format=scorer.prompt_format,
-        n_items=len(contexts) if metric.name == "ranking" else None,
+        # A score that reads the other items (ranking's distractors) depends on all of them.
+        others=settings_key(prompts=contexts[0].prompts) if metric.reads_all_items else None,
     )
+    keys = {
+        c.id: settings_key(**common, prompt=c.prompts[c.index], reference=c.reference)
+        for c in contexts
+    }
     out = out_dir / "scores" / f"{system.name}.{metric.name}.jsonl"
-    done = _read_done(out, {c.id: key for c in contexts})
+    done = _read_done(out, keys)
     todo = [c for c in contexts if c.id not in done]
     if todo:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("a") as f:
+        with _open_for_append(out) as f:
             for c in tqdm(todo, desc=f"{metric.name} {system.name}"):
-                row = {"id": c.id, "key": key, "score": metric.score(c)}
+                row = {"id": c.id, "key": keys[c.id], "score": metric.score(c)}
                 f.write(json.dumps(row) + "\n")
                 f.flush()
                 done[c.id] = row
@@ -399,11 +426,12 @@ def run(config: Path | Comparison, out_dir: Path) -> list[dict]:
     cmp = config if isinstance(config, Comparison) else Comparison.load(config)
     items = load_test_set(Path(cmp.test), cmp.limit)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = []
+    results, rows = [], {}
     for system in cmp.systems:  # results.json grows system by system
-        results.append(evaluate_system(system, items, cmp, out_dir))
+        result, rows[system.name] = evaluate_system(system, items, cmp, out_dir)
+        results.append(result)
         (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    differences = system_differences(results, out_dir, cmp.metrics)
+    differences = system_differences(rows, cmp.metrics)
     (out_dir / "differences.json").write_text(json.dumps(differences, indent=2) + "\n")
     (out_dir / "results.md").write_text(markdown_table(results) + differences_table(differences))
     plot_metrics(results, out_dir / "metrics.png")
@@ -417,13 +445,11 @@ def run(config: Path | Comparison, out_dir: Path) -> list[dict]:
     return results
 
 
-def system_differences(results: list[dict], out_dir: Path, metrics: list[str]) -> list[dict]:
+def system_differences(rows: dict[str, list[dict]], metrics: list[str]) -> list[dict]:
     """Every later system minus every earlier one, per figure both have per item, with the
-    paired 95% interval (from ``per_item/``; the figures over sets of stories read the stories
-    back from ``generations/``)."""
-    rows = {r["system"]: _saved_rows(out_dir, r["system"]) for r in results}
+    paired 95% interval (``rows``: each system's per-item rows of this run, in order)."""
     out = []
-    names = [r["system"] for r in results]
+    names = list(rows)
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             figures_b = {f.name for f in figures_for(rows[b], metrics)}
@@ -431,21 +457,6 @@ def system_differences(results: list[dict], out_dir: Path, metrics: list[str]) -
                 if figure.name in figures_b:
                     out.append({"a": a, "b": b, **paired_difference(figure, rows[a], rows[b])})
     return out
-
-
-def _saved_rows(out_dir: Path, system: str) -> list[dict]:
-    """A system's per-item rows as saved, with the in-memory extras the set figures need."""
-    from eval.diversity import tokens
-
-    rows = [json.loads(line) for line in (out_dir / "per_item" / f"{system}.jsonl").open()]
-    gens = out_dir / "generations" / f"{system}.jsonl"
-    if gens.exists():
-        stories = {r["id"]: r["story"] for r in map(json.loads, gens.open()) if "story" in r}
-        for row in rows:
-            if row["id"] in stories and "repeated_4gram_rate" in row:
-                row["_story"] = stories[row["id"]]
-                row["_tokens"] = tokens(row["_story"])
-    return rows
 
 
 def differences_table(differences: list[dict]) -> str:

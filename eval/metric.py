@@ -69,6 +69,10 @@ class Metric:
     figures: Callable[[list[dict]], list[Figure]]
     """The figures these rows can give (some depend on which fields were asked)."""
     min_items: int = 1
+    options: tuple[str, ...] = ()
+    """The comparison settings its scores depend on (a change rescores; others do not)."""
+    reads_all_items: bool = False
+    """Its score of one item reads the others (prompt ranking's distractors)."""
 
 
 def mean_of(key: str) -> Callable[[list[dict]], float]:

@@ -124,4 +124,6 @@ def _figures(rows: list[dict]) -> list[Figure]:
     ]
 
 
-METRIC = Metric("perplexity", "scorer", _score, _figures)
+METRIC = Metric(
+    "perplexity", "scorer", _score, _figures, options=("window", "stride", "max_story_tokens")
+)

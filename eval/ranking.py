@@ -71,4 +71,6 @@ def _figures(rows: list[dict]) -> list[Figure]:
     return [Figure("prompt_ranking_acc", mean_of("prompt_ranking"), "prompt_ranking")]
 
 
-METRIC = Metric("ranking", "scorer", _score, _figures, min_items=DISTRACTORS + 1)
+METRIC = Metric(
+    "ranking", "scorer", _score, _figures, min_items=DISTRACTORS + 1, reads_all_items=True
+)

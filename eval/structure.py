@@ -3,7 +3,8 @@
 - **Arc adherence** (stories whose request names an arc): ``arc_match`` is the share whose
   measured trajectory fits the requested shape best of the six, ``arc_correlation`` the mean
   correlation of the trajectory with the requested shape (-1 to 1). Stories too short for a
-  trajectory are left out and counted in ``arc_n``.
+  trajectory are left out (``arc_n`` in :func:`arc_adherence`; a comparison's
+  ``n_per_figure``).
 - **Beats** (stories written from a plan): ``beat_coverage`` is the mean share of the plan's
   beats whose content is found in the story, ``beat_order`` the mean share of found beats that
   come in the plan's order (:func:`storygen.arcs.beat_coverage`).

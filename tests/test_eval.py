@@ -361,17 +361,35 @@ def test_a_comparison_resumes_each_stage_and_redoes_only_what_a_changed_setting_
 
     monkeypatch.setattr(perplexity_module, "story_nll", counting_nll)
     monkeypatch.setattr(g, "generate_story", counting_story)
-    # An interrupted run: the last perplexity line torn, one story's line lost.
+    # An interrupted run: the last perplexity line torn as a kill leaves it (no line break at
+    # its end), one story's line lost.
     path = out / "scores" / "sampled.perplexity.jsonl"
     lines = path.read_text().splitlines()
-    path.write_text("\n".join(lines[:2] + [lines[2][:20]]) + "\n")
+    path.write_text("\n".join(lines[:2] + [lines[2][:20]]))
     gens = out / "generations" / "greedy.jsonl"
     gens.write_text("\n".join(gens.read_text().splitlines()[:2]) + "\n")
     again = run(comparison, out)
     assert calls == {"nll": 1, "story": 1}
     for a, b in zip(first, again, strict=True):
         assert a["token_ppl"] == pytest.approx(b["token_ppl"], rel=1e-9) and a["bleu"] == b["bleu"]
+    assert all(json.loads(line)["score"] for line in path.read_text().splitlines())
+    calls.update(nll=0, story=0)
+    run(comparison, out)  # and nothing is redone once it is whole again
+    assert calls == {"nll": 0, "story": 0}
+    # The same ids with other text (a new preprocess): those items are made again.
+    test = Path(yaml.safe_load(comparison.read_text())["test"])
+    items = read_examples(test)
+    items[0]["completion"] += " One more line."
+    test.write_text("".join(json.dumps(r) + "\n" for r in items))
+    run(comparison, out)
+    assert calls == {"nll": 2, "story": 0}  # the reference changed; the request did not
+    items[1]["request"]["genre"] = "horror"
+    test.write_text("".join(json.dumps(r) + "\n" for r in items))
+    calls.update(nll=0, story=0)
+    run(comparison, out)
+    assert calls == {"nll": 2, "story": 2}
     # A changed window rescoring every story, a changed sampling regenerating that system's.
+    calls.update(nll=0, story=0)
     config = yaml.safe_load(comparison.read_text())
     config["window"], config["stride"] = 32, 8
     config["systems"][1]["sampling"]["temperature"] = 0.7

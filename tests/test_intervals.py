@@ -124,3 +124,40 @@ def test_the_jackknife_interval_of_a_mean_is_the_textbook_one():
     assert (lo + hi) / 2 == pytest.approx(values.mean()) and (hi - lo) / 2 == pytest.approx(half)
     same = paired_difference(Figure("v", mean_of("v"), "v", JACKKNIFE), rows, rows)
     assert same["difference"] == 0 and same["ci95"] == [0.0, 0.0]
+
+
+def test_the_grouped_jackknife_of_a_mean_matches_its_standard_error():
+    """Past 50 items the jackknife leaves out groups; for a mean its interval is still close
+    to the textbook one."""
+    from eval.metric import JACKKNIFE
+
+    values = np.random.default_rng(4).exponential(1.0, 1000)
+    rows = [{"id": str(i), "v": v} for i, v in enumerate(values)]
+    lo, hi = interval(Figure("v", mean_of("v"), "v", JACKKNIFE), rows)
+    half = 1.959963984540054 * values.std(ddof=1) / math.sqrt(len(values))
+    assert (lo + hi) / 2 == pytest.approx(values.mean()) and (hi - lo) / 2 == pytest.approx(
+        half, rel=0.3
+    )
+
+
+def test_self_bleu_over_many_stories_reads_them_all_and_its_interval_narrows():
+    """Self-BLEU is computed over every story (a sample redrawn for each left-out group would
+    add its own noise), so more stories give a narrower interval, not a wider one."""
+    from eval.registry import METRICS
+
+    rng = np.random.default_rng(5)
+    words = [f"w{i}" for i in range(300)]
+    p = 1 / np.arange(1, 301)
+    p /= p.sum()
+    texts = [" ".join(rng.choice(words, 40, p=p)) for _ in range(400)]
+    rows = [{"id": str(i), **METRICS["diversity"].score(_item(t))} for i, t in enumerate(texts)]
+    (self_bleu,) = [f for f in figures_for(rows, ["diversity"]) if f.name == "self_bleu"]
+    small, large = interval(self_bleu, rows[:100]), interval(self_bleu, rows)
+    assert (large[1] - large[0]) < (small[1] - small[0])
+
+
+def _item(text):
+    from eval.metric import Item
+    from storygen.request import StoryRequest
+
+    return Item("x", StoryRequest(prompt="x"), "", story=text)
