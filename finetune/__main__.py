@@ -63,7 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         help="processes that clean and tag (default: one per core, %(default)s here); "
         "the output does not depend on it",
     )
-    p.add_argument("--limit", type=int, default=None, help="read at most this many pairs")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="read at most this many pairs (of each original split)",
+    )
     t = sub.add_parser(
         "train", formatter_class=HelpFormatter, help="QLoRA fine-tuning on preprocessed data"
     )

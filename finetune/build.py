@@ -194,7 +194,9 @@ def _batches(pairs: Iterable[RawPair], size: int) -> Iterator[tuple[list[str], .
         )
 
 
-def _read(source: str | Path, split: str) -> tuple[Iterator[tuple[RawPair, str]], list[str]]:
+def _read(
+    source: str | Path, split: str, limit: int | None = None
+) -> tuple[Iterator[tuple[RawPair, str]], list[str]]:
     """The pairs to build, each with the original split it comes from, and those splits.
 
     A folder of the original release is read split by split (``all``: every split it has);
@@ -209,17 +211,23 @@ def _read(source: str | Path, split: str) -> tuple[Iterator[tuple[RawPair, str]]
                 f"{folder}: expected NAME.wp_source and NAME.wp_target for at least one of "
                 f"{', '.join(SPLITS)}"
             )
-        pairs = ((pair, name) for name in chosen for pair in iter_pairs(folder, name))
+        # --limit applies to each split, so that a small run keeps its valid and test stories.
+        pairs = (
+            (pair, name)
+            for name in chosen
+            for pair in islice(iter_pairs(folder, name), limit or None)
+        )
         return pairs, chosen
     if folder is not None and folder.suffix.lower() in (".wp_source", ".wp_target"):
         name = folder.name.split(".")[0]
-        return ((pair, name) for pair in iter_pairs(source)), [name]
+        name = name if name in SPLITS else "train"  # a file of one's own: a body of stories
+        return ((pair, name) for pair in islice(iter_pairs(source), limit or None)), [name]
     if split not in ("all", "train"):
         raise DataError(
             f"{source}: --split {split} names an original split of a .wp folder; this source has "
             "none: its stories are split by --valid-fraction and --test-fraction"
         )
-    return ((pair, "train") for pair in iter_pairs(source)), ["train"]
+    return ((pair, "train") for pair in islice(iter_pairs(source), limit or None)), ["train"]
 
 
 def _bounded_map(pool: ProcessPoolExecutor, fn, jobs: Iterable, inflight: int) -> Iterator:
@@ -249,8 +257,10 @@ def build(
     """Write ``train.jsonl``, ``valid.jsonl`` (and ``test.jsonl`` when there is a test split)
     and ``report.json`` under ``out_dir``.
 
-    The original release's valid and test splits are kept as they are; a split the source does
-    not have is carved out of train by its fraction (seeded by each story's fingerprint). The
+    The original release's valid and test splits are kept as they are, but for a story that
+    repeats an earlier one (counted as a duplicate: no test story is one the model trained
+    on); a split the source does not have is carved out of train by its fraction (seeded by
+    each story's fingerprint). The
     files appear only once the whole input is read: a failed run leaves none behind (nor an
     earlier run's split that this one does not write).
     """
@@ -261,7 +271,7 @@ def build(
         raise DataError("valid_fraction + test_fraction must leave some stories to train on")
     if split not in ("all", *SPLITS):
         raise DataError(f"unknown split {split!r}; known: all, {', '.join(SPLITS)}")
-    pairs, originals = _read(source, split)
+    pairs, originals = _read(source, split, limit)
     bands, splits = {}, {}
     for name, (low, high) in (
         ("valid", (0.0, valid_fraction)),
@@ -275,8 +285,6 @@ def build(
     if "train" in originals:
         splits["train"] = "the original train split" if originals != ["train"] else "the rest"
     names = ["train", "valid", *(["test"] if "test" in splits else [])]
-    if limit:
-        pairs = islice(pairs, limit)
     report = BuildReport(splits=splits)
     seen: set[str] = set()
     jobs = ((b, word_budget, field_dropout, bands) for b in _batches(pairs, 256))

@@ -320,3 +320,14 @@ def test_preprocess_help_shows_every_default(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for default in ("runs/data", "all", "0.1", "0.0", "1000"):
         assert f"(default: {default})" in text, default
+
+
+def test_a_limit_applies_to_each_original_split_and_an_odd_wp_file_is_train(tmp_path):
+    wp = _originals(tmp_path / "wp")
+    small = build(wp, tmp_path / "small", limit=5, progress=False)
+    assert small.read == 15 and small.valid and small.test  # 5 pairs of each split
+    (tmp_path / "mine").mkdir()
+    for ext in ("wp_source", "wp_target"):
+        (tmp_path / "mine" / f"stories.{ext}").write_text((wp / f"train.{ext}").read_text())
+    report = build(tmp_path / "mine" / "stories.wp_source", tmp_path / "o", progress=False)
+    assert report.kept == 4 and report.splits["train"] == "the rest"
