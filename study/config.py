@@ -57,15 +57,14 @@ class DataSettings:
 @dataclass
 class StudyConfig:
     """The whole study. ``train`` holds :class:`~finetune.config.TrainConfig` fields (its data
-    and output folders are the study's); ``compare`` holds an eval comparison without its
+    and output folders are the study's; training also writes the adapter's GGUF form, the
+    llama.cpp backend's, for a LLaMA-type base); ``compare`` holds an eval comparison without its
     ``test`` (the study's test split), where a system with ``adapter: study`` uses the adapter
     trained here."""
 
     name: str
     data: DataSettings
     train: dict[str, Any] = field(default_factory=dict)
-    gguf: bool = True
-    """Also write the adapter's GGUF form (the llama.cpp backend's), LLaMA-type bases only."""
     compare: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -96,13 +95,6 @@ class StudyConfig:
             raise StudyError(f"{where}: compare: 'test' is the study's own test split")
         if not cfg.compare.get("systems"):
             raise StudyError(f"{where}: compare needs a list of systems")
-        if not cfg.gguf and any(
-            s.get("adapter") == STUDY_ADAPTER and s.get("backend") == "llamacpp"
-            for s in cfg.compare["systems"]
-        ):
-            raise StudyError(
-                f"{where}: a llamacpp system needs the adapter's GGUF form: gguf: true"
-            )
         return cfg
 
     def to_dict(self) -> dict[str, Any]:

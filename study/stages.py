@@ -39,9 +39,15 @@ def _now() -> str:
 
 
 def _stage(
-    name: str, key: str, directory: Path, work: Callable[[], None], log: Callable[[str], None]
+    name: str,
+    key: str,
+    directory: Path,
+    work: Callable[[], None],
+    log: Callable[[str], None],
+    outputs: Callable[[], dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """Run ``work`` into ``directory`` unless a finished run with the same key is there."""
+    """Run ``work`` into ``directory`` unless a finished run with the same key is there.
+    ``outputs`` lists the stage's files and their hashes (default: every file in it)."""
     marker = directory / STAGE_FILE
     if marker.exists():
         record = json.loads(marker.read_text())
@@ -59,7 +65,10 @@ def _stage(
         "dir": str(directory),
         "seconds": round(time.perf_counter() - t0, 1),
         "finished": _now(),
-        "outputs": mf.tree_hashes(directory, skip=(STAGE_FILE, "checkpoint")),
+        "code": mf.code_version(REPO),  # a reused stage keeps the commit that made it
+        "outputs": outputs()
+        if outputs
+        else mf.tree_hashes(directory, skip=(STAGE_FILE, "checkpoint")),
     }
     tmp = marker.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
@@ -142,17 +151,16 @@ def run_study(cfg: StudyConfig, out: Path, progress: bool = True) -> dict[str, A
     train_key = settings_key(
         data={k: data_out[k] for k in ("train.jsonl", "valid.jsonl")},
         train={k: v for k, v in train_cfg.to_dict().items() if k not in ("data_dir", "output_dir")},
-        gguf=cfg.gguf,
     )
     train_dir = out / f"train-{train_key}"
 
     def train_adapter() -> None:
-        from finetune.export_gguf import export_gguf
         from finetune.train import train
 
+        if (train_dir / "metrics.json").exists():
+            return  # trained before (and killed before the stage was marked): not again
+        # Writes the adapter, its GGUF form (LLaMA-type bases) and its curves.
         train(TrainConfig(**{**train_cfg.to_dict(), "output_dir": str(train_dir)}), progress)
-        if cfg.gguf:
-            export_gguf(train_dir)
 
     stages.append(_stage("train", train_key, train_dir, train_adapter, log))
     metrics = json.loads((train_dir / "metrics.json").read_text())
@@ -179,7 +187,17 @@ def run_study(cfg: StudyConfig, out: Path, progress: bool = True) -> dict[str, A
     def compare() -> None:
         results.extend(run_comparison(comparison, compare_dir))
 
-    stages.append(_stage("compare", compare_key, compare_dir, compare, log))
+    def compare_outputs() -> dict[str, str]:
+        # This comparison's files only: the folder also keeps earlier systems' caches.
+        names = {s.name for s in comparison.systems}
+        every = mf.tree_hashes(compare_dir, skip=(STAGE_FILE,))
+        return {
+            k: v
+            for k, v in every.items()
+            if "/" not in k or k.split("/", 1)[1].split(".", 1)[0] in names
+        }
+
+    stages.append(_stage("compare", compare_key, compare_dir, compare, log, compare_outputs))
     if not results:
         results = json.loads((compare_dir / "results.json").read_text())
     manifest["seeds"]["compare"] = comparison.seed

@@ -33,7 +33,6 @@ def _config(tiny_model_dir, **changes):
             "gradient_checkpointing": False,
             "threads": 1,
         },
-        "gguf": True,
         "compare": {
             "limit": 1,
             "seed": 3,
@@ -111,11 +110,17 @@ def test_a_study_runs_every_stage_then_reuses_what_its_settings_did_not_change(
         False,
         False,
     ]
-    # An interrupted stage (no stage.json) runs again, in the same folder.
+    # Killed after training but before the stage was marked: marked now, not trained again.
     (train_dir / "stage.json").unlink()
     ran.clear()
     run_study(_config(tiny_model_dir), out, progress=False)
-    assert ran == ["train", "compare"]
+    assert ran == ["compare"] and (train_dir / "stage.json").exists()
+    # Killed while training (no stage.json, no metrics): it runs again, in the same folder.
+    (train_dir / "stage.json").unlink()
+    (train_dir / "metrics.json").unlink()
+    ran.clear()
+    again = run_study(_config(tiny_model_dir), out, progress=False)
+    assert ran == ["train", "compare"] and again["stages"][1]["code"]["commit"]
 
 
 def test_verify_reruns_from_nothing_and_names_each_figure_that_moved(tiny_model_dir, tmp_path):
