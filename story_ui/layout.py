@@ -113,6 +113,20 @@ def write_tab(services: Services) -> None:
                     dl = gr.Button("Download")
                     dl_status = gr.Markdown(elem_id="download-status")
             file = gr.File(label="Your story", interactive=False)
+            with gr.Accordion("Your reaction (optional, anonymous)", open=False):
+                gr.Markdown(
+                    "Tell us what you thought of the finished story, or fix it: reactions are "
+                    "kept with what made the story and may be used to tune the model."
+                )
+                with gr.Row():
+                    thumbs_up = gr.Button("👍 Good story", elem_id="thumbs-up")
+                    thumbs_down = gr.Button("👎 Not good", elem_id="thumbs-down")
+                    start_edit = gr.Button("Edit the story", elem_id="start-edit")
+                edit_box = gr.Textbox(
+                    label="Your version of the story", lines=10, elem_id="edit-box"
+                )
+                save_edit = gr.Button("Save my edit", elem_id="save-edit")
+                reaction_status = gr.Markdown(elem_id="reaction-status")
             drafts_view = gr.Dataframe(
                 headers=["#", "title", "seed", "words"],
                 label="Drafts of this visit",
@@ -296,9 +310,12 @@ def write_tab(services: Services) -> None:
         # free at once (cancelling Gradio's task would leave the generator holding it). The
         # answer goes on the button, never the status line: it may arrive after the story's
         # own last status ("Stopped: …") and would overwrite it.
-        stopping = services.stop(request.session_hash)
-        message = "Stopping…" if stopping else "Nothing is being written."
-        return gr.Button(message, interactive=False), message
+        if services.stop(request.session_hash):
+            return gr.Button("Stopping…", interactive=False), "Stopping…"
+        # Nothing to stop (yet: a story waiting for its turn has not started): Stop stays
+        # usable, so that it can stop that story once it starts.
+        gr.Info("Nothing is being written yet.")
+        return gr.Button("Stop", interactive=True), "Nothing is being written."
 
     # The same answer for API clients, which get no value from a button.
     stop_answer = gr.Textbox(visible=False)
@@ -312,7 +329,25 @@ def write_tab(services: Services) -> None:
     def open_draft(draft_number, drafts):
         return write.open_draft(draft_number, drafts)
 
-    restore.click(open_draft, [pick, drafts], [story, draft_status], api_name="open_draft")
+    restore.click(
+        open_draft, [pick, drafts], [story, draft_status, provenance], api_name="open_draft"
+    )
+
+    # One handler for the three reactions; each button names its kind.
+    def reaction(kind: str):
+        def handler(story, provenance, edited=""):
+            return write.react(services, kind, story, provenance, edited)
+
+        return handler
+
+    thumbs_up.click(reaction("up"), [story, provenance], reaction_status, api_name="thumbs_up")
+    thumbs_down.click(
+        reaction("down"), [story, provenance], reaction_status, api_name="thumbs_down"
+    )
+    start_edit.click(lambda story: story, story, edit_box, **private)
+    save_edit.click(
+        reaction("edit"), [story, provenance, edit_box], reaction_status, api_name="save_edit"
+    )
 
 
 def rate_tab(services: Services) -> None:
@@ -402,6 +437,15 @@ def rate_tab(services: Services) -> None:
     next_btn.click(next_item, state, shown, api_name="next_item")
 
 
+def reactions_markdown(counts: dict[str, dict[str, int]]) -> str:
+    """Readers' reactions per system, as a Markdown table."""
+    if not counts:
+        return "No reactions from readers yet."
+    lines = ["Readers' reactions:", "", "| system | 👍 | 👎 | edits |", "|---|---|---|---|"]
+    lines += [f"| {s} | {c['up']} | {c['down']} | {c['edit']} |" for s, c in counts.items()]
+    return "\n".join(lines)
+
+
 def results_tab(services: Services) -> None:
     sync = gr.Markdown(services.sync_status)
     refresh = gr.Button("Refresh results", elem_id="refresh-results")
@@ -410,10 +454,11 @@ def results_tab(services: Services) -> None:
 
     def show():
         votes = services.store.votes()
+        reactions = reactions_markdown(services.reactions.counts())
         if not votes:
-            return "No votes yet.", None, services.sync_status
+            return "No votes yet.\n\n" + reactions, None, services.sync_status
         s = summary(votes, bootstrap_rounds=100)
-        return markdown(s), figure(s), services.sync_status
+        return markdown(s) + "\n\n" + reactions, figure(s), services.sync_status
 
     refresh.click(show, None, [table, plot, sync], api_name="results")
 
