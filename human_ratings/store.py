@@ -1,9 +1,9 @@
 """The vote log: an append-only CSV with one fixed column order, and its reader.
 
-Safe with many annotators at once, in threads and in several processes: every append holds an
-exclusive ``flock`` on a side lock file, checks the one-vote-per-(annotator, item) rule against
-the file as it is *now*, and writes the whole row with a single ``write`` on an ``O_APPEND``
-descriptor, then fsyncs. Each row carries a CRC of its own cells.
+Safe with many annotators at once, in threads and in several processes (the locking, appending
+and torn-record recovery of :mod:`human_ratings.applog`): every append checks the
+one-vote-per-(annotator, item) rule against the file as it is *now*, under the lock. Each row
+carries a CRC of its own cells.
 
 The file is standard CSV (RFC 4180, as Python's csv module, pandas and spreadsheets read it):
 free text is stored exactly as typed, line breaks inside quoted cells. A cell that a
@@ -19,18 +19,16 @@ rows are still read, by their own rule.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import fcntl
 import io
 import json
-import os
 import re
-import threading
 import zlib
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
+
+from human_ratings.applog import AppendLog
 
 SCHEMA_VERSION = 2
 CHOICES = ("left", "right", "tie", "both_bad")
@@ -176,27 +174,12 @@ def _decode(row: list[str]) -> Vote | None:
         return None
 
 
-class VoteStore:
+class VoteStore(AppendLog):
     """The CSV vote log at ``path`` (created with its header on first use)."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.lock_path = self.path.with_name(self.path.name + ".lock")
-        self._thread_lock = threading.Lock()  # flock is per open file, not per thread
-        self._offset = 0  # bytes of the file already parsed into _cache
-        self._cache: list[Vote] = []
-
-    @contextlib.contextmanager
-    def _locked(self):
-        """Exclusive access across threads (a lock) and processes (flock on the side file)."""
-        with self._thread_lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                yield
-            finally:
-                os.close(fd)  # closing the descriptor releases the flock
+        super().__init__(path)
+        self._cache: list[Vote] = []  # the votes in the first _offset bytes
 
     def append(self, vote: Vote) -> Vote:
         """Record ``vote``; raises :class:`DuplicateVote` if the annotator already voted on the
@@ -209,33 +192,8 @@ class VoteStore:
             ):
                 raise DuplicateVote(f"{vote.annotator} has already rated item {vote.item_id}")
             self._cut_torn_tail()
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                size = os.fstat(fd).st_size
-                prefix = (",".join(COLUMNS) + "\n").encode() if size == 0 else b""
-                os.write(fd, prefix + data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            self._write(data, (",".join(COLUMNS) + "\n").encode())
         return vote
-
-    def _cut_torn_tail(self) -> None:
-        """Move an unfinished last row (a crash mid-write) into ``<log>.torn`` (lock held).
-
-        Every writer writes whole rows under the lock, so bytes past the last complete row can
-        only be the remains of a writer that died.
-        """
-        if not self.path.exists() or self.path.stat().st_size == self._offset:
-            return
-        with self.path.open("rb+") as f:
-            f.seek(self._offset)
-            torn = f.read()
-            with open(self.path.with_name(self.path.name + ".torn"), "ab") as side:
-                side.write(torn + b"\n")
-                side.flush()
-                os.fsync(side.fileno())
-            f.truncate(self._offset)
-            os.fsync(f.fileno())
 
     def _read(self) -> list[Vote]:
         """Parse the rows appended since the last call (call with the lock held).
