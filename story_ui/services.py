@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from human_ratings.pairs import Item, item_id, load_items, load_requests, load_systems
+from human_ratings.reactions import Reaction, ReactionLog, system_of
 from human_ratings.store import VoteStore
 from storygen.backends import Backend, load_backend
 from storygen.config import ModelSpec, SamplingConfig, SystemSpec
@@ -33,6 +34,9 @@ class AppConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
     votes_csv: Path = Path("runs/votes.csv")
     """Where the Rate tab appends votes."""
+    reactions_jsonl: Path | None = None
+    """Where the Write tab keeps readers' reactions (thumbs, edits); default: reactions.jsonl
+    beside the votes (so that a Hub sync of the votes' folder carries both)."""
     pairs: Path | None = ROOT / "human_ratings" / "demo_pairs.jsonl"
     """A/B items for annotators (``python -m human_ratings pairs`` writes them)."""
     live: bool = False
@@ -57,6 +61,9 @@ class AppConfig:
         env = os.environ
         cfg = cls(
             votes_csv=Path(env.get("STORYGEN_VOTES", "runs/votes.csv")),
+            reactions_jsonl=Path(env["STORYGEN_REACTIONS"])
+            if env.get("STORYGEN_REACTIONS")
+            else None,
             rater_password=env.get("STORYGEN_RATER_PASSWORD") or None,
             live=env.get("STORYGEN_LIVE_AB", "") in ("1", "true", "yes"),
             hub_dataset=env.get("STORYGEN_HUB_DATASET") or None,
@@ -73,6 +80,9 @@ class Services:
     def __init__(self, config: AppConfig, backend: Backend | None = None):
         self.config = config
         self.store = VoteStore(config.votes_csv)
+        self.reactions = ReactionLog(
+            config.reactions_jsonl or Path(config.votes_csv).with_name("reactions.jsonl")
+        )
         self.items: list[Item] = (
             load_items(config.pairs) if config.pairs and Path(config.pairs).exists() else []
         )
@@ -110,6 +120,14 @@ class Services:
         """
         with self._stoppable(session) as stop:
             yield from stream_story(self.backend, request, sampling, stop, prefix=prefix, plan=plan)
+
+    def react(
+        self, kind: str, story: str, provenance: dict, edited: str = "", reader: str = ""
+    ) -> Reaction:
+        """Keep a reader's reaction to a finished story, with what made it (raises
+        :class:`~human_ratings.reactions.ReactionError` with a message for the reader)."""
+        reaction = Reaction(kind, story, edited, system_of(provenance), provenance, reader)
+        return self.reactions.append(reaction)
 
     def plan(
         self, request: StoryRequest, sampling: SamplingConfig, session: str | None = None

@@ -288,14 +288,44 @@ def export(text: str, fmt: str, drafts: list[dict]) -> tuple[str | None, str]:
 
 
 def open_draft(number, drafts: list[dict]):
-    """(story, message) for the draft with this 1-based number; the story stays if none."""
+    """(story, message, provenance) for the draft with this 1-based number; the story and its
+    provenance stay if there is none (Continue, Regenerate and reactions read the provenance:
+    it must be the open story's)."""
     if isinstance(number, float) and number.is_integer():
         number = int(number)
     if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= len(drafts):
         have = f"1 to {len(drafts)}" if drafts else "none yet"
-        return KEEP, f"There is no draft #{str(number)[:20]}: drafts of this visit are {have}."
+        return (
+            KEEP,
+            f"There is no draft #{str(number)[:20]}: drafts of this visit are {have}.",
+            KEEP,
+        )
     d = drafts[number - 1]
-    return d["text"], f"Opened draft #{number} (seed {d['seed']})."
+    return d["text"], f"Opened draft #{number} (seed {d['seed']}).", d.get("provenance")
+
+
+REACTED = {
+    "up": "Thank you: kept as a story you liked.",
+    "down": "Thank you: kept as a story you did not like.",
+    "edit": "Thank you: your edit is kept next to the story as written.",
+}
+
+
+def react(services, kind: str, story, provenance: dict | None, edited="") -> str:
+    """A reader's reaction to the story on screen; the message to show."""
+    from human_ratings.reactions import ReactionError
+
+    if not provenance:
+        return "There is no finished story to react to yet: write one first."
+    if not isinstance(story, str) or not isinstance(edited, (str, type(None))):
+        return "The story and the edit must be text."
+    try:
+        services.react(kind, story, provenance, edited or "")
+    except ReactionError as exc:
+        return f"Not kept: {exc}."
+    except OSError as exc:  # the disk, not the reader: say so, keep the text on screen
+        return f"Not kept: the server could not write it ({exc.strerror or exc})."
+    return REACTED[kind]
 
 
 def validate_or_empty(prov: dict | None) -> StoryRequest:

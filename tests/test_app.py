@@ -324,6 +324,9 @@ def test_every_input_of_every_endpoint_gets_a_message_never_a_bare_error(app):
         "/write_from_plan": ([*form, *SAMPLING, 5, False, "1. Mara finds a key."], 1),
         "/download": (["A story.", "Markdown"], 1),
         "/open_draft": ([1], 1),
+        "/thumbs_up": (["A story."], 0),
+        "/thumbs_down": (["A story."], 0),
+        "/save_edit": (["A story.", "A better story."], 0),
         "/start_rating": (["fuzzer", "s3cret"], 3),
         "/vote": (["A is better", "", *["3"] * 8], 4),
         "/stop": ([], 0),
@@ -410,3 +413,33 @@ def test_plan_first_then_write_from_the_plan_as_written_or_edited(app):
     # Continue goes on from the story on screen, written from the same (edited) plan.
     cont = client.predict(*form, *SAMPLING, 5, False, changed[0], api_name="/continue")
     assert cont[0].startswith(changed[0].rstrip()) and "Written from your edited plan" in cont[1]
+
+
+def test_a_reader_reacts_to_the_finished_story_and_the_results_count_it(app):
+    """Thumbs and an edit are kept with the story's provenance (the one on screen: an opened
+    draft's, not the last written); the Results tab counts them per system."""
+    from gradio_client import Client
+
+    client = Client(app["url"], verbose=False)  # a visitor of its own: its own drafts
+    said = client.predict("A story.", api_name="/thumbs_up")
+    assert said.startswith("There is no finished story")
+    first = _write(client, seed=11, genre="mystery").result()
+    second = _write(client, seed=12, genre="horror").result()
+    log = app["services"].reactions
+    before = len(log.read_all())
+    assert client.predict(second[0], api_name="/thumbs_down").startswith("Thank you")
+    client.predict(1, api_name="/open_draft")  # back to the first story
+    edited = first[0] + "\nAnd then, at last, the lamp was lit."
+    assert client.predict(first[0], edited, api_name="/save_edit").startswith("Thank you")
+    assert client.predict(first[0], first[0], api_name="/save_edit").startswith("Not kept")
+    down, edit = log.read_all()[before:]
+    assert (down.kind, down.story, down.provenance["sampling"]["seed"]) == ("down", second[0], 12)
+    assert (edit.kind, edit.story, edit.edited) == ("edit", first[0], edited)
+    assert (
+        edit.provenance["sampling"]["seed"] == 11
+        and edit.provenance["request"]["genre"] == "mystery"
+    )
+    assert edit.reader == "" and edit.system == down.system == edit.provenance["base_model"]
+    table = client.predict(api_name="/results")[0]
+    counts = app["services"].reactions.counts()[edit.system]
+    assert f"| {edit.system} | {counts['up']} | {counts['down']} | {counts['edit']} |" in table

@@ -178,3 +178,31 @@ def test_stop_is_offered_while_writing_and_keeps_the_story_as_an_unfinished_draf
             browser.close()
     finally:
         demo.close()
+
+
+def test_a_reader_likes_a_story_then_edits_it_and_both_are_kept(served, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    from human_ratings.reactions import ReactionLog
+
+    url, votes = served
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page()
+        page.goto(url)
+        page.locator("#characters textarea").fill("Mara: stubborn, kind")
+        page.locator("#write-btn").click()
+        expect(page.locator("#write-status")).to_contain_text("Done", timeout=60_000)
+        story = page.locator("#story textarea").input_value()
+        page.get_by_text("Your reaction (optional, anonymous)").click()
+        page.locator("#thumbs-up").click()
+        expect(page.locator("#reaction-status")).to_contain_text("a story you liked")
+        page.locator("#start-edit").click()
+        expect(page.locator("#edit-box textarea")).to_have_value(story)
+        page.locator("#edit-box textarea").fill(story + "\nThe lamp stayed lit.")
+        page.locator("#save-edit").click()
+        expect(page.locator("#reaction-status")).to_contain_text("your edit is kept")
+        browser.close()
+    up, edit = ReactionLog(votes.with_name("reactions.jsonl")).read_all()
+    assert (up.kind, up.story, edit.kind, edit.story) == ("up", story, "edit", story)
+    assert edit.edited == story + "\nThe lamp stayed lit."
