@@ -15,6 +15,7 @@ from eval.compare import EvalError, load_test_set, run
 from eval.diversity import distinct_n, repeated_ngram_rate, self_bleu
 from eval.overlap import bleu, lcs_length, rouge, rouge_pair
 from eval.perplexity import NLL, default_window, perplexity, story_nll
+from eval.registry import figures_for
 from finetune.build import build, read_examples
 from storygen.request import Character, Setting, StoryRequest
 
@@ -460,3 +461,78 @@ def test_a_new_metric_is_one_registration_and_the_comparison_reports_it(
     assert saved.count('"exclaims"') == 3
     diffs = json.loads((tmp_path / "out" / "differences.json").read_text())
     assert [d["metric"] for d in diffs] == ["exclaim_rate"]
+
+
+def _rows(metric, pairs, requests=None):
+    from eval.metric import Item
+    from storygen.request import StoryRequest
+
+    requests = requests or [StoryRequest(prompt="x")] * len(pairs)
+    return [
+        {"id": str(i), **metric.score(Item(str(i), q, ref, story=hyp))}
+        for i, ((hyp, ref), q) in enumerate(zip(pairs, requests, strict=True))
+    ]
+
+
+PAIRS = [
+    ("The dragon flew over the castle at dawn.", "A dragon flew over a castle."),
+    ("Mara ran to the lighthouse in the storm.", "Mara kept the lighthouse lit."),
+    ("The ship sank and the sea was quiet.", "The sea was cold and the ship was lost."),
+    ("He laughed and the dog barked twice.", "The dog barked at the moon."),
+]
+
+
+def test_the_registered_figures_are_the_corpus_metrics_they_stand_for():
+    """Corpus BLEU from summed per-item counts is sacrebleu's corpus BLEU; the pooled and set
+    figures equal the functions the `eval score` command uses."""
+    from eval.adherence import adherence
+    from eval.diversity import diversity
+    from eval.overlap import bleu, rouge
+    from eval.registry import METRICS
+    from storygen.request import Character, StoryRequest
+
+    hyps, refs = [h for h, _ in PAIRS], [r for _, r in PAIRS]
+    overlap = {
+        f.name: f.of(_rows(METRICS["overlap"], PAIRS))
+        for f in figures_for(_rows(METRICS["overlap"], PAIRS), ["overlap"])
+    }
+    assert overlap == pytest.approx({"bleu": bleu(hyps, refs), **rouge(hyps, refs)}, abs=1e-12)
+    rows = _rows(METRICS["diversity"], PAIRS)
+    got = {f.name: f.of(rows) for f in figures_for(rows, ["diversity"])}
+    assert got.pop("mean_words") == pytest.approx(sum(len(h.split()) for h in hyps) / 4)
+    assert got == pytest.approx(diversity(hyps), abs=1e-12)
+    asks = [StoryRequest(characters=[Character("Mara")], tone="dark", prompt="x")] * 4
+    rows = _rows(METRICS["adherence"], PAIRS, asks)
+    got = {f.name: f.of(rows) for f in figures_for(rows, ["adherence"])}
+    assert got == pytest.approx(adherence(asks, hyps), abs=1e-12)
+
+
+def test_the_perplexity_metric_scores_the_reference_after_the_systems_prompt(tiny_lm):
+    from types import SimpleNamespace
+
+    from eval.metric import Item
+    from eval.registry import METRICS
+
+    prompts = ["Once upon a time", "In a far land"]
+    story = " ".join(CORPUS[:2])
+    item = Item(
+        "b",
+        StoryRequest(prompt="x"),
+        story,
+        index=1,
+        scorer=SimpleNamespace(lm=tiny_lm),
+        prompts=prompts,
+        options={"window": 32, "stride": 8, "max_story_tokens": 20},
+    )
+    got = METRICS["perplexity"].score(item)
+    want = story_nll(tiny_lm.model, tiny_lm.tokenizer, prompts[1], story, 32, 8, 20)
+    assert got == {"nll": want.nll, "tokens": 20, "words": want.words}
+    rows = [{"id": "a", "nll": 10.0, "tokens": 5, "words": 4}, {"id": "b", **got}]
+    figures = {f.name: f.of(rows) for f in METRICS["perplexity"].figures(rows)}
+    assert figures == pytest.approx(
+        {
+            "token_ppl": math.exp((10 + got["nll"]) / 25),
+            "word_ppl": math.exp((10 + got["nll"]) / (4 + got["words"])),
+            "nll_per_token": (10 + got["nll"]) / 25,
+        }
+    )

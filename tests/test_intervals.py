@@ -69,50 +69,6 @@ def test_a_difference_counts_only_the_items_where_both_systems_have_the_figure()
     assert d["difference"] == 0.0 and d["ci95"] == [0.0, 0.0] and d["n_items"] == 5
 
 
-def _rows(metric, pairs, requests=None):
-    from eval.metric import Item
-    from storygen.request import StoryRequest
-
-    requests = requests or [StoryRequest(prompt="x")] * len(pairs)
-    return [
-        {"id": str(i), **metric.score(Item(str(i), q, ref, story=hyp))}
-        for i, ((hyp, ref), q) in enumerate(zip(pairs, requests, strict=True))
-    ]
-
-
-PAIRS = [
-    ("The dragon flew over the castle at dawn.", "A dragon flew over a castle."),
-    ("Mara ran to the lighthouse in the storm.", "Mara kept the lighthouse lit."),
-    ("The ship sank and the sea was quiet.", "The sea was cold and the ship was lost."),
-    ("He laughed and the dog barked twice.", "The dog barked at the moon."),
-]
-
-
-def test_the_registered_figures_are_the_corpus_metrics_they_stand_for():
-    """Corpus BLEU from summed per-item counts is sacrebleu's corpus BLEU; the pooled and set
-    figures equal the functions the `eval score` command uses."""
-    from eval.adherence import adherence
-    from eval.diversity import diversity
-    from eval.overlap import bleu, rouge
-    from eval.registry import METRICS
-    from storygen.request import Character, StoryRequest
-
-    hyps, refs = [h for h, _ in PAIRS], [r for _, r in PAIRS]
-    overlap = {
-        f.name: f.of(_rows(METRICS["overlap"], PAIRS))
-        for f in figures_for(_rows(METRICS["overlap"], PAIRS), ["overlap"])
-    }
-    assert overlap == pytest.approx({"bleu": bleu(hyps, refs), **rouge(hyps, refs)}, abs=1e-12)
-    rows = _rows(METRICS["diversity"], PAIRS)
-    got = {f.name: f.of(rows) for f in figures_for(rows, ["diversity"])}
-    assert got.pop("mean_words") == pytest.approx(sum(len(h.split()) for h in hyps) / 4)
-    assert got == pytest.approx(diversity(hyps), abs=1e-12)
-    asks = [StoryRequest(characters=[Character("Mara")], tone="dark", prompt="x")] * 4
-    rows = _rows(METRICS["adherence"], PAIRS, asks)
-    got = {f.name: f.of(rows) for f in figures_for(rows, ["adherence"])}
-    assert got == pytest.approx(adherence(asks, hyps), abs=1e-12)
-
-
 def test_the_jackknife_interval_of_a_mean_is_the_textbook_one():
     """Left out one item at a time, the jackknife standard error of a mean is s / sqrt(n)."""
     from eval.metric import JACKKNIFE
