@@ -497,6 +497,9 @@ def test_the_registered_figures_are_the_corpus_metrics_they_stand_for():
         for f in figures_for(_rows(METRICS["overlap"], PAIRS), ["overlap"])
     }
     assert overlap == pytest.approx({"bleu": bleu(hyps, refs), **rouge(hyps, refs)}, abs=1e-12)
+    from eval.overlap import corpus_bleu
+
+    assert math.isnan(corpus_bleu([])) and math.isnan(corpus_bleu([{"id": "no story"}]))
     rows = _rows(METRICS["diversity"], PAIRS)
     got = {f.name: f.of(rows) for f in figures_for(rows, ["diversity"])}
     assert got.pop("mean_words") == pytest.approx(sum(len(h.split()) for h in hyps) / 4)
