@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from tqdm import tqdm
 
+from human_ratings.applog import AppendLog
 from storygen.config import ConfigError, SystemSpec
 from storygen.request import RequestError, StoryRequest
 
@@ -104,13 +105,44 @@ def build_pairs(
         backend.close()
     with out.open("w") as f:
         for i, request in enumerate(requests):
-            row = {
-                "item_id": item_id(request, seed + i),
-                "request": request.to_dict(),
-                "stories": {s.name: stories[s.name][i] for s in systems},
-            }
-            f.write(json.dumps(row) + "\n")
+            stories_i = {s.name: stories[s.name][i] for s in systems}
+            f.write(
+                json.dumps(item_row(Item(item_id(request, seed + i), request, stories_i))) + "\n"
+            )
     return len(requests)
+
+
+def item_row(item: Item) -> dict[str, Any]:
+    """An item as one line of a pairs file."""
+    return {"item_id": item.item_id, "request": item.request.to_dict(), "stories": item.stories}
+
+
+class ItemLog(AppendLog):
+    """Items made on the spot (the Rate tab's ``--live``), appended as they are made, so that
+    the votes on them keep their stories after a restart (``finetune prefer`` reads them)."""
+
+    def append(self, item: Item) -> None:
+        data = (json.dumps(item_row(item)) + "\n").encode()
+        with self._locked():
+            if self.path.exists():  # the end of the last whole line: where a torn one starts
+                self._offset = self.path.read_bytes().rfind(b"\n") + 1
+            self._cut_torn_tail()
+            self._write(data)
+
+    def read_all(self) -> tuple[list[Item], int]:
+        """The whole items in the file, and how many lines could not be read (a torn last
+        line, or a line of another kind)."""
+        if not self.path.exists():
+            return [], 0
+        items, bad = [], 0
+        for line in self.path.read_bytes().split(b"\n"):
+            if not line.strip():
+                continue
+            try:
+                items.append(_item(json.loads(line)))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                bad += 1
+        return items, bad
 
 
 def _item(row: dict) -> Item:

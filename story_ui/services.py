@@ -10,7 +10,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from human_ratings.pairs import Item, item_id, load_items, load_requests, load_systems
+from human_ratings.pairs import (
+    Item,
+    ItemLog,
+    item_id,
+    load_items,
+    load_requests,
+    load_systems,
+)
 from human_ratings.reactions import Reaction, ReactionLog, system_of
 from human_ratings.store import VoteStore
 from storygen.backends import Backend, load_backend
@@ -83,6 +90,8 @@ class Services:
         self.reactions = ReactionLog(
             config.reactions_jsonl or Path(config.votes_csv).with_name("reactions.jsonl")
         )
+        # Live A/B items are kept beside the votes on them: their stories outlive a restart.
+        self.live_items = ItemLog(Path(config.votes_csv).with_name("live_items.jsonl"))
         self.items: list[Item] = (
             load_items(config.pairs) if config.pairs and Path(config.pairs).exists() else []
         )
@@ -176,6 +185,7 @@ class Services:
             story = generate_story(self.model_for(system), request, system.sampling_for(seed))
             stories[system.name] = {"text": story.text, "provenance": story.provenance}
         item = Item(f"live-{item_id(request, seed)}", request, stories)
+        self.live_items.append(item)
         with self._items_lock:
             self.items.append(item)
         return item

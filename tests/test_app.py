@@ -239,6 +239,12 @@ def test_live_mode_generates_a_new_item_when_all_are_rated(tiny_model_dir, tmp_p
     assert len(services.items) == 2  # the next one was made live too
     (vote,) = services.store.votes()
     assert vote.item_id == state["item_id"] and vote.seed_left == vote.seed_right
+    # Both live items are kept beside the votes, stories and all: a restart loses none.
+    from human_ratings.pairs import ItemLog
+
+    kept, bad = ItemLog(tmp_path / "live_items.jsonl").read_all()
+    assert [it.item_id for it in kept] == [it.item_id for it in services.items] and not bad
+    assert kept[0].stories == services.items[0].stories
 
 
 def test_the_page_is_refreshed_at_most_every_stream_interval(tiny_backend, tmp_path):
