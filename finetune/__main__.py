@@ -1,4 +1,4 @@
-"""``python -m finetune {preprocess,train,export-gguf,tagger-accuracy}``."""
+"""``python -m finetune {preprocess,train,export-gguf,tagger-accuracy,prefer}``."""
 
 from __future__ import annotations
 
@@ -102,6 +102,27 @@ def main(argv: list[str] | None = None) -> int:
         help="the WritingPrompts CSV those rows come from (not in this repository); the arc "
         "scores are left out when it is missing (default: %(default)s)",
     )
+    f = sub.add_parser(
+        "prefer",
+        formatter_class=HelpFormatter,
+        help="preference data (DPO pairs, KTO examples) from votes, thumbs and edits",
+    )
+    f.add_argument("--votes", type=Path, default=None, help="the Rate tab's votes CSV")
+    f.add_argument(
+        "--items",
+        type=Path,
+        action="append",
+        default=[],
+        help="A/B items the votes refer to: a pairs file, live_items.jsonl (repeatable)",
+    )
+    f.add_argument("--reactions", type=Path, default=None, help="the Write tab's reactions JSONL")
+    f.add_argument(
+        "--criterion",
+        default=None,
+        choices=["coherence", "engagement", "relevance", "personalization"],
+        help="decide each vote by this 1-5 rating instead of the overall choice",
+    )
+    f.add_argument("--out", type=Path, default=Path("runs/prefer"))
     args = parser.parse_args(argv)
 
     if args.command == "preprocess":
@@ -154,6 +175,18 @@ def main(argv: list[str] | None = None) -> int:
         except (ExportError, LoadError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        return 0
+    if args.command == "prefer":
+        from finetune.prefer import PreferError, build_preferences
+
+        try:
+            report = build_preferences(
+                args.out, args.votes, args.items, args.reactions, args.criterion
+            )
+        except (PreferError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(json.dumps(report.to_dict(), indent=2))
         return 0
     if args.command == "tagger-accuracy":
         from finetune.gold import accuracy, arc_accuracy
