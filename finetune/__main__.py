@@ -1,4 +1,4 @@
-"""``python -m finetune {preprocess,train,export-gguf,tagger-accuracy,prefer}``."""
+"""``python -m finetune {preprocess,train,export-gguf,tagger-accuracy,prefer,tune}``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from finetune.config import TrainConfig
+from finetune.preference import METHODS, PreferenceConfig
 from storygen.config import QUANTIZATIONS, UNSET, HelpFormatter, add_fields
 
 
@@ -123,6 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         help="decide each vote by this 1-5 rating instead of the overall choice",
     )
     f.add_argument("--out", type=Path, default=Path("runs/prefer"))
+    u = sub.add_parser(
+        "tune",
+        formatter_class=HelpFormatter,
+        help="preference tuning of an SFT adapter (TRL: DPO on pairs, KTO on thumbs)",
+    )
+    u.add_argument("--config", type=Path, help="YAML file; flags given here override it")
+    add_fields(u, PreferenceConfig, {"quantization": QUANTIZATIONS, "method": METHODS})
     args = parser.parse_args(argv)
 
     if args.command == "preprocess":
@@ -187,6 +195,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(json.dumps(report.to_dict(), indent=2))
+        return 0
+    if args.command == "tune":
+        from finetune.preference import PreferenceDataError, tune
+        from storygen.loading import LoadError
+
+        overrides = {
+            f.name: getattr(args, f.name)
+            for f in fields(PreferenceConfig)
+            if getattr(args, f.name) is not UNSET
+        }
+        try:
+            cfg = PreferenceConfig.load(args.config, overrides)
+            print(json.dumps(tune(cfg), indent=2))
+        except (ValueError, OSError, LoadError, PreferenceDataError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "tagger-accuracy":
         from finetune.gold import accuracy, arc_accuracy

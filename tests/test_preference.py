@@ -1,0 +1,124 @@
+"""Preference tuning on the tiny model: DPO and KTO from an SFT adapter, lineage, loading."""
+
+import csv
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from finetune.build import build
+from finetune.config import TrainConfig
+from finetune.preference import PreferenceConfig, PreferenceDataError, tune
+from finetune.train import train
+from storygen.config import ModelSpec
+from storygen.loading import load_model, read_adapter_meta
+
+from .conftest import FIXTURES
+
+PROMPT = "<|request|>\ngenre: mystery\n<|story|>\n"
+
+
+@pytest.fixture(scope="module")
+def sft(tiny_model_dir, tmp_path_factory):
+    """A tiny SFT adapter: the parent the preference tuning starts from."""
+    tmp = tmp_path_factory.mktemp("sft")
+    build(FIXTURES / "wp_hf.csv", tmp / "data", valid_fraction=0.0, progress=False)
+    (tmp / "data" / "valid.jsonl").write_text((tmp / "data" / "train.jsonl").read_text())
+    cfg = TrainConfig(
+        data_dir=str(tmp / "data"),
+        output_dir=str(tmp / "sft"),
+        base=str(tiny_model_dir),
+        quantization="fp32",
+        max_length=384,
+        batch_size=2,
+        grad_accum=1,
+        max_steps=2,
+        eval_steps=1,
+        save_steps=1,
+        gradient_checkpointing=False,
+        name="tiny-sft",
+    )
+    train(cfg, progress=False)
+    return tmp / "sft"
+
+
+def _cfg(tiny_model_dir, sft, tmp_path, **kw):
+    return PreferenceConfig(
+        **{
+            "parent": str(sft),
+            "base": str(tiny_model_dir),
+            "data_dir": str(tmp_path / "prefer"),
+            "output_dir": str(tmp_path / "tuned"),
+            "quantization": "fp32",
+            "max_steps": 4,
+            "batch_size": 2,
+            "grad_accum": 1,
+            "eval_steps": 2,
+            "save_steps": 2,
+            "max_length": 64,
+            "learning_rate": 1e-3,
+            "held_out": 0.25,
+            "name": "tiny-dpo",
+            **kw,
+        }
+    )
+
+
+def test_dpo_moves_the_adapter_towards_the_chosen_stories_and_records_its_lineage(
+    tiny_model_dir, sft, tmp_path
+):
+    (tmp_path / "prefer").mkdir()
+    rows = [
+        {"prompt": PROMPT, "chosen": f"Mara ran to the sea {i}.", "rejected": f"qq zz xx {i} vv."}
+        for i in range(16)
+    ]
+    (tmp_path / "prefer" / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    metrics = tune(_cfg(tiny_model_dir, sft, tmp_path), progress=False)
+    out = tmp_path / "tuned"
+    assert metrics["steps"] == 4 and metrics["held_out_examples"] > 0
+    assert metrics["eval_rewards_margins"] > 0 and metrics["eval_rewards_accuracies"] > 0.5
+    meta = read_adapter_meta(out)
+    assert meta["lineage"]["parent"] == "tiny-sft" and meta["lineage"]["method"] == "dpo"
+    assert meta["lineage"]["train_examples"] + meta["lineage"]["held_out_examples"] == 16
+    assert len(meta["lineage"]["data_sha256"]) == 64
+    assert meta["base_model"] == read_adapter_meta(sft)["base_model"]
+    parent, child = (
+        load_file(sft / "adapter_model.safetensors"),
+        load_file(out / "adapter_model.safetensors"),
+    )
+    assert parent.keys() == child.keys()  # the parent's adapter, trained further, not a new one
+    assert any(not torch.equal(parent[k].float(), child[k].float()) for k in parent)
+    with (out / "preference_curve.csv").open() as f:
+        curve = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in curve if r["loss"]] == [1, 2, 3, 4]
+    assert sum(bool(r["eval_rewards_accuracies"]) for r in curve) == 2
+    assert (out / "preference_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "adapter_model.gguf").exists() and not (out / "checkpoints").exists()
+    # It loads wherever an adapter loads.
+    lm = load_model(ModelSpec(base=str(tiny_model_dir), adapter=str(out), quantization="fp32"))
+    assert lm.adapter_meta["name"] == "tiny-dpo"
+
+
+def test_kto_learns_from_unpaired_thumbs_and_refuses_one_sided_data(tiny_model_dir, sft, tmp_path):
+    (tmp_path / "prefer").mkdir()
+    rows = [
+        {
+            "prompt": PROMPT,
+            "completion": f"Mara ran {i}." if i % 2 else f"qq zz {i}.",
+            "label": i % 2 == 1,
+        }
+        for i in range(16)
+    ]
+    path = tmp_path / "prefer" / "unpaired.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    metrics = tune(_cfg(tiny_model_dir, sft, tmp_path, method="kto"), progress=False)
+    assert (
+        metrics["steps"] == 4
+        and read_adapter_meta(tmp_path / "tuned")["lineage"]["method"] == "kto"
+    )
+    path.write_text("".join(json.dumps({**r, "label": True}) + "\n" for r in rows))
+    with pytest.raises(PreferenceDataError, match="both liked and disliked"):
+        tune(_cfg(tiny_model_dir, sft, tmp_path, method="kto", output_dir=str(tmp_path / "k2")))
+    with pytest.raises(PreferenceDataError, match="run `python -m finetune prefer` first"):
+        tune(_cfg(tiny_model_dir, sft, tmp_path, data_dir=str(tmp_path / "none")))
