@@ -122,7 +122,7 @@ def tune(cfg: PreferenceConfig, progress: bool = True) -> dict[str, Any]:
     from peft import PeftModel
     from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
-    from finetune.train import write_gguf_form
+    from finetune.train import halve_weights, write_gguf_form
     from storygen.config import ModelSpec
     from storygen.loading import (
         ADAPTER_META,
@@ -190,6 +190,7 @@ def tune(cfg: PreferenceConfig, progress: bool = True) -> dict[str, Any]:
         **_last_eval(history),
     }
     model.save_pretrained(out, selected_adapters=["default"])
+    halve_weights(out / "adapter_model.safetensors")
     meta = {
         **{k: parent[k] for k in ("base_model", "prompt_format") if k in parent},
         "name": cfg.name,

@@ -190,15 +190,9 @@ def make_optimizer(model, cfg: TrainConfig, device):
 
 def save_adapter(model, out: Path, cfg: TrainConfig, base_id: str, metrics: dict) -> None:
     """Adapter weights plus the metadata that lets the loader refuse a mismatch."""
-    from safetensors.torch import load_file, save_file
 
     model.save_pretrained(out)
-    # fp16 halves the file (the demo adapter is committed); LoRA weights lose nothing visible.
-    weights = out / "adapter_model.safetensors"
-    save_file(
-        {k: v.half() if v.is_floating_point() else v for k, v in load_file(weights).items()},
-        weights,
-    )
+    halve_weights(out / "adapter_model.safetensors")
     meta = {
         "name": cfg.name,
         "base_model": base_id,
@@ -209,6 +203,18 @@ def save_adapter(model, out: Path, cfg: TrainConfig, base_id: str, metrics: dict
     }
     (out / ADAPTER_META).write_text(json.dumps(meta, indent=2) + "\n")
     write_gguf_form(out)
+
+
+def halve_weights(weights: Path) -> None:
+    """Store adapter weights in fp16: half the file of fp32 (the demo adapter is committed),
+    LoRA weights lose nothing visible, and numpy (the GGUF export) reads them, which it cannot
+    do for the bf16 that TRL leaves after QLoRA."""
+    from safetensors.torch import load_file, save_file
+
+    save_file(
+        {k: v.half() if v.is_floating_point() else v for k, v in load_file(weights).items()},
+        weights,
+    )
 
 
 def write_gguf_form(out: Path) -> None:

@@ -74,7 +74,8 @@ def test_dpo_moves_the_adapter_towards_the_chosen_stories_and_records_its_lineag
         for i in range(16)
     ]
     (tmp_path / "prefer" / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    metrics = tune(_cfg(tiny_model_dir, sft, tmp_path), progress=False)
+    # QLoRA: the NF4 base, as on the real model (TRL leaves bf16 adapter weights; saved fp16).
+    metrics = tune(_cfg(tiny_model_dir, sft, tmp_path, quantization="nf4"), progress=False)
     out = tmp_path / "tuned"
     assert metrics["steps"] == 4 and metrics["held_out_examples"] > 0
     assert metrics["eval_rewards_margins"] > 0 and metrics["eval_rewards_accuracies"] > 0.5
@@ -88,6 +89,7 @@ def test_dpo_moves_the_adapter_towards_the_chosen_stories_and_records_its_lineag
         load_file(out / "adapter_model.safetensors"),
     )
     assert parent.keys() == child.keys()  # the parent's adapter, trained further, not a new one
+    assert all(v.dtype == torch.float16 for v in child.values())
     assert any(not torch.equal(parent[k].float(), child[k].float()) for k in parent)
     with (out / "preference_curve.csv").open() as f:
         curve = list(csv.DictReader(f))
