@@ -1,4 +1,4 @@
-"""``python -m human_ratings {stats,pairs}``: vote statistics and A/B item building."""
+"""``python -m human_ratings {stats,pairs,arena}``: vote statistics and A/B item building."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import json
 import math
 import sys
 from pathlib import Path
+
+import yaml
 
 from storygen.config import HelpFormatter
 
@@ -34,6 +36,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("systems", type=Path, help="YAML with 'systems:' holding two entries")
     p.add_argument("--out", type=Path, default=Path("runs/pairs.jsonl"))
     p.add_argument("--seed", type=int, default=7000)
+    a = sub.add_parser(
+        "arena",
+        formatter_class=HelpFormatter,
+        help="A/B items of a preference-tuned adapter against its parent, for the Rate tab",
+    )
+    a.add_argument("child", type=Path, help="an adapter folder written by `finetune tune`")
+    a.add_argument("requests", type=Path, help="JSONL, one story request per line")
+    a.add_argument("--base", default="embedded", help="the base model both adapters sit on")
+    a.add_argument("--max-new-tokens", type=int, default=300)
+    a.add_argument("--out", type=Path, default=Path("runs/arena"))
+    a.add_argument("--seed", type=int, default=7000)
     args = parser.parse_args(argv)
 
     if args.command == "stats":
@@ -49,13 +62,47 @@ def main(argv: list[str] | None = None) -> int:
         if args.png:
             save_figure(result, args.png)
         return 0
-    from human_ratings.pairs import PairsError, build_pairs, load_requests, load_systems
+    from human_ratings.pairs import (
+        PairsError,
+        arena_systems,
+        build_pairs,
+        load_requests,
+        load_systems,
+    )
+    from storygen.loading import LoadError
 
     try:
+        if args.command == "arena":
+            sampling = {"max_new_tokens": args.max_new_tokens}
+            systems = arena_systems(args.child, args.base, sampling)
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "systems.yaml").write_text(
+                yaml.safe_dump(
+                    {
+                        "systems": [
+                            {
+                                "name": s.name,
+                                "base": s.model.base,
+                                "adapter": s.model.adapter,
+                                "sampling": s.sampling,
+                            }
+                            for s in systems
+                        ]
+                    },
+                    sort_keys=False,
+                )
+            )
+            pairs = args.out / "pairs.jsonl"
+            n = build_pairs(load_requests(args.requests), systems, pairs, args.seed)
+            print(
+                f"wrote {n} items of {systems[1].name} against {systems[0].name} to {pairs}; "
+                f"rate them with: python app.py --pairs {pairs}"
+            )
+            return 0
         n = build_pairs(
             load_requests(args.requests), load_systems(args.systems), args.out, args.seed
         )
-    except PairsError as exc:
+    except (PairsError, LoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {n} items to {args.out}")

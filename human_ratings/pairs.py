@@ -161,3 +161,32 @@ def assign_sides(item: Item, rng: random.Random) -> tuple[str, str]:
     """Randomise which system is shown on the left for this viewing."""
     a, b = sorted(item.stories)
     return (a, b) if rng.random() < 0.5 else (b, a)
+
+
+def arena_systems(
+    child: Path, base: str = "embedded", sampling: dict[str, Any] | None = None
+) -> list[SystemSpec]:
+    """A preference-tuned adapter and its parent (from its lineage) as the two systems of A/B
+    items, with the same base and sampling: the Rate tab then judges child against parent."""
+    from storygen.loading import read_adapter_meta
+
+    meta = read_adapter_meta(Path(child))
+    lineage = meta.get("lineage") or {}
+    parent = lineage.get("parent_dir")
+    if not parent:
+        raise PairsError(
+            f"{child}: its storygen_adapter.json names no parent (an adapter from "
+            "`python -m finetune tune` does)"
+        )
+    names = (lineage.get("parent") or Path(parent).name, meta.get("name") or Path(child).name)
+    if names[0] == names[1]:
+        names = (f"{names[0]} (parent)", names[1])
+    try:
+        return [
+            SystemSpec.from_dict(
+                {"name": name, "base": base, "adapter": str(adapter), "sampling": sampling or {}}
+            )
+            for name, adapter in zip(names, (parent, child), strict=True)
+        ]
+    except ConfigError as exc:
+        raise PairsError(str(exc)) from exc

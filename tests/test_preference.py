@@ -100,6 +100,20 @@ def test_dpo_moves_the_adapter_towards_the_chosen_stories_and_records_its_lineag
     # It loads wherever an adapter loads.
     lm = load_model(ModelSpec(base=str(tiny_model_dir), adapter=str(out), quantization="fp32"))
     assert lm.adapter_meta["name"] == "tiny-dpo"
+    # And goes into the arena against its parent: A/B items for the Rate tab.
+    from human_ratings.__main__ import main
+    from human_ratings.pairs import load_items, load_systems
+
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text('{"genre": "mystery"}\n{"genre": "horror", "prompt": "a key"}\n')
+    arena = tmp_path / "arena"
+    args = ["arena", str(out), str(requests), "--base", str(tiny_model_dir), "--out", str(arena)]
+    assert main([*args, "--max-new-tokens", "8"]) == 0
+    items = load_items(arena / "pairs.jsonl")
+    assert len(items) == 2 and all(set(it.stories) == {"tiny-sft", "tiny-dpo"} for it in items)
+    systems = {s.name: s.model.adapter for s in load_systems(arena / "systems.yaml")}
+    assert systems == {"tiny-sft": str(sft), "tiny-dpo": str(out)}
+    assert main(["arena", str(sft), str(requests), "--out", str(tmp_path / "x")]) == 2  # no parent
 
 
 def test_kto_learns_from_unpaired_thumbs_and_refuses_one_sided_data(tiny_model_dir, sft, tmp_path):
