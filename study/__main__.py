@@ -2,6 +2,7 @@
 
 run CONFIG        preprocess -> train (+ GGUF) -> compare, each stage reused when finished
 verify MANIFEST   rerun a finished study from nothing and say, per figure, if it matches
+feedback CONFIG   one round of the feedback loop with a scripted annotator (a simulation)
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     v = sub.add_parser("verify", formatter_class=HelpFormatter, help="rerun and compare")
     v.add_argument("manifest", type=Path, help="the manifest.json of a finished study")
     v.add_argument("--out", type=Path, default=None, help="default: beside it, verify-TIME")
+    f = sub.add_parser(
+        "feedback",
+        formatter_class=HelpFormatter,
+        help="one round of the feedback loop, simulated with a scripted annotator",
+    )
+    f.add_argument("config", type=Path, help="a feedback YAML (see study/feedback_demo.yaml)")
+    f.add_argument("--out", type=Path, default=Path("runs/feedback"))
     args = parser.parse_args(argv)
 
     from eval.compare import EvalError
@@ -34,6 +42,22 @@ def main(argv: list[str] | None = None) -> int:
     from study.stages import run_study, verify
 
     try:
+        if args.command == "feedback":
+            import yaml
+
+            from storygen.config import ConfigError, from_dict
+            from study.feedback import FeedbackConfig, run_feedback
+
+            try:
+                cfg = from_dict(
+                    FeedbackConfig, yaml.safe_load(args.config.read_text()), str(args.config)
+                )
+            except ConfigError as exc:
+                raise StudyError(str(exc)) from exc
+            result = run_feedback(cfg, args.out)
+            keys = ("votes", "adherence", "adherence_difference", "token_ppl", "ppl_change")
+            print(json.dumps({k: result[k] for k in keys}, indent=2))
+            return 0
         if args.command == "run":
             cfg = StudyConfig.load(args.config)
             out = args.out or Path("runs/study") / cfg.name

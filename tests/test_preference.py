@@ -138,3 +138,53 @@ def test_kto_learns_from_unpaired_thumbs_and_refuses_one_sided_data(tiny_model_d
         tune(_cfg(tiny_model_dir, sft, tmp_path, method="kto", output_dir=str(tmp_path / "k2")))
     with pytest.raises(PreferenceDataError, match="run `python -m finetune prefer` first"):
         tune(_cfg(tiny_model_dir, sft, tmp_path, data_dir=str(tmp_path / "none")))
+
+
+def test_the_simulated_feedback_loop_runs_end_to_end(tiny_model_dir, sft, tmp_path):
+    """Scripted votes on A/B items of the adapter, preference data, DPO, then child against
+    parent on held-out items: every step's output is there and says what it is."""
+    from study.feedback import FeedbackConfig, run_feedback
+
+    requests = tmp_path / "requests.jsonl"
+    asks = [
+        {"genre": g, "pov": p, "ending": e, "tone": t}
+        for g, p, e, t in [
+            ("mystery", "first person", "happy", "dark"),
+            ("horror", "third person", "sad", "hopeful"),
+            ("romance", "first person", "happy", "humorous"),
+            ("fantasy", "third person", "open", "dark"),
+        ]
+    ] * 3
+    requests.write_text("".join(json.dumps(a) + "\n" for a in asks))
+    build(FIXTURES / "wp_hf.csv", tmp_path / "test", valid_fraction=0.0, progress=False)
+    cfg = FeedbackConfig(
+        requests=str(requests),
+        test=str(tmp_path / "test" / "train.jsonl"),
+        adapter=str(sft),
+        base=str(tiny_model_dir),
+        test_limit=3,
+        sampling={"max_new_tokens": 24, "temperature": 1.2},
+        tune={
+            "quantization": "fp32",
+            "max_steps": 2,
+            "batch_size": 1,
+            "grad_accum": 1,
+            "max_length": 96,
+            "held_out": 0.0,
+            "learning_rate": 1e-3,
+            "name": "tiny-loop",
+        },
+    )
+    result = run_feedback(cfg, tmp_path / "loop", progress=False)
+    votes = result["votes"]
+    assert sum(votes.values()) == 12 and votes["left"] + votes["right"] >= 1
+    assert result["preference_data"]["total_pairs"] == votes["left"] + votes["right"]
+    assert result["tune"]["steps"] == 2 and result["held_out_items"] == 3
+    d = result["adherence_difference"]
+    assert d["n_items"] == 3 and d["difference"] == pytest.approx(
+        result["adherence"]["child"] - result["adherence"]["parent"]
+    )
+    assert result["simulation"].startswith("a scripted annotator")
+    assert (tmp_path / "loop" / "tuned" / "storygen_adapter.json").exists()
+    saved = json.loads((tmp_path / "loop" / "feedback.json").read_text())
+    assert saved["ppl_change"] == pytest.approx(result["ppl_change"])
