@@ -525,17 +525,21 @@ def test_the_perplexity_metric_scores_the_reference_after_the_systems_prompt(tin
         index=1,
         scorer=SimpleNamespace(lm=tiny_lm),
         prompts=prompts,
-        options={"window": 32, "stride": 8, "max_story_tokens": 20},
+        options={"window": 32, "stride": 8, "max_story_tokens": 40},
     )
     got = METRICS["perplexity"].score(item)
-    want = story_nll(tiny_lm.model, tiny_lm.tokenizer, prompts[1], story, 32, 8, 20)
-    assert got == {"nll": want.nll, "tokens": 20, "words": want.words}
+    want = story_nll(tiny_lm.model, tiny_lm.tokenizer, prompts[1], story, 32, 8, 40)
+    assert got == {"nll": want.nll, "tokens": 40, "words": want.words}
+    whole = story_nll(tiny_lm.model, tiny_lm.tokenizer, prompts[1], story, None, None, 40)
+    assert whole.nll != want.nll  # the window is the one asked for, not the model's own
     rows = [{"id": "a", "nll": 10.0, "tokens": 5, "words": 4}, {"id": "b", **got}]
-    figures = {f.name: f.of(rows) for f in METRICS["perplexity"].figures(rows)}
+    registered = figures_for(rows, ["perplexity"])  # each figure finds the items it needs
+    assert [f.name for f in registered] == ["token_ppl", "word_ppl", "nll_per_token"]
+    figures = {f.name: f.of(rows) for f in registered}
     assert figures == pytest.approx(
         {
-            "token_ppl": math.exp((10 + got["nll"]) / 25),
+            "token_ppl": math.exp((10 + got["nll"]) / 45),
             "word_ppl": math.exp((10 + got["nll"]) / (4 + got["words"])),
-            "nll_per_token": (10 + got["nll"]) / 25,
+            "nll_per_token": (10 + got["nll"]) / 45,
         }
     )
