@@ -103,3 +103,40 @@ def test_a_token_whose_cumulative_mass_is_exactly_one_minus_top_p_is_dropped(top
     reference = reference_distribution(logits, [], settings)
     assert len(ids) == round(4 * top_p) == np.count_nonzero(reference)
     np.testing.assert_allclose(np.sort(probs), np.sort(reference[reference > 0]))
+
+
+def test_huge_logits_still_give_a_proper_distribution():
+    """The softmax is shifted by the largest candidate: logits in the thousands (a model made
+    very sure) give finite probabilities that sum to 1, not overflow."""
+    sampler = Sampler(SamplingConfig(temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0))
+    logits = np.array([0.0, 1.0, 2.0, 900.0, 1000.0])
+    ids, probs = sampler.candidates(sampler.penalized(logits, []))
+    assert np.all(np.isfinite(probs)) and probs.sum() == pytest.approx(1.0)
+    assert ids[-1] == 4 and probs[-1] == pytest.approx(1.0)
+    assert sampler(logits, []) == 4
+    nucleus = Sampler(SamplingConfig(temperature=1.0, top_k=0, top_p=0.9, repetition_penalty=1.0))
+    ids, probs = nucleus.candidates(nucleus.penalized(logits, []))  # renormalised after top-p
+    assert list(ids) == [4] and probs.tolist() == [1.0]
+
+
+class LastDraw:
+    """A random source whose every draw is the largest number below 1."""
+
+    def random(self):
+        return np.nextafter(1.0, 0.0)
+
+
+def test_a_draw_past_the_rounded_cumulative_sum_takes_the_last_candidate():
+    """The cumulative sum (summed in order) can end a hair below the total (summed pairwise):
+    a draw in that gap takes the last candidate instead of running off the end."""
+    settings = SamplingConfig(temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0)
+    sampler, rng = Sampler(settings), np.random.default_rng(0)
+    for _ in range(1000):  # logits whose two sums differ in the last bit
+        logits = rng.normal(0, 3, 50)
+        ids, probs = sampler.candidates(sampler.penalized(logits, []))  # as the draw sees them
+        if LastDraw().random() * probs.sum() >= np.cumsum(probs)[-1]:
+            break
+    else:
+        pytest.fail("no logits found whose sums differ")
+    sampler.rng = LastDraw()
+    assert sampler(logits, []) == ids[-1]
