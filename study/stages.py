@@ -27,6 +27,8 @@ from study import manifest as mf
 from study.config import STUDY_ADAPTER, StudyConfig, StudyError
 
 STAGE_FILE = "stage.json"
+# Settings of older manifests that no longer exist, and why they can be left out.
+RETIRED = {"gguf": "training always writes the adapter's GGUF form (for LLaMA-type bases)"}
 MANIFEST = "manifest.json"
 REPO = Path(__file__).resolve().parent.parent
 TRAIN_FIGURES = ("steps", "train_loss_last", "val_loss_initial", "val_loss", "val_ppl")
@@ -243,7 +245,8 @@ def verify(manifest_path: Path, out: Path | None = None, progress: bool = True) 
     """Rerun the study a manifest describes, from nothing, and compare: each stage's files
     (bit for bit) and each figure (within its tolerance)."""
     old = json.loads(Path(manifest_path).read_text())
-    cfg = StudyConfig.from_dict(old["config"], str(manifest_path))
+    config = {k: v for k, v in old["config"].items() if k not in RETIRED}
+    cfg = StudyConfig.from_dict(config, str(manifest_path))
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out = out or Path(manifest_path).parent / f"verify-{stamp}"
     if out.exists() and any(out.iterdir()):

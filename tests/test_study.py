@@ -134,6 +134,7 @@ def test_verify_reruns_from_nothing_and_names_each_figure_that_moved(tiny_model_
     # A figure that does not come out again is named, with how far it moved.
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["figures"]["base"]["token_ppl"] *= 1.01
+    manifest["config"]["gguf"] = True  # a manifest written before the setting was retired
     (out / "manifest.json").write_text(json.dumps(manifest))
     moved = verify(out / "manifest.json", tmp_path / "rerun2", progress=False)
     bad = [f for f in moved["figures"] if f["verdict"] == "differs"]
