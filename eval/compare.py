@@ -159,10 +159,11 @@ def _open_for_append(path: Path):
     at its end) is cut off first, or the next row would be glued to it and lost too."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and path.stat().st_size:
-        data = path.read_bytes()
-        if not data.endswith(b"\n"):
-            with path.open("rb+") as f:
-                f.truncate(data.rfind(b"\n") + 1)
+        with path.open("rb+") as f:
+            f.seek(-1, 2)
+            if f.read(1) != b"\n":  # only then is the whole file read, to find the cut
+                f.seek(0)
+                f.truncate(f.read().rfind(b"\n") + 1)
     return path.open("a")
 
 

@@ -19,6 +19,12 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     add_fields(parser, TrainConfig, {"quantization": QUANTIZATIONS})
 
 
+def _flags(args: argparse.Namespace, cls: type) -> dict:
+    """The settings of ``cls`` given as flags (those not given stay out)."""
+    given = {f.name: getattr(args, f.name) for f in fields(cls)}
+    return {name: value for name, value in given.items() if value is not UNSET}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m finetune", description=__doc__, formatter_class=HelpFormatter
@@ -156,11 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         from finetune.train import TrainDataError, train
 
-        overrides = {
-            f.name: getattr(args, f.name)
-            for f in fields(TrainConfig)
-            if getattr(args, f.name) is not UNSET
-        }
+        overrides = _flags(args, TrainConfig)
         try:
             cfg = TrainConfig.load(args.config, overrides)
         except (ValueError, OSError) as exc:
@@ -200,11 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         from finetune.preference import PreferenceDataError, tune
         from storygen.loading import LoadError
 
-        overrides = {
-            f.name: getattr(args, f.name)
-            for f in fields(PreferenceConfig)
-            if getattr(args, f.name) is not UNSET
-        }
+        overrides = _flags(args, PreferenceConfig)
         try:
             cfg = PreferenceConfig.load(args.config, overrides)
             print(json.dumps(tune(cfg), indent=2))

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from storygen.config import QUANTIZATIONS, from_dict
+from storygen.config import QUANTIZATIONS
 
 METHODS = ("dpo", "kto")
 
@@ -79,11 +79,10 @@ class PreferenceConfig:
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: dict | None = None):
-        data: dict[str, Any] = {}
-        if path:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        return from_dict(cls, data, str(path or "preference settings"))
+        """Read a YAML file (optional) and apply overrides on top (unknown keys are named)."""
+        from finetune.config import load_settings
+
+        return load_settings(cls, path, overrides, "preference settings")
 
 
 def read_examples(cfg: PreferenceConfig) -> tuple[list[dict], list[dict], str]:
