@@ -1,11 +1,11 @@
 """Parity of the llama.cpp backend with the transformers reference, on the embedded model.
 
-    python -m bench.parity [--stories 20] [--prompts 10] [--tokens 32]
+    python -m bench.parity [--base gemma3-270m] [--stories 20] [--prompts 10] [--tokens 32]
 
-Both sides run the same weights: transformers in fp32 dequantized from the embedded Q4_1 GGUF
-with the peft demo adapter, llama.cpp on the GGUF itself with the adapter's GGUF form. They
-still differ, because llama.cpp multiplies 4-bit weights by 8-bit-quantized activations. So this
-compares what matters and says how close:
+Both sides run the same weights: transformers in fp32 dequantized from the embedded GGUF (Q4_1
+for SmolLM2, Q4_K_M for Gemma 3) with the peft demo adapter, llama.cpp on the GGUF itself with
+the adapter's GGUF form. They still differ, because llama.cpp multiplies 4-bit weights by
+8-bit-quantized activations. So this compares what matters and says how close:
 
 - the mean per-token loss of real stories (the shared WritingPrompts sample, tagged prompts),
   with and without the adapter, and the adapter's effect (loss without minus loss with) on each;
@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import table
-from storygen.config import ModelSpec, SamplingConfig
+from storygen.config import EMBEDDED, ModelSpec, SamplingConfig
+from storygen.loading import leading_ids
 from storygen.prompt_format import tagged_prompt
 from storygen.request import StoryRequest
 
@@ -57,9 +58,10 @@ def example_requests(n: int) -> list[StoryRequest]:
     return (requests * (n // len(requests) + 1))[:n]
 
 
-def token_ids(prompt: str, story: str, tokenize) -> tuple[list[int], int]:
-    """Prompt + story ids (capped at MAX_TOKENS) and the number of prompt ids."""
-    p, s = tokenize(prompt), tokenize(story)
+def token_ids(prompt: str, story: str, tokenize, leading: list[int] = ()) -> tuple[list[int], int]:
+    """Prompt + story ids (capped at MAX_TOKENS), after the model's ``leading`` BOS if it has
+    one, and the number of prompt ids."""
+    p, s = list(leading) + tokenize(prompt), tokenize(story)
     return (p + s)[:MAX_TOKENS], len(p)
 
 
@@ -75,15 +77,18 @@ def nll_and_argmax(logits: np.ndarray, ids: list[int], n_prompt: int):
 class HFScorer:
     """Every position's logits from transformers (fp32 from the GGUF, peft adapter or none)."""
 
-    def __init__(self, adapter: str | None):
+    def __init__(self, adapter: str | None, base: str = EMBEDDED):
         from storygen.backends.hf import TransformersBackend
 
         self.backend = TransformersBackend.load(
-            ModelSpec(adapter=adapter, backend="transformers", quantization="fp32")
+            ModelSpec(base=base, adapter=adapter, backend="transformers", quantization="fp32")
         )
 
     def tokenize(self, text: str) -> list[int]:
         return self.backend.lm.tokenizer(text, add_special_tokens=False).input_ids
+
+    def leading(self) -> list[int]:
+        return leading_ids(self.backend.lm.tokenizer)
 
     def logits(self, ids: list[int]) -> np.ndarray:
         import torch
@@ -95,12 +100,12 @@ class HFScorer:
 class LlamaScorer:
     """Every position's logits from llama.cpp (the GGUF base, the adapter's GGUF form or none)."""
 
-    def __init__(self, adapter: str | None, threads: int = 2):
+    def __init__(self, adapter: str | None, threads: int = 2, base: str = EMBEDDED):
         from llama_cpp import Llama
 
         from storygen.backends.llamacpp import gguf_adapter, resolve_gguf_base
 
-        spec = ModelSpec(adapter=adapter, backend="llamacpp")
+        spec = ModelSpec(base=base, adapter=adapter, backend="llamacpp")
         model_path, base_id = resolve_gguf_base(spec.base)
         lora, _ = gguf_adapter(spec, base_id)
         kwargs = {"lora_path": str(lora)} if lora else {}
@@ -117,6 +122,9 @@ class LlamaScorer:
     def tokenize(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
 
+    def leading(self) -> list[int]:
+        return self.llm.tokenize(b"", add_bos=True, special=False)
+
     def logits(self, ids: list[int]) -> np.ndarray:
         self.llm.reset()
         self.llm.eval(ids)
@@ -127,7 +135,7 @@ def story_losses(scorer, stories: list[tuple[str, str]]):
     """Per story: (mean NLL of its story tokens, top-token ids at those positions)."""
     out = []
     for prompt, story in stories:
-        ids, n_prompt = token_ids(prompt, story, scorer.tokenize)
+        ids, n_prompt = token_ids(prompt, story, scorer.tokenize, scorer.leading())
         nll, top = nll_and_argmax(scorer.logits(ids), ids, n_prompt)
         out.append((float(nll.mean()), top))
     return out
@@ -143,18 +151,22 @@ def greedy_tokens(backend, request: StoryRequest, n: int) -> list[int]:
 
 
 def measure(
-    stories: list[tuple[str, str]], n_prompts: int, n_tokens: int, threads: int = 2
+    stories: list[tuple[str, str]],
+    n_prompts: int,
+    n_tokens: int,
+    threads: int = 2,
+    base: str = EMBEDDED,
 ) -> dict:
     """All parity figures in one dict (see the module docstring)."""
     from storygen.backends.llamacpp import LlamaCppBackend, common_prefix
 
-    result: dict = {"stories": len(stories)}
-    hf_demo = HFScorer("demo")
+    result: dict = {"stories": len(stories), "base": base}
+    hf_demo = HFScorer("demo", base)
     if stories:
         losses = {}
         for adapter in ("demo", None):
-            hf = story_losses(hf_demo if adapter else HFScorer(None), stories)
-            lc = story_losses(LlamaScorer(adapter, threads), stories)
+            hf = story_losses(hf_demo if adapter else HFScorer(None, base), stories)
+            lc = story_losses(LlamaScorer(adapter, threads, base), stories)
             key = adapter or "base"
             losses[key] = (hf, lc)
             hf_mean = float(np.mean([x for x, _ in hf]))
@@ -177,7 +189,7 @@ def measure(
         }
     requests = example_requests(n_prompts)
     hf = hf_demo.backend
-    lc = LlamaCppBackend(ModelSpec(adapter="demo", threads=threads))
+    lc = LlamaCppBackend(ModelSpec(base=base, adapter="demo", threads=threads))
     prefixes = [
         common_prefix(greedy_tokens(hf, r, n_tokens), greedy_tokens(lc, r, n_tokens))
         for r in requests
@@ -193,13 +205,14 @@ def measure(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", default=EMBEDDED, help="an embedded model with a demo adapter")
     parser.add_argument("--stories", type=int, default=20)
     parser.add_argument("--prompts", type=int, default=10)
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     stories = real_stories(args.stories) if SHARED_SAMPLE.exists() else []
-    r = measure(stories, args.prompts, args.tokens)
+    r = measure(stories, args.prompts, args.tokens, base=args.base)
     rows = [{"adapter": k, **r[k]} for k in ("demo", "base") if k in r]
     if rows:
         print(f"Per-token loss of {r['stories']} real stories (first {MAX_TOKENS} tokens):\n")

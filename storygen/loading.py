@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from storygen.config import DEMO_ADAPTER, EMBEDDED, ModelSpec, demo_adapter_dir
+from storygen.config import DEMO_ADAPTER, ConfigError, ModelSpec, demo_adapter_dir
 from storygen.prompt_format import FORMAT_VERSIONS
 
 log = logging.getLogger(__name__)
@@ -104,11 +104,12 @@ def guard_4bit_for_training(model) -> int:
 
 def resolve_base(base: str) -> tuple[str, str]:
     """Return (what to pass to from_pretrained, the base model's id for provenance)."""
-    if base == EMBEDDED:
-        from storygen.embedded import EMBEDDED_ID, EmbeddedModelError, converted_dir
+    from storygen.embedded import EmbeddedModelError, converted_dir, embedded_model
 
+    embedded = embedded_model(base)
+    if embedded is not None:
         try:
-            return str(converted_dir()), EMBEDDED_ID
+            return str(converted_dir(embedded)), embedded.model_id
         except EmbeddedModelError as exc:
             raise LoadError(str(exc)) from exc
     path = Path(base).expanduser()
@@ -170,6 +171,19 @@ def load_base(spec: ModelSpec, trainable: bool = False):
     return model, tokenizer, base_id, device
 
 
+def leading_ids(tokenizer) -> list[int]:
+    """The token the model expects before every text: ``[bos]`` when the tokenizer adds one
+    itself (Gemma, which degrades badly without it; LLaMA 2, Mistral), else none (SmolLM2,
+    GPT-2). Every tokenization of a prompt starts with these, in training, scoring and writing."""
+    ids = tokenizer("", add_special_tokens=True).input_ids
+    return list(ids) if ids and list(ids) == [tokenizer.bos_token_id] else []
+
+
+def with_leading(lead: list[int], ids: list[int]) -> list[int]:
+    """``ids`` after ``lead``, unless they already start with it (a chat template's own BOS)."""
+    return ids if ids[: len(lead)] == lead else lead + ids
+
+
 def read_adapter_meta(adapter_dir: Path) -> dict[str, Any]:
     """The storygen metadata saved next to a LoRA adapter."""
     meta_path = adapter_dir / ADAPTER_META
@@ -224,9 +238,10 @@ def adapter_path(spec: ModelSpec) -> Path | None:
     if spec.adapter is None:
         return None
     if spec.adapter == DEMO_ADAPTER:
-        if spec.base != EMBEDDED:
-            raise LoadError("the demo adapter belongs to the embedded model; pass --adapter none")
-        return demo_adapter_dir()
+        try:
+            return demo_adapter_dir(spec.base)
+        except ConfigError as exc:
+            raise LoadError(str(exc)) from exc
     return Path(spec.adapter).expanduser()
 
 

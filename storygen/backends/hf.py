@@ -10,7 +10,7 @@ from transformers import DynamicCache
 
 from storygen.backends.base import LocalBackend
 from storygen.config import ModelSpec
-from storygen.loading import LoadedModel, load_model
+from storygen.loading import LoadedModel, leading_ids, load_model, with_leading
 from storygen.prompt_format import Prompt
 
 
@@ -51,7 +51,7 @@ class TransformersBackend(LocalBackend):
         ids: list[int] = []
         for text, special in prompt.parts:
             ids += tok(text, add_special_tokens=False, split_special_tokens=not special).input_ids
-        return ids
+        return with_leading(leading_ids(tok), ids)
 
     def count_tokens(self, text: str) -> int:
         return len(self.lm.tokenizer(text, add_special_tokens=False).input_ids)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from storygen.backends.base import BackendError, LocalBackend
-from storygen.config import EMBEDDED, ModelSpec
+from storygen.config import ModelSpec
 from storygen.loading import (
     GGUF_ADAPTER,
     LoadError,
@@ -26,6 +26,7 @@ from storygen.loading import (
     check_adapter,
     read_adapter_meta,
     read_gguf_adapter_meta,
+    with_leading,
 )
 from storygen.prompt_format import Prompt
 
@@ -34,12 +35,13 @@ N_CTX = 4096
 
 
 def resolve_gguf_base(base: str) -> tuple[Path, str]:
-    """(GGUF file, base model id) for ``embedded`` or a ``.gguf`` path."""
-    if base == EMBEDDED:
-        from storygen.embedded import EMBEDDED_ID, EmbeddedModelError, gguf_path
+    """(GGUF file, base model id) for an embedded model or a ``.gguf`` path."""
+    from storygen.embedded import EmbeddedModelError, embedded_model, gguf_path
 
+    embedded = embedded_model(base)
+    if embedded is not None:
         try:
-            return gguf_path(), EMBEDDED_ID
+            return gguf_path(embedded), embedded.model_id
         except EmbeddedModelError as exc:
             raise LoadError(str(exc)) from exc
     path = Path(base).expanduser()
@@ -195,7 +197,8 @@ class LlamaCppBackend(LocalBackend):
         ids: list[int] = []
         for text, special in prompt.parts:
             ids += llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
-        return ids
+        # the model's own rule for a leading BOS (its GGUF's add_bos_token), as in training
+        return with_leading(llm.tokenize(b"", add_bos=True, special=False), ids)
 
     def count_tokens(self, text: str) -> int:
         return len(self._all[0].tokenize(text.encode("utf-8"), add_bos=False, special=False))

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from storygen.backends.base import Backend, BackendError
-from storygen.config import EMBEDDED, ModelSpec, SamplingConfig
+from storygen.config import ModelSpec, SamplingConfig
 from storygen.loading import adapter_path, read_adapter_meta
 from storygen.prompt_format import Prompt
 
@@ -60,23 +60,23 @@ class OpenAIBackend(Backend):
         return str(models[0]["id"])
 
     def _declared_base(self) -> str:
-        if self.spec.base == EMBEDDED:
-            from storygen.embedded import EMBEDDED_ID
+        from storygen.embedded import embedded_model
 
-            return EMBEDDED_ID
-        return self.spec.base
+        embedded = embedded_model(self.spec.base)
+        return embedded.model_id if embedded else self.spec.base
 
     def _local_chat_template(self):
         """The declared base's chat template, read locally (the server's is not exposed by the
         API): from the embedded GGUF, or a local Hugging Face folder's tokenizer_config.json."""
         if self.spec.adapter is not None:
             return None
-        if self.spec.base == EMBEDDED:
+        from storygen.embedded import embedded_model, gguf_path
+
+        embedded = embedded_model(self.spec.base)
+        if embedded is not None:
             from gguf import GGUFReader
 
-            from storygen.embedded import gguf_path
-
-            fields = GGUFReader(gguf_path()).fields
+            fields = GGUFReader(gguf_path(embedded)).fields
             if "tokenizer.chat_template" not in fields:
                 return None
             tokens = fields["tokenizer.ggml.tokens"]
