@@ -24,7 +24,8 @@ import argparse
 import statistics
 import time
 
-from bench.common import PeakRSS, table
+from bench.common import table
+from eval.resources import PeakRSS
 from storygen.config import ModelSpec, SamplingConfig
 from storygen.request import Character, Setting, StoryRequest
 

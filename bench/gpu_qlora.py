@@ -30,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-from bench.common import PeakRSS, table
+from bench.common import table
+from eval.resources import PeakRSS
 
 SHAPES = {
     "llama2-7b": {

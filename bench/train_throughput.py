@@ -13,7 +13,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from bench.common import PeakRSS, table
+from bench.common import table
+from eval.resources import PeakRSS
 from finetune.config import TrainConfig
 from finetune.train import train
 

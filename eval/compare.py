@@ -22,6 +22,7 @@ from eval.intervals import interval, paired_difference
 from eval.metric import Item, Metric
 from eval.registry import METRICS as METRIC_REGISTRY
 from eval.registry import figures_for
+from eval.resources import PeakRSS
 from storygen.config import ConfigError, ModelSpec, from_dict
 from storygen.config import SystemSpec as System
 from storygen.prompt_format import V1
@@ -242,18 +243,24 @@ def evaluate_system(
             m: f"needs at least {METRIC_REGISTRY[m].min_items} items" for m in skipped
         }
     scorer = prompts = None
+    scorer_mib = 0.0
     if any(m.needs == "scorer" for m in chosen):
-        scorer = TransformersBackend.load(scoring_spec(system.spec()))
+        with PeakRSS() as loading:
+            scorer = TransformersBackend.load(scoring_spec(system.spec()))
+        scorer_mib = loading.delta_mib
         prompts = [
             scorer.prompt(for_format(it["request"], scorer.prompt_format)).text for it in items
         ]
     rows = None
     if any(m.needs == "stories" for m in chosen):
         spec = system.spec()
+        memory = PeakRSS()
         if scorer is not None and spec.resolved_backend() == "transformers":
-            backend = scorer
+            backend, loaded_mib = scorer, scorer_mib
         else:
-            backend = load_backend(spec)
+            with PeakRSS() as loading:
+                backend = load_backend(spec)
+            loaded_mib = loading.delta_mib
         if system.plan == "reference" and any(it["plan"] is None for it in items):
             missing = sum(it["plan"] is None for it in items)
             raise EvalError(
@@ -267,7 +274,13 @@ def evaluate_system(
                 "plan: use plan: none, or an adapter trained on a later format"
             )
         gens = out_dir / "generations" / f"{system.name}.jsonl"
-        rows = generate_all(backend, system, items, cmp.seed, gens)
+        with memory:
+            rows = generate_all(backend, system, items, cmp.seed, gens)
+        # the story engine's resident memory: what loading it added, and what writing added on
+        # top at its peak (measured in the run that wrote the stories; reused stories add none)
+        result["memory_mib"] = round(memory.delta_mib + loaded_mib, 1)
+        if backend is not scorer and hasattr(backend, "close"):
+            backend.close()
         if system.plan == "model":
             result["plan_failures"] = sum(bool(r.get("plan_error")) for r in rows)
     options = {"window": cmp.window, "stride": cmp.stride, "max_story_tokens": cmp.max_story_tokens}
@@ -278,6 +291,7 @@ def evaluate_system(
             reference=it["reference"],
             story=rows[i]["story"] if rows else None,
             plan=_plan(rows[i]["plan"]) if rows else None,
+            provenance=rows[i].get("provenance") if rows else None,
             index=i,
             scorer=scorer,
             prompts=prompts or [],
@@ -372,6 +386,9 @@ TABLE_COLUMNS = (
     "beat_order",
     "prompt_ranking_acc",
     "mean_words",
+    "tokens_per_s",
+    "first_token_s",
+    "memory_mib",
 )
 
 

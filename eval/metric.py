@@ -47,6 +47,8 @@ class Item:
     """The system's story for this item (None when no metric asked for stories)."""
     plan: Plan | None = None
     """The plan the story was written from, if any."""
+    provenance: dict[str, Any] | None = None
+    """The story's provenance (engine, settings, timing), when the story was written."""
     index: int = 0
     scorer: Any = None
     """The system's weights on the transformers backend (for metrics that need logits)."""

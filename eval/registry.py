@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from eval import adherence, diversity, overlap, perplexity, ranking, structure
+from eval import adherence, diversity, overlap, perplexity, ranking, speed, structure
 from eval.metric import Figure, Metric
 
 METRICS: dict[str, Metric] = {
@@ -15,6 +15,7 @@ METRICS: dict[str, Metric] = {
         adherence.METRIC,
         structure.METRIC,
         ranking.METRIC,
+        speed.METRIC,
     )
 }
 

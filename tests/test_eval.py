@@ -199,7 +199,7 @@ def comparison(tmp_path, tiny_model_dir):
         "test": str(data / "train.jsonl"),
         "limit": 3,
         "seed": 5,
-        "metrics": ["perplexity", "overlap", "diversity", "adherence"],
+        "metrics": ["perplexity", "overlap", "diversity", "adherence", "speed"],
         "systems": [
             {
                 "name": "greedy",
@@ -236,9 +236,11 @@ def test_comparison_writes_reports_and_resumes(comparison, tmp_path, monkeypatch
             f"| {r['system']} | {r['token_ppl']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | "
             f"{r['word_ppl']:.3f} [{wci[0]:.3f}, {wci[1]:.3f}] |" in table
         )
-        # Every figure has its interval, and how many items it covers.
-        numbers = [k for k, v in r.items() if isinstance(v, float) and k != "plan_failures"]
+        # Every figure has its interval, and how many items it covers; memory is one
+        # measurement of the engine, not a figure over items.
+        numbers = [k for k, v in r.items() if isinstance(v, float) and k != "memory_mib"]
         assert set(numbers) <= set(r["ci95"]) and r["n_per_figure"]["bleu"] == 3
+        assert r["memory_mib"] >= 0
     png = out / "metrics.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from PIL import Image
@@ -247,6 +249,10 @@ def test_comparison_writes_reports_and_resumes(comparison, tmp_path, monkeypatch
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
     lines = (out / "generations" / "greedy.jsonl").read_text().splitlines()
     assert len(lines) == 3
+    timing = [json.loads(line)["provenance"] for line in lines]  # speed: pooled over stories
+    pooled = sum(p["new_tokens"] for p in timing) / sum(p["seconds"] for p in timing)
+    assert results[0]["tokens_per_s"] == pytest.approx(pooled)
+    assert results[0]["first_token_s"] == pytest.approx(sum(p["first_token_s"] for p in timing) / 3)
 
     import storygen.generation as g
 
@@ -543,3 +549,23 @@ def test_the_perplexity_metric_scores_the_reference_after_the_systems_prompt(tin
             "nll_per_token": (10 + got["nll"]) / 45,
         }
     )
+
+
+def test_speed_pools_tokens_over_writing_time_and_skips_untimed_stories():
+    """10 tokens in 1 s and 10 in 4 s: 4 tokens/s over the 5 s written (a mean of the two
+    rates would say 6.25); a story saved without timing counts for nothing."""
+    from eval.metric import Item
+    from eval.speed import METRIC
+
+    def item(provenance):
+        return Item(id="x", request=StoryRequest(), reference="r", provenance=provenance)
+
+    rows = [
+        METRIC.score(item({"new_tokens": 10, "seconds": 1.0, "first_token_s": 0.2})),
+        METRIC.score(item({"new_tokens": 10, "seconds": 4.0, "first_token_s": 0.4})),
+        METRIC.score(item(None)),
+        METRIC.score(item({"new_tokens": 7, "seconds": 0.0})),
+    ]
+    assert rows[2:] == [{}, {}]
+    figures = {f.name: f.of(rows) for f in METRIC.figures(rows)}
+    assert figures == {"tokens_per_s": 4.0, "first_token_s": pytest.approx(0.3)}

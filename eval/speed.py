@@ -1,0 +1,31 @@
+"""Writing speed: new tokens per second and the time to the first token, from each story's own
+provenance (what the engine measured while it wrote that story).
+
+Saved stories keep the timing of the run that wrote them, so the figure describes that run:
+compare systems whose stories were written on the same machine with nothing else running.
+"""
+
+from __future__ import annotations
+
+from eval.metric import Figure, Item, Metric, mean_of, ratio_of
+
+
+def _score(item: Item) -> dict[str, float]:
+    p = item.provenance or {}
+    if not p.get("seconds") or p.get("new_tokens") is None:
+        return {}  # a story without timing (an older generations file) counts for nothing here
+    row = {"new_tokens": float(p["new_tokens"]), "writing_seconds": float(p["seconds"])}
+    if p.get("first_token_s") is not None:
+        row["first_token_s"] = float(p["first_token_s"])
+    return row
+
+
+def _figures(rows: list[dict]) -> list[Figure]:
+    return [
+        # pooled: all new tokens over all writing time, not a mean of per-story rates
+        Figure("tokens_per_s", ratio_of("new_tokens", "writing_seconds"), "writing_seconds"),
+        Figure("first_token_s", mean_of("first_token_s"), "first_token_s"),
+    ]
+
+
+METRIC = Metric("speed", "stories", _score, _figures)
