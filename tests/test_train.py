@@ -289,3 +289,20 @@ def test_data_preprocessed_for_another_prompt_format_is_refused(tiny_model_dir, 
     with pytest.raises(TrainDataError, match="storygen-tags-v1"):
         train(_cfg(tiny_model_dir, old, tmp_path / "run"), progress=False)
     assert not (tmp_path / "run" / "adapter_model.safetensors").exists()
+
+
+def test_the_sft_stack_benchmark_trains_the_same_model_on_both_stacks(
+    tiny_model_dir, data_dir, tmp_path
+):
+    """bench.sft_stacks: both stacks start from the same base and score the same validation
+    examples with the same function (equal initial losses), train the steps asked, and learn
+    (the loss falls on these repeated fixture stories)."""
+    from bench.sft_stacks import measure
+
+    cfg = _cfg(tiny_model_dir, data_dir, tmp_path / "unused", max_steps=4, threads=1)
+    ours, trl, ratio = measure(cfg)
+    assert ours["val_loss_initial"] == pytest.approx(trl["val_loss_initial"], rel=1e-6)
+    for row in (ours, trl):
+        assert row["steps"] == 4 and row["tokens_per_s"] > 0 and row["peak_rss_mib"] > 0
+        assert row["val_loss"] < row["val_loss_initial"]
+    assert ratio["val_loss"] == pytest.approx(trl["val_loss"] / ours["val_loss"])
