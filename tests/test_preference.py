@@ -188,3 +188,51 @@ def test_the_simulated_feedback_loop_runs_end_to_end(tiny_model_dir, sft, tmp_pa
     assert (tmp_path / "loop" / "tuned" / "storygen_adapter.json").exists()
     saved = json.loads((tmp_path / "loop" / "feedback.json").read_text())
     assert saved["ppl_change"] == pytest.approx(result["ppl_change"])
+
+
+def test_an_interrupted_tuning_resumes_from_its_checkpoint_and_ends_as_an_unbroken_one(
+    tiny_model_dir, sft, tmp_path, monkeypatch
+):
+    """Killed right after its step-2 checkpoint, a rerun of the same command goes on from
+    there (it trains steps 3 and 4 only) and ends with the adapter an uninterrupted run gets,
+    bit for bit (optimizer, scheduler, data order and dropout all restored)."""
+    import transformers
+
+    (tmp_path / "prefer").mkdir()
+    rows = [
+        {"prompt": PROMPT, "chosen": f"Mara ran to the sea {i}.", "rejected": f"qq zz xx {i} vv."}
+        for i in range(16)
+    ]
+    (tmp_path / "prefer" / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tune(_cfg(tiny_model_dir, sft, tmp_path, output_dir=str(tmp_path / "whole")), progress=False)
+
+    save = transformers.Trainer._save_checkpoint
+
+    def save_then_die(self, *args, **kwargs):
+        save(self, *args, **kwargs)
+        if self.state.global_step == 2:
+            raise KeyboardInterrupt  # the power goes out after the checkpoint is on disk
+
+    monkeypatch.setattr(transformers.Trainer, "_save_checkpoint", save_then_die)
+    cfg = _cfg(tiny_model_dir, sft, tmp_path, output_dir=str(tmp_path / "broken"))
+    with pytest.raises(KeyboardInterrupt):
+        tune(cfg, progress=False)
+    assert (tmp_path / "broken" / "checkpoints" / "checkpoint-2").is_dir()
+    monkeypatch.setattr(transformers.Trainer, "_save_checkpoint", save)
+
+    steps = []
+    step = transformers.Trainer.training_step
+
+    def counted(self, *args, **kwargs):
+        steps.append(self.state.global_step + 1)
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.Trainer, "training_step", counted)
+    metrics = tune(cfg, progress=False)
+    assert steps == [3, 4] and metrics["steps"] == 4
+    whole = load_file(tmp_path / "whole" / "adapter_model.safetensors")
+    resumed = load_file(tmp_path / "broken" / "adapter_model.safetensors")
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        assert torch.equal(resumed[name], whole[name]), name  # measured: bit for bit
+    assert not (tmp_path / "broken" / "checkpoints").exists()  # cleaned up once finished
