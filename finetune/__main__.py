@@ -96,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         "--gold", type=Path, default=Path(__file__).parent / "gold" / "tagger_gold.jsonl"
     )
     a.add_argument(
+        "--wp-gold",
+        type=Path,
+        default=Path(__file__).parent / "gold" / "tagger_gold_wp.jsonl",
+        help="fields labelled by hand on real WritingPrompts rows (default: %(default)s)",
+    )
+    a.add_argument(
         "--arc-gold",
         type=Path,
         default=Path(__file__).parent / "gold" / "arc_gold_wp.jsonl",
@@ -211,13 +217,15 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     if args.command == "tagger-accuracy":
-        from finetune.gold import accuracy, arc_accuracy
+        from finetune.gold import accuracy, arc_accuracy, wp_field_accuracy
 
         report = accuracy(args.gold)
         if args.arc_data.exists():
+            report["real_stories"] = wp_field_accuracy(args.wp_gold, args.arc_data)
             report["arc"] = arc_accuracy(args.arc_gold, args.arc_data)
         else:
-            report["arc"] = f"left out: {args.arc_data} (the labelled stories) is missing"
+            missing = f"left out: {args.arc_data} (the labelled stories) is missing"
+            report["real_stories"] = report["arc"] = missing
         print(json.dumps(report, indent=2))
         return 0
     return 1

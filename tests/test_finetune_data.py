@@ -331,3 +331,40 @@ def test_a_limit_applies_to_each_original_split_and_an_odd_wp_file_is_train(tmp_
         (tmp_path / "mine" / f"stories.{ext}").write_text((wp / f"train.{ext}").read_text())
     report = build(tmp_path / "mine" / "stories.wp_source", tmp_path / "o", progress=False)
     assert report.kept == 4 and report.splits["train"] == "the rest"
+
+
+def test_field_accuracy_on_real_rows_reads_them_by_id_and_gives_the_majority_baseline(tmp_path):
+    import csv
+
+    import finetune.gold as gold
+
+    filler = " The night was long and nobody spoke for a while, and then the rain came down again."
+    stories = {
+        7: "I walked into the bar and ordered a drink. Mara poured it. Mara smiled at me." + filler,
+        8: "Isolde walked into the castle at dawn. Isolde drew her sword and waited." + filler,
+        9: "[ OT ] Meet and greet: tell us about yourself!",  # a meta post preprocessing drops
+    }
+    data = tmp_path / "wp.csv"
+    with data.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["row_id", "prompt", "story", "completion"])
+        for row_id, story in stories.items():
+            prompt = "[ OT ] Meet and greet" if row_id == 9 else "[ WP ] A prompt"
+            w.writerow([row_id, prompt, story, ""])
+    base = {"genre": "", "tone": "", "ending": "", "characters": [], "place": ""}
+    rows = [
+        {**base, "row_id": 7, "pov": "first person", "place": "bar", "characters": ["Mara"]},
+        {**base, "row_id": 8, "pov": "first person", "place": "castle"},  # the pov is wrong
+        {**base, "row_id": 9, "pov": "first person"},
+    ]
+    labels = tmp_path / "gold.jsonl"
+    labels.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = gold.wp_field_accuracy(labels, data)
+    assert report["stories"] == 2 and report["dropped_by_preprocessing"] == [9]
+    assert report["pov_accuracy"] == 0.5 and report["place_accuracy"] == 1.0
+    assert report["pov_majority"] == {"label": "first person", "accuracy": 1.0}
+    assert {"row_id": 8, "field": "pov", "gold": "first person", "tagger": "third person"} in (
+        report["errors"]
+    )
+    assert report["character_recall"] == 1.0  # Mara found; story 8 was labelled with none
+    assert report["character_precision"] < 1.0  # ... so the names found there count against
