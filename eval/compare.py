@@ -274,11 +274,12 @@ def evaluate_system(
                 "plan: use plan: none, or an adapter trained on a later format"
             )
         gens = out_dir / "generations" / f"{system.name}.jsonl"
+        before = gens.stat().st_size if gens.exists() else 0
         with memory:
             rows = generate_all(backend, system, items, cmp.seed, gens)
-        # the story engine's resident memory: what loading it added, and what writing added on
-        # top at its peak (measured in the run that wrote the stories; reused stories add none)
-        result["memory_mib"] = round(memory.delta_mib + loaded_mib, 1)
+        wrote = (gens.stat().st_size if gens.exists() else 0) != before
+        measured = round(memory.delta_mib + loaded_mib, 1)
+        result["memory_mib"] = engine_memory(gens, spec, measured, wrote)
         if backend is not scorer and hasattr(backend, "close"):
             backend.close()
         if system.plan == "model":
@@ -324,6 +325,20 @@ def evaluate_system(
         for row in per_item:  # the numbers; in-memory extras (tokens, texts) start with "_"
             f.write(json.dumps({k: v for k, v in row.items() if not k.startswith("_")}) + "\n")
     return result, per_item
+
+
+def engine_memory(gens: Path, spec: ModelSpec, measured: float, wrote: bool) -> float:
+    """The story engine's resident memory: what loading it added plus what writing added on top
+    at its peak. The run that writes stories keeps its figure beside them
+    (``<system>.memory.json``), since a rerun that reuses the stories only loads the engine."""
+    path = gens.with_name(gens.stem + ".memory.json")
+    key = settings_key(model=spec)
+    if path.exists() and not wrote:
+        saved = json.loads(path.read_text())
+        if saved.get("key") == key:
+            return float(saved["memory_mib"])
+    path.write_text(json.dumps({"key": key, "memory_mib": measured}) + "\n")
+    return measured
 
 
 def _plan(data: dict | None) -> Plan | None:

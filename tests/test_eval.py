@@ -262,6 +262,8 @@ def test_comparison_writes_reports_and_resumes(comparison, tmp_path, monkeypatch
     monkeypatch.setattr(g, "generate_story", fail)
     again = run(comparison, out)
     assert again[0]["bleu"] == results[0]["bleu"]
+    # the engine's memory is the figure of the run that wrote the stories, not of a reload
+    assert [r["memory_mib"] for r in again] == [r["memory_mib"] for r in results]
 
 
 def test_bad_comparison_inputs_are_clear_errors(tmp_path, comparison):
