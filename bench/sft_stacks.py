@@ -8,9 +8,14 @@ Both start from the same NF4 base with the same fresh, seeded LoRA (``finetune.t
 only (TRL: a prompt-completion dataset, ``completion_only_loss``), batch by length, and take the
 same optimizer steps: batch x grad_accum, AdamW, gradient norm clipped at 1, linear warm-up then
 cosine decay to 10% of the peak (TRL: ``cosine_with_min_lr``; its warm-up starts from 0, ours
-from one step's worth). Both adapters are then scored by the same function on the same
-validation examples. Reports tokens/s (non-padding tokens trained per second), peak RSS, the
-final validation loss and the ratios TRL / ours.
+from one step's worth), with gradient checkpointing as the config says (TRL's default is on).
+Both adapters are then scored by the same function on the same validation examples.
+
+TRL casts the LoRA weights of a quantized base to bf16 (the QLoRA paper's recommendation); ours
+keeps them in fp32. So TRL runs twice: as it comes, and with the LoRA weights cast back to fp32
+(the difference of the loops alone). Each run is its own process, so its peak resident memory
+is its own. Reports tokens/s (non-padding tokens trained per second), peak RSS, the final
+validation loss, and the ratios to ours.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ def validation_set(cfg: TrainConfig, tokenizer) -> list:
     return [e for e in pairs if e is not None][: cfg.max_eval_examples]
 
 
-def run_ours(cfg: TrainConfig) -> dict:
+def run_ours(cfg: TrainConfig, _fp32_lora: bool = True) -> dict:
     with PeakRSS() as mem:
         metrics = train(cfg, progress=False)
     return {
@@ -47,8 +52,9 @@ def run_ours(cfg: TrainConfig) -> dict:
     }
 
 
-def run_trl(cfg: TrainConfig) -> dict:
-    """TRL's SFTTrainer on the same model, LoRA, pairs and schedule."""
+def run_trl(cfg: TrainConfig, fp32_lora: bool = False) -> dict:
+    """TRL's SFTTrainer on the same model, LoRA, pairs and schedule (``fp32_lora``: with the
+    LoRA weights cast back from TRL's bf16 to fp32, as ours keeps them)."""
     import torch
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -71,6 +77,7 @@ def run_trl(cfg: TrainConfig) -> dict:
             warmup_steps=cfg.warmup_steps,
             max_steps=cfg.max_steps,
             max_length=cfg.max_length,
+            gradient_checkpointing=cfg.gradient_checkpointing,
             completion_only_loss=True,
             train_sampling_strategy="group_by_length",
             optim="adamw_torch",
@@ -91,13 +98,17 @@ def run_trl(cfg: TrainConfig) -> dict:
             train_dataset=Dataset.from_list(pairs),
             processing_class=tokenizer,
         )
+        if fp32_lora:
+            for param in model.parameters():
+                if param.requires_grad:
+                    param.data = param.data.float()
         t0 = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - t0
         after = evaluate(model, valid, cfg.batch_size, tokenizer.pad_token_id, device)
     tokens = max(h.get("num_tokens", 0) for h in trainer.state.log_history)
     return {
-        "stack": "TRL SFTTrainer",
+        "stack": "TRL SFTTrainer" + (", fp32 LoRA" if fp32_lora else " (bf16 LoRA)"),
         "tokens_per_s": tokens / seconds,
         "peak_rss_mib": mem.peak_mib,
         "val_loss": after["val_loss"],
@@ -106,21 +117,30 @@ def run_trl(cfg: TrainConfig) -> dict:
     }
 
 
+def _in_own_process(stack, cfg: TrainConfig, fp32_lora: bool) -> dict:
+    """One stack in a fresh process (its peak memory is its own), in its own output folder."""
+    import multiprocessing
+
+    with tempfile.TemporaryDirectory() as out:
+        cfg = TrainConfig(**{**cfg.to_dict(), "output_dir": out})
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            return pool.apply(stack, (cfg, fp32_lora))
+
+
 def measure(cfg: TrainConfig) -> list[dict]:
-    """Both stacks on ``cfg`` (each in its own output folder), then the ratios."""
-    rows = []
-    for stack in (run_ours, run_trl):
-        with tempfile.TemporaryDirectory() as out:
-            rows.append(stack(TrainConfig(**{**cfg.to_dict(), "output_dir": out})))
-    ours, trl = rows
-    rows.append(
-        {
-            "stack": "ratio TRL / ours",
-            "tokens_per_s": trl["tokens_per_s"] / ours["tokens_per_s"],
-            "peak_rss_mib": trl["peak_rss_mib"] / ours["peak_rss_mib"],
-            "val_loss": trl["val_loss"] / ours["val_loss"],
-        }
-    )
+    """Ours, TRL as it comes and TRL with fp32 LoRA weights on ``cfg``, then the ratios."""
+    rows = [
+        _in_own_process(stack, cfg, fp32)
+        for stack, fp32 in ((run_ours, True), (run_trl, False), (run_trl, True))
+    ]
+    ours = rows[0]
+    for trl in rows[1:3]:
+        rows.append(
+            {
+                "stack": f"ratio {trl['stack']} / ours",
+                **{k: trl[k] / ours[k] for k in ("tokens_per_s", "peak_rss_mib", "val_loss")},
+            }
+        )
     return rows
 
 

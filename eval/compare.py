@@ -189,6 +189,8 @@ def generate_all(backend, system: System, items: list[dict], seed: int, out: Pat
         return [done[it["id"]] for it in items]
     with _open_for_append(out) as f:
         for i, item in tqdm(todo, desc=f"generate {system.name}"):
+            if hasattr(backend, "clear_cache"):  # every story computes its whole prompt, so
+                backend.clear_cache()  # the speed figures do not depend on the story before
             sampling = system.sampling_for(seed + i)
             request = for_format(item["request"], backend.prompt_format)
             plan, plan_error = None, None
@@ -333,12 +335,13 @@ def engine_memory(gens: Path, spec: ModelSpec, measured: float, wrote: bool) -> 
     (``<system>.memory.json``), since a rerun that reuses the stories only loads the engine."""
     path = gens.with_name(gens.stem + ".memory.json")
     key = settings_key(model=spec)
-    if path.exists() and not wrote:
+    if wrote:
+        path.write_text(json.dumps({"key": key, "memory_mib": measured}) + "\n")
+    elif path.exists():
         saved = json.loads(path.read_text())
         if saved.get("key") == key:
             return float(saved["memory_mib"])
-    path.write_text(json.dumps({"key": key, "memory_mib": measured}) + "\n")
-    return measured
+    return measured  # stories written before figures were kept: this run's loading only
 
 
 def _plan(data: dict | None) -> Plan | None:

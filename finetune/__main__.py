@@ -112,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=Path(__file__).resolve().parent.parent.parent
         / "shared/data/writingprompts/train_sample_500.csv",
-        help="the WritingPrompts CSV those rows come from (not in this repository); the arc "
-        "scores are left out when it is missing (default: %(default)s)",
+        help="the WritingPrompts CSV the real rows come from (not in this repository); the "
+        "real-story and arc scores are left out when it is missing (default: %(default)s)",
     )
     f = sub.add_parser(
         "prefer",

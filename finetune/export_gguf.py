@@ -71,13 +71,16 @@ def rotary_permute(rows: np.ndarray, n_head: int) -> np.ndarray:
 
 def base_config(adapter_dir: Path) -> dict:
     """The base model's ``config.json`` fields that the export needs, from the adapter's base."""
-    from storygen.embedded import by_model_id, gguf_path
+    from storygen.embedded import EmbeddedModelError, by_model_id, gguf_path
 
     meta = read_adapter_meta(adapter_dir)
     base = meta.get("base_model")
     embedded = by_model_id(str(base))
     if embedded is not None:
-        return config_from_gguf(gguf_path(embedded))
+        try:
+            return config_from_gguf(gguf_path(embedded))
+        except EmbeddedModelError:
+            pass  # trained on the hub's copy (a GPU machine without the wheel): read its config
     path = Path(str(base))
     if (path / "config.json").exists():
         return json.loads((path / "config.json").read_text())

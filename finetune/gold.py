@@ -34,6 +34,8 @@ def wp_field_accuracy(gold: Path, data: Path) -> dict:
     rows = [json.loads(line) for line in gold.read_text().splitlines() if line.strip()]
     stories = _real_stories(rows, data)
     kept = [(row, stories[str(row["row_id"])]) for row in rows if stories[str(row["row_id"])]]
+    if not kept:
+        raise ValueError(f"preprocessing keeps none of the {len(rows)} rows labelled in {gold}")
     report = field_accuracy(kept)
     report["dropped_by_preprocessing"] = [
         r["row_id"] for r in rows if not stories[str(r["row_id"])]

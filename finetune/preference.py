@@ -119,6 +119,7 @@ def tune(cfg: PreferenceConfig, progress: bool = True) -> dict[str, Any]:
     import torch
     from datasets import Dataset
     from peft import PeftModel
+    from transformers.trainer_utils import get_last_checkpoint
     from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
     from finetune.train import halve_weights, write_gguf_form
@@ -179,8 +180,8 @@ def tune(cfg: PreferenceConfig, progress: bool = True) -> dict[str, Any]:
         eval_dataset=Dataset.from_list(held_rows) if held_rows else None,
         processing_class=tokenizer,
     )
-    checkpoints = sorted((out / "checkpoints").glob("checkpoint-*"))
-    trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
+    last = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
+    trainer.train(resume_from_checkpoint=last)  # by step number: checkpoint-10 after -8
     history = trainer.state.log_history
     metrics = {
         "steps": trainer.state.global_step,

