@@ -1,5 +1,9 @@
-"""Writing speed: new tokens per second and the time to the first token, from each story's own
-provenance (what the engine measured while it wrote that story).
+"""Writing speed: story tokens per second and the time to the first token, from each story's
+own provenance (what the engine measured while it wrote that story). A story the repetition
+guard cut counts the tokens it kept over all the time it took (the loop's tokens were written
+and thrown away), so a model that loops more is slower by this figure, as a reader waits longer.
+The comparison clears llama.cpp's prompt cache before each story: every story computes its
+whole prompt.
 
 Saved stories keep the timing of the run that wrote them, so the figure describes that run:
 compare systems whose stories were written on the same machine with nothing else running.
