@@ -294,3 +294,27 @@ def test_the_real_gemma_writes_on_llamacpp_with_its_bos():
     assert backend.tokenize(tagged_prompt(request))[0] == 2
     story = generate_story(backend, request, SamplingConfig(seed=3, max_new_tokens=30))
     assert story.provenance["base_model"] == "google/gemma-3-270m" and story.text.split()
+
+
+def test_the_committed_gemma_demo_adapter_is_gemmas_and_its_gguf_form_matches_it():
+    """The adapter loads wherever an adapter loads: its metadata names Gemma 3 270M and the
+    current prompt format, and its GGUF form holds the same LoRA weights for the gemma3
+    architecture, B unpermuted (llama.cpp keeps Gemma's q/k rows in Hugging Face order)."""
+    from gguf import GGUFReader
+    from safetensors.numpy import load_file
+
+    from storygen.loading import GGUF_ADAPTER, GGUF_KEY_BASE, read_adapter_meta
+    from storygen.prompt_format import PROMPT_FORMAT_VERSION
+
+    folder = demo_adapter_dir("gemma3-270m")
+    meta = read_adapter_meta(folder)
+    assert meta["base_model"] == GEMMA3.model_id and meta["prompt_format"] == PROMPT_FORMAT_VERSION
+    assert meta["metrics"]["val_loss"] < meta["metrics"]["val_loss_initial"]
+    reader = GGUFReader(folder / GGUF_ADAPTER)
+    assert reader.fields["general.architecture"].contents() == "gemma3"
+    assert reader.fields[GGUF_KEY_BASE].contents() == GEMMA3.model_id
+    gguf = {t.name: np.asarray(t.data) for t in reader.tensors}
+    peft = load_file(folder / "adapter_model.safetensors")
+    assert len(gguf) == len(peft) == 18 * 7 * 2  # 18 layers, 7 projections, A and B
+    q_b = peft["base_model.model.model.layers.5.self_attn.q_proj.lora_B.weight"]
+    np.testing.assert_array_equal(gguf["blk.5.attn_q.weight.lora_b"], q_b)
