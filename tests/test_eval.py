@@ -424,7 +424,10 @@ def test_results_are_written_system_by_system_and_a_failed_system_leaves_no_empt
         run(comparison, out)
     written = json.loads((out / "results.json").read_text())
     assert [r["system"] for r in written] == ["greedy"] and written[0]["n_items"] == 3
-    assert sorted(p.name for p in (out / "generations").iterdir()) == ["greedy.jsonl"]
+    assert sorted(p.name for p in (out / "generations").iterdir()) == [
+        "greedy.jsonl",
+        "greedy.memory.json",  # the engine's memory figure, kept beside its stories
+    ]
 
 
 @pytest.mark.parametrize(
