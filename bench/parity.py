@@ -26,7 +26,7 @@ import numpy as np
 
 from bench.common import table
 from storygen.config import EMBEDDED, ModelSpec, SamplingConfig
-from storygen.loading import leading_ids
+from storygen.loading import prompt_ids, with_leading
 from storygen.prompt_format import tagged_prompt
 from storygen.request import StoryRequest
 
@@ -58,10 +58,10 @@ def example_requests(n: int) -> list[StoryRequest]:
     return (requests * (n // len(requests) + 1))[:n]
 
 
-def token_ids(prompt: str, story: str, tokenize, leading: list[int] = ()) -> tuple[list[int], int]:
-    """Prompt + story ids (capped at MAX_TOKENS), after the model's ``leading`` BOS if it has
+def token_ids(prompt: str, story: str, scorer) -> tuple[list[int], int]:
+    """Prompt + story ids (capped at MAX_TOKENS), the prompt after the model's BOS if it has
     one, and the number of prompt ids."""
-    p, s = list(leading) + tokenize(prompt), tokenize(story)
+    p, s = scorer.prompt_ids(prompt), scorer.tokenize(story)
     return (p + s)[:MAX_TOKENS], len(p)
 
 
@@ -87,8 +87,8 @@ class HFScorer:
     def tokenize(self, text: str) -> list[int]:
         return self.backend.lm.tokenizer(text, add_special_tokens=False).input_ids
 
-    def leading(self) -> list[int]:
-        return leading_ids(self.backend.lm.tokenizer)
+    def prompt_ids(self, text: str) -> list[int]:
+        return prompt_ids(self.backend.lm.tokenizer, text)
 
     def logits(self, ids: list[int]) -> np.ndarray:
         import torch
@@ -122,8 +122,10 @@ class LlamaScorer:
     def tokenize(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
 
-    def leading(self) -> list[int]:
-        return self.llm.tokenize(b"", add_bos=True, special=False)
+    def prompt_ids(self, text: str) -> list[int]:
+        from storygen.backends.llamacpp import leading_tokens
+
+        return with_leading(leading_tokens(self.llm), self.tokenize(text))
 
     def logits(self, ids: list[int]) -> np.ndarray:
         self.llm.reset()
@@ -135,7 +137,7 @@ def story_losses(scorer, stories: list[tuple[str, str]]):
     """Per story: (mean NLL of its story tokens, top-token ids at those positions)."""
     out = []
     for prompt, story in stories:
-        ids, n_prompt = token_ids(prompt, story, scorer.tokenize, scorer.leading())
+        ids, n_prompt = token_ids(prompt, story, scorer)
         nll, top = nll_and_argmax(scorer.logits(ids), ids, n_prompt)
         out.append((float(nll.mean()), top))
     return out

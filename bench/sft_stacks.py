@@ -21,6 +21,7 @@ validation loss, and the ratios to ours.
 from __future__ import annotations
 
 import argparse
+import functools
 import tempfile
 import time
 from pathlib import Path
@@ -39,7 +40,7 @@ def validation_set(cfg: TrainConfig, tokenizer) -> list:
     return [e for e in pairs if e is not None][: cfg.max_eval_examples]
 
 
-def run_ours(cfg: TrainConfig, _fp32_lora: bool = True) -> dict:
+def run_ours(cfg: TrainConfig) -> dict:
     with PeakRSS() as mem:
         metrics = train(cfg, progress=False)
     return {
@@ -117,22 +118,20 @@ def run_trl(cfg: TrainConfig, fp32_lora: bool = False) -> dict:
     }
 
 
-def _in_own_process(stack, cfg: TrainConfig, fp32_lora: bool) -> dict:
+def _in_own_process(stack, cfg: TrainConfig) -> dict:
     """One stack in a fresh process (its peak memory is its own), in its own output folder."""
     import multiprocessing
 
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(**{**cfg.to_dict(), "output_dir": out})
         with multiprocessing.get_context("spawn").Pool(1) as pool:
-            return pool.apply(stack, (cfg, fp32_lora))
+            return pool.apply(stack, (cfg,))
 
 
 def measure(cfg: TrainConfig) -> list[dict]:
     """Ours, TRL as it comes and TRL with fp32 LoRA weights on ``cfg``, then the ratios."""
-    rows = [
-        _in_own_process(stack, cfg, fp32)
-        for stack, fp32 in ((run_ours, True), (run_trl, False), (run_trl, True))
-    ]
+    stacks = (run_ours, run_trl, functools.partial(run_trl, fp32_lora=True))
+    rows = [_in_own_process(stack, cfg) for stack in stacks]
     ours = rows[0]
     for trl in rows[1:3]:
         rows.append(

@@ -256,7 +256,6 @@ def evaluate_system(
     rows = None
     if any(m.needs == "stories" for m in chosen):
         spec = system.spec()
-        memory = PeakRSS()
         if scorer is not None and spec.resolved_backend() == "transformers":
             backend, loaded_mib = scorer, scorer_mib
         else:
@@ -277,7 +276,7 @@ def evaluate_system(
             )
         gens = out_dir / "generations" / f"{system.name}.jsonl"
         before = gens.stat().st_size if gens.exists() else 0
-        with memory:
+        with PeakRSS() as memory:
             rows = generate_all(backend, system, items, cmp.seed, gens)
         wrote = (gens.stat().st_size if gens.exists() else 0) != before
         measured = round(memory.delta_mib + loaded_mib, 1)

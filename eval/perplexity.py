@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from eval.metric import Figure, Item, Metric, exp, ratio_of
-from storygen.loading import leading_ids, with_leading
+from storygen.loading import prompt_ids
 
 
 @dataclass
@@ -63,7 +63,7 @@ def story_nll(
     stride = stride or window // 2
     if not 0 < stride <= window:
         raise ValueError("need 0 < stride <= window")
-    p = with_leading(leading_ids(tokenizer), tokenizer(prompt, add_special_tokens=False).input_ids)
+    p = prompt_ids(tokenizer, prompt)
     s = tokenizer(story, add_special_tokens=False).input_ids
     if max_tokens is not None and len(s) > max_tokens:
         s = s[:max_tokens]

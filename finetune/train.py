@@ -24,7 +24,7 @@ from finetune.build import read_examples, training_pairs
 from finetune.config import TARGET_MODULES, TrainConfig
 from finetune.curves import write_curves
 from storygen.config import ModelSpec
-from storygen.loading import ADAPTER_META, leading_ids, load_base
+from storygen.loading import ADAPTER_META, load_base, prompt_ids
 from storygen.prompt_format import PROMPT_FORMAT_VERSION
 
 IGNORE = -100  # label value that CrossEntropyLoss skips: no loss on the prompt or on padding
@@ -40,7 +40,7 @@ class Example:
 
 def tokenize(tokenizer, prompt: str, completion: str, max_length: int) -> Example | None:
     """Prompt + story + EOS, with the loss on the story tokens only. None if no story fits."""
-    p = leading_ids(tokenizer) + tokenizer(prompt, add_special_tokens=False).input_ids
+    p = prompt_ids(tokenizer, prompt)
     c = tokenizer(completion, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
     ids = (p + c)[:max_length]
     labels = ([IGNORE] * len(p) + c)[:max_length]

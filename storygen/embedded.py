@@ -85,8 +85,6 @@ GEMMA3 = EmbeddedModel(
     demo_adapter="gemma3-270m-wp-demo",
 )
 EMBEDDED_MODELS = {m.name: m for m in (SMOLLM2, GEMMA3)}
-EMBEDDED_ID = SMOLLM2.model_id
-GGUF_NAME = SMOLLM2.gguf_name
 
 
 def embedded_model(base: str) -> EmbeddedModel | None:

@@ -184,6 +184,11 @@ def with_leading(lead: list[int], ids: list[int]) -> list[int]:
     return ids if ids[: len(lead)] == lead else lead + ids
 
 
+def prompt_ids(tokenizer, text: str) -> list[int]:
+    """A prompt's ids as the model expects them: its leading BOS, if any, then the text."""
+    return with_leading(leading_ids(tokenizer), tokenizer(text, add_special_tokens=False).input_ids)
+
+
 def read_adapter_meta(adapter_dir: Path) -> dict[str, Any]:
     """The storygen metadata saved next to a LoRA adapter."""
     meta_path = adapter_dir / ADAPTER_META

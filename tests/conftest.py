@@ -24,20 +24,27 @@ CORPUS = [
 ] * 20
 
 
-def build_tiny_model(folder: Path, seed: int = 0) -> Path:
-    """Save a 2-layer LLaMA (hidden 64) and a byte-level BPE tokenizer to ``folder``."""
+def tiny_bpe(special_tokens: list[str]):
+    """A byte-level BPE tokenizer (384 tokens) trained on CORPUS, specials first."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=384,
-        special_tokens=["<unk>", "<s>", "</s>"],
+        special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(CORPUS, trainer)
+    return tok
+
+
+def build_tiny_model(folder: Path, seed: int = 0) -> Path:
+    """Save a 2-layer LLaMA (hidden 64) and a byte-level BPE tokenizer to ``folder``."""
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = tiny_bpe(["<unk>", "<s>", "</s>"])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="</s>"
     )

@@ -18,7 +18,7 @@ import torch
 from storygen.config import ConfigError, ModelSpec, demo_adapter_dir, project_root
 from storygen.embedded import GEMMA3, SMOLLM2, EmbeddedModelError, embedded_model, gguf_path
 from storygen.loading import leading_ids, with_leading
-from tests.conftest import CORPUS
+from tests.conftest import tiny_bpe
 
 GEMMA_INSTALLED = importlib.util.find_spec(GEMMA3.package) is not None
 
@@ -26,21 +26,10 @@ GEMMA_INSTALLED = importlib.util.find_spec(GEMMA3.package) is not None
 def build_tiny_gemma(folder):
     """A 2-layer Gemma 3 (one sliding, one full attention layer; one KV head, as the 270M has)
     and a tokenizer that puts <bos> before every text, as Gemma's does."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import processors
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    specials = ["<pad>", "<eos>", "<bos>", "<unk>"]  # Gemma's ids: pad 0, eos 1, bos 2, unk 3
-    tok.train_from_iterator(
-        CORPUS,
-        trainers.BpeTrainer(
-            vocab_size=384,
-            special_tokens=specials,
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        ),
-    )
+    tok = tiny_bpe(["<pad>", "<eos>", "<bos>", "<unk>"])  # Gemma's ids: pad 0, eos 1, bos 2, unk 3
     tok.post_processor = processors.TemplateProcessing(
         single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", 2)]
     )

@@ -56,6 +56,11 @@ def resolve_gguf_base(base: str) -> tuple[Path, str]:
     return path, str(path.resolve())
 
 
+def leading_tokens(llm) -> list[int]:
+    """The model's own rule for a leading BOS (its GGUF's add_bos_token), as in training."""
+    return llm.tokenize(b"", add_bos=True, special=False)
+
+
 def gguf_adapter(spec: ModelSpec, base_id: str) -> tuple[Path | None, dict | None]:
     """The adapter's GGUF file and its metadata, both checked against the base."""
     adir = adapter_path(spec)
@@ -198,8 +203,7 @@ class LlamaCppBackend(LocalBackend):
         ids: list[int] = []
         for text, special in prompt.parts:
             ids += llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
-        # the model's own rule for a leading BOS (its GGUF's add_bos_token), as in training
-        return with_leading(llm.tokenize(b"", add_bos=True, special=False), ids)
+        return with_leading(leading_tokens(llm), ids)
 
     def count_tokens(self, text: str) -> int:
         return len(self._all[0].tokenize(text.encode("utf-8"), add_bos=False, special=False))
