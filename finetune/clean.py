@@ -11,6 +11,8 @@ _ONE_TAG = re.compile(r"[\[({]\s*([A-Za-z]{2,8})\s*[\])}]")
 _XPOST = re.compile(r"[\[(]\s*x-?post[^\])]*[\])]", re.I)
 META_TAGS = frozenset({"OT", "MODPOST", "META"})
 """Prompt tags of posts about the subreddit, not stories: such pairs are dropped."""
+# The subreddit's recurring threads, dropped also when their tag is missing.
+_META_TITLE = re.compile(r"(?:meet and greet|question of the week)\b", re.I)
 # Reddit leftovers, each a whole paragraph: "Edit: formatting", "(part 1/2, continued in
 # reply)", and rows of symbols such as "*====*" (scene breaks stay as paragraph breaks).
 _LEFTOVER = re.compile(r"^(?:\W+|\(?\s*edit\b.*|\(?\s*part \d+\s*(?:/|of)\s*\d+\b.*)$", re.I)
@@ -26,6 +28,14 @@ _CONTRACTION = re.compile(r" (?<=\w )((?:n['’]t|['’](?:s|re|ve|ll|d|m))\b)",
 _QUOTE_AFTER_SPACE = re.compile(r" (?<=\w )(['’]) ?(?=(?:s|t|re|ve|ll|d|m)\b)")
 # ... and "don' t" -> "don't".
 _SPACE_AFTER_QUOTE = re.compile(r"(['’])(?<=\w['’]) (?=(?:s|t|re|ve|ll|d|m)\b)")
+# A single quote at a word's edge; NLTK writes quotation marks and plural possessives apart
+# ("sea pigs ' avoid"), which _attach_quotes undoes.
+_EDGE_QUOTE = re.compile(r"(?:(?<=\s)|^)'|'(?=\s|$)")
+_QUOTE_AFTER_SPACE_ANY = re.compile(r"'(?<=\s')")  # starts with a literal: a fast guard
+_CLOSERS = frozenset('.,!?;:)]"”…')
+# A dash with spaces around it ("to —", "it — and"): the Hugging Face rendering writes "to—".
+_SPACED_DASH = re.compile(r"[ \t]*—[ \t]*")
+_STARS = re.compile(r"\*+")
 _SPACE_BEFORE = re.compile(r"  *(?=[.,!?;:%)\]}…])")
 _SPACE_AFTER = re.compile(r"([(\[{$#]) +")
 _REMOVED = {"[removed]", "[deleted]", "removed", "deleted", ""}
@@ -70,15 +80,89 @@ def detokenize(text: str) -> str:
         if "' " in text or "’ " in text:
             text = _SPACE_AFTER_QUOTE.sub(r"\1", text)
         text = text.replace(" ’ ", "’ ").replace("’", "'").replace("‘", "'")
+        if _QUOTE_AFTER_SPACE_ANY.search(text) or text.startswith("'") or "\n'" in text:
+            text = "\n".join(map(_attach_quotes, text.split("\n")))
     if " n" in text or " t" in text or " N" in text or " T" in text:
         text = _SPLIT_WORD.sub(lambda m: m.group(0).replace(" ", ""), text)
     text = _SPACE_BEFORE.sub("", text)
     if any(c + " " in text for c in "([{$#"):
         text = _SPACE_AFTER.sub(r"\1", text)
     text = text.replace("“", '"').replace("”", '"')
+    if "—" in text:
+        text = _SPACED_DASH.sub("—", text)
+    if "*" in text:
+        text = "\n".join(map(_close_emphasis, text.split("\n")))
     if "  " in text or "\t" in text:
         text = _SPACES.sub(" ", text)
     return text.strip()
+
+
+def _attach_quotes(line: str) -> str:
+    """Attach each single quote that NLTK wrote apart to its word: an opening quote to the word
+    after it, a closing one or a plural possessive ("sea pigs ' avoid") to the word before.
+
+    Every quote at a word's edge is read left to right. Most say what they are: "word'" closes
+    (or is a possessive), "'word" opens, and one before punctuation ("' ,") closes. A lone one
+    closes an open quotation; else, after a word ending in s, it opens a quotation when the
+    next edge quote closes one, or when it is lone too and an odd number follow ("yells ' run '
+    and"), and is a possessive otherwise; after any other word it opens one.
+    """
+    quotes = []  # (position, kind): "close", "open" or "lone"
+    for m in _EDGE_QUOTE.finditer(line):
+        i = m.start()
+        after = line[i + 1 :].lstrip()
+        if i and not line[i - 1].isspace():
+            kind = "attached"
+        elif after[:1] in _CLOSERS:
+            kind = "close"
+        elif i + 1 < len(line) and not line[i + 1].isspace():
+            kind = "open"
+        else:
+            kind = "lone" if after else "close"
+        quotes.append((i, kind))
+    out, start, quoting = [], 0, False
+    for n, (i, kind) in enumerate(quotes):
+        if kind == "attached":
+            quoting = False
+            continue
+        word_before = line[start:i].rstrip()
+        rest = line[i + 1 :]
+        if kind == "lone" and word_before and not quoting:
+            following = [k for _, k in quotes[n + 1 :]]
+            opens = word_before[-1] not in "sS" or (
+                bool(following)
+                and (following[0] in ("attached", "close") or len(following) % 2 == 1)
+                and following[0] != "open"
+            )
+        else:
+            opens = kind == "open" or (kind == "lone" and not word_before)
+        if opens:  # the space after it goes
+            out.append(line[start:i] + "'")
+            start = len(line) - len(rest.lstrip(" \t"))
+        else:  # closes, or a possessive: the space before it goes
+            out.append(word_before + "'")
+            start = i + 1
+        quoting = opens
+    out.append(line[start:])
+    return "".join(out)
+
+
+def _close_emphasis(line: str) -> str:
+    """Markdown emphasis written apart ("clean * that * up", "** Title **") closed up, when the
+    line's runs of stars pair up; "2 * 3" (an odd count) is left as it is."""
+    runs = list(_STARS.finditer(line))
+    if len(runs) < 2 or len(runs) % 2:
+        return line
+    out, start = [], 0
+    for n, m in enumerate(runs):
+        if n % 2 == 0:  # opens: the spaces after it go
+            out.append(line[start : m.end()])
+            start = len(line) - len(line[m.end() :].lstrip(" \t"))
+        else:  # closes: the spaces before it go
+            out.append(line[start : m.start()].rstrip(" \t") + m.group(0))
+            start = m.end()
+    out.append(line[start:])
+    return "".join(out)
 
 
 def paragraphs(story: str) -> list[str]:
@@ -130,6 +214,8 @@ def clean_pair(
     meta = META_TAGS.intersection(tags)
     if meta:
         return None, f"meta post ({min(meta)})"
+    if _META_TITLE.match(prompt_text):
+        return None, "meta post (title)"
     paras = paragraphs(story)
     text = "\n\n".join(paras)
     n_words = len(text.split())

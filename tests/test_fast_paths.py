@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from finetune.clean import detokenize, truncate_words
+from finetune.clean import _attach_quotes, _close_emphasis, detokenize, truncate_words
 from finetune.data import DataError, iter_pairs
 from storygen.prompt_format import escape, unescape
 from storygen.request import RequestError, Setting, StoryRequest, validate
@@ -33,7 +33,7 @@ PIECES = [
     "a", "b", "do", "n't", "N'T", "'s", "'S", "'re", "'ve", "'ll", "'d", "'m", "’s", "’", "'",
     "n’t", "s", "t", "re", "ll", " ", " ", "  ", "``", "''", "“", "”", ".", ",", "!", "?", "(",
     ")", "[", "$", "#", "…", "...", "\t", "x1", "_", "-", "é", "İ", "\n", "‘", "gon", "Wan", "na",
-    "NA", "got", "ta", "can", "not", "Not",
+    "NA", "got", "ta", "can", "not", "Not", "*", "**", "—", "is", "' ",
 ]  # fmt: skip
 
 
@@ -57,10 +57,13 @@ def plain_detokenize(text):
     )
     text = re.sub(r"(?<=\w) ?([’']) ?(?=(?:s|t|re|ve|ll|d|m)\b)", r"\1", text)
     text = text.replace(" ’ ", "’ ").replace("’", "'").replace("‘", "'")
+    text = "\n".join(_attach_quotes(line) for line in text.split("\n"))
     text = re.sub(r"\b(gon|wan) na\b|\b(got) ta\b|\b(can) not\b", _joined, text, flags=re.I)
     text = re.sub(r" +(?=[.,!?;:%)\]}…])", "", text)
     text = re.sub(r"([(\[{$#]) +", r"\1", text)
     text = text.replace("“", '"').replace("”", '"')
+    text = re.sub(r"[ \t]*—[ \t]*", "—", text)
+    text = "\n".join(_close_emphasis(line) for line in text.split("\n"))
     return re.sub(r"[ \t]+", " ", text).strip()
 
 

@@ -30,6 +30,46 @@ def test_both_renderings_give_the_same_clean_pairs():
             assert a.story == b.story == c.story and a.prompt == b.prompt and a.tags == b.tags
 
 
+def test_both_renderings_of_emphasis_quotes_and_dashes_clean_to_one_text():
+    # The original release (NLTK-tokenized, <newline>) and the Hugging Face rendering of one
+    # story: emphasis, single quotes and dashes are written apart in the first only.
+    original = (
+        "The sea pigs ' avoid the reef , and nobody knows why . `` Clean * that * up , '' said "
+        "Ola , `` or I will go to — '' <newline> <newline> ** The End ** of the tale was ' "
+        "unwritten ' , she thought , and the pigs ' songs went on — softly — into the night ."
+    )
+    hf = (
+        "The sea pigs' avoid the reef , and nobody knows why . `` Clean *that* up , '' said Ola "
+        ", `` or I will go to— '' \n \n **The End** of the tale was 'unwritten ', she thought , "
+        "and the pigs' songs went on—softly—into the night ."
+    )
+    a, _ = clean_pair("[ WP ] Sea pigs", original, "1")
+    b, _ = clean_pair("[ WP ] Sea pigs", hf, "1")
+    assert (
+        a.story
+        == b.story
+        == (
+            'The sea pigs\' avoid the reef, and nobody knows why. "Clean *that* up," said Ola, '
+            "\"or I will go to—\"\n\n**The End** of the tale was 'unwritten', she thought, and the "
+            "pigs' songs went on—softly—into the night."
+        )
+    )
+
+
+def test_single_quotes_open_close_or_mark_a_plural_possessive():
+    assert detokenize("he said ' hello there ' and left") == "he said 'hello there' and left"
+    assert detokenize("was ' good ' he said") == "was 'good' he said"  # a quotation, not "was'"
+    assert detokenize("the pigs ' food was ' bad '") == "the pigs' food was 'bad'"
+    assert detokenize("so-called ' Demon-King ', hero") == "so-called 'Demon-King', hero"
+    assert detokenize("' Hi ' she said , ending with pigs '") == "'Hi' she said, ending with pigs'"
+
+
+def test_emphasis_closes_up_only_when_its_stars_pair():
+    assert detokenize("clean * that * up , ** now **") == "clean *that* up, **now**"
+    assert detokenize("*I came in like a wrecking ball! *") == "*I came in like a wrecking ball!*"
+    assert detokenize("2 * 3 is six") == "2 * 3 is six"  # an odd count: not emphasis
+
+
 def test_detokenize_undoes_nltk():
     assert detokenize("`` I do n't like it , '' she said .") == '"I don\'t like it," she said.'
     assert detokenize("It 's ( maybe ) $ 5 ... right ?") == "It's (maybe) $5... right?"
@@ -178,6 +218,8 @@ def test_reddit_leftovers_and_split_words_are_cleaned():
     story = " ".join(["Mara walked home through the snow."] * 8)
     meta, why = clean_pair("[ OT ] Meet and Greet", story, "1")
     assert meta is None and why == "meta post (OT)"
+    for title in ("Meet and Greet : tell us about you", "{ WP } Question of the Week"):
+        assert clean_pair(title, story, "1") == (None, "meta post (title)")
     raw = (
         f"{story}\n\n*====*\n\nThe end came.\n\nEdit: formatting\n\n(part 1/2, continued in reply)"
     )
