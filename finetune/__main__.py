@@ -99,7 +99,15 @@ def main(argv: list[str] | None = None) -> int:
         "--wp-gold",
         type=Path,
         default=Path(__file__).parent / "gold" / "tagger_gold_wp.jsonl",
-        help="fields labelled by hand on real WritingPrompts rows (default: %(default)s)",
+        help="fields labelled by hand on real WritingPrompts rows, which the tagger's rules were "
+        "read off (default: %(default)s)",
+    )
+    a.add_argument(
+        "--wp-test-gold",
+        type=Path,
+        default=Path(__file__).parent / "gold" / "tagger_gold_wp_test.jsonl",
+        help="fields labelled by hand on other real rows, held out from the tagger's rules "
+        "(default: %(default)s)",
     )
     a.add_argument(
         "--arc-gold",
@@ -222,10 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         report = accuracy(args.gold)
         if args.arc_data.exists():
             report["real_stories"] = wp_field_accuracy(args.wp_gold, args.arc_data)
+            report["real_stories_held_out"] = wp_field_accuracy(args.wp_test_gold, args.arc_data)
             report["arc"] = arc_accuracy(args.arc_gold, args.arc_data)
         else:
             missing = f"left out: {args.arc_data} (the labelled stories) is missing"
-            report["real_stories"] = report["arc"] = missing
+            report["real_stories"] = report["real_stories_held_out"] = report["arc"] = missing
         print(json.dumps(report, indent=2))
         return 0
     return 1

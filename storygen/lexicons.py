@@ -180,6 +180,13 @@ NOT_NAMES = _lex(
     "Nothing Everything Someone Everyone Nobody Nothing Because While Once Again Some Most "
     "Let Don't Didn't Can't Won't I'm It's That's Sure Right No-one Me Him Them Us"
 )
+# Words that stand before a name without being part of it ("Captain Flint" is Flint).
+TITLES = _lex(
+    "Mr Mrs Ms Miss Dr Doctor Sir Lady Lord Madam Captain Detective Agent Officer Sergeant "
+    "Private Corporal Lieutenant Colonel Major General Admiral Commander Chief Judge Professor "
+    "Father Mother Sister Brother Uncle Aunt Auntie Grandma Grandpa Nana King Queen Prince "
+    "Princess President Senator Governor Mayor Saint St Reverend Pastor Bishop Emperor"
+)
 FIRST = _lex("i me my mine myself")
 SECOND = _lex("you your yours yourself")
 THIRD = _lex("he she him her his hers himself herself they them their")

@@ -28,6 +28,7 @@ from storygen.lexicons import (
     SECOND,
     SINGLE_PLACES,
     THIRD,
+    TITLES,
     TONE_WORDS,
     TRAITS,
     TWIST,
@@ -126,24 +127,44 @@ def characters(
     tokens: list[str] | None = None,
     lowered: list[str] | None = None,
 ) -> list[Character]:
-    """Recurring capitalised names (not sentence-initial function words) and nearby traits.
+    """Recurring names, each with up to two traits found near its mentions.
 
-    ``tokens`` (``_WORD.findall(text)``) and ``lowered`` (those tokens lower-cased) save work
-    when the caller has them.
+    A name is a capitalised word met at least twice that is never written in lower case in the
+    story ("Blood" is a word, not a name). A capitalised word written right beside a name in at
+    least half of its own mentions, and met at least once where no sentence starts ("Unlike
+    Paul" is not a name), joins it as one full name ("Dwight Walters"); a title ("Captain")
+    does not. Most mentioned first; ties keep the
+    order of first mention. ``tokens`` (``_WORD.findall(text)``) and ``lowered`` (those tokens
+    lower-cased) save work when the caller has them.
     """
     tokens = tokens if tokens is not None else _WORD.findall(text)
     # Tokens start with an ASCII letter, so the capitalised ones are exactly those below "a".
     counts = Counter(filter("a".__gt__, tokens))
-    # Most frequent first; ties keep the order of first mention (as Counter.most_common does).
-    names = sorted(
-        (t for t, c in counts.items() if c >= 2 and _is_name(t)),
-        key=counts.__getitem__,
-        reverse=True,
-    )[:limit]
-    if names and lowered is None:
+    candidates = [t for t, c in counts.items() if c >= 2 and _is_name(t)]
+    if not candidates:
+        return []
+    written_lower = set(filter("a".__le__, tokens))
+    names = [t for t in candidates if t.lower() not in written_lower]
+    full, mentions, joined = {}, {}, set()
+    for name in names:
+        if name in joined:
+            continue
+        first, last, n = name, "", counts[name]
+        for side in ("after", "before"):
+            pair = _beside(text, name, side, counts, written_lower)
+            if pair is not None and pair[0] not in joined:
+                other, together = pair
+                joined.add(other)
+                n += counts[other] - together
+                first, last = (name, other) if side == "after" else (other, name)
+                break
+        full[name] = f"{first} {last}".strip() if last else first
+        mentions[name] = n
+    ranked = sorted((m for m in full if m not in joined), key=mentions.__getitem__, reverse=True)
+    if ranked and lowered is None:
         lowered = list(map(str.lower, tokens))
     out = []
-    for name in names:
+    for name in ranked[:limit]:
         near: Counter[str] = Counter()
         i = tokens.index(name)
         while True:
@@ -152,8 +173,47 @@ def characters(
                 i = tokens.index(name, i + 1)
             except ValueError:
                 break
-        out.append(Character(name, [w for w, _ in near.most_common(2)]))
+        out.append(Character(full[name], [w for w, _ in near.most_common(2)]))
     return out
+
+
+_SENTENCE_OPENERS = frozenset('.!?…"“”\n')
+
+
+def _mentions(text: str, word: str) -> list[re.Match]:
+    return list(re.finditer(rf"(?<![A-Za-z'’-]){re.escape(word)}(?![A-Za-z'’-])", text))
+
+
+def _inside_a_sentence(text: str, word: str) -> bool:
+    """Whether ``word`` is met at least once where a sentence does not start."""
+    for m in _mentions(text, word):
+        before = text[: m.start()].rstrip(" \t")
+        if before and before[-1] not in _SENTENCE_OPENERS:
+            return True
+    return False
+
+
+def _beside(
+    text: str, name: str, side: str, counts: Counter, written_lower: set[str]
+) -> tuple[str, int] | None:
+    """The capitalised word written right ``side`` ``name`` (one space apart) in at least half
+    of its own mentions, with how often the two stand together; None when there is none."""
+    if side == "after":
+        pattern = rf"(?<![A-Za-z'’-]){re.escape(name)} (?=([A-Z][A-Za-z'’-]*)(?![A-Za-z'’-]))"
+    else:
+        pattern = rf"(?<![A-Za-z'’-])([A-Z][A-Za-z'’-]*)(?= {re.escape(name)}(?![A-Za-z'’-]))"
+    together = Counter(re.findall(pattern, text))  # lookaheads: "Walters Walters Blood" counts
+    for other, n in together.most_common():
+        if (
+            other != name
+            and _is_name(other)
+            and other.lower() not in written_lower
+            and other not in TITLES
+            and 2 * n >= counts[other]
+            and _inside_a_sentence(text, other)
+        ):
+            return other, n
+    return None
 
 
 def ending(text: str) -> str:
@@ -199,6 +259,23 @@ def pov(text: str, words: Counter | None = None) -> str:
     return "first person" if first >= third else "third person"
 
 
+def lively(text: str, n_words: int) -> bool:
+    """Whether the story reads as a comic one: at least 6 exclamation marks per 1000 words, or
+    dialogue-heavy (40 quote marks per 1000 words) with 8 exclamation and question marks.
+
+    On WritingPrompts, where a third of the stories are jokes, this says more than word lists:
+    readers' humorous stories had a median of 8 exclamation marks and 46 quote marks per 1000
+    words, the others 0-3 and 8-29. The thresholds were read off the hand-labelled rows 81-140
+    of the shared sample; rows 141-200 were labelled afterwards and scored once (README,
+    "Tagger accuracy").
+    """
+    per_k = 1000 / max(n_words, 1)
+    exclaimed = text.count("!") * per_k
+    asked = text.count("?") * per_k
+    quoted = (text.count('"') + text.count("“") + text.count("”")) * per_k
+    return exclaimed >= 6 or (quoted >= 40 and exclaimed + asked >= 8)
+
+
 def era_of(text: str) -> str:
     """The first era named in ``text`` (a year, a decade, "medieval", ...), or ""."""
     lower = text.lower()
@@ -234,14 +311,16 @@ def tag_story(
     places = places_in(words, lower)
     # Ties go to the place mentioned first, so the answer never depends on set order.
     place = max(places, key=lambda p: (places[p], -lower.find(p))) if places else ""
+    n_words = len(story.split()) if n_words is None else n_words
+    comic = lively(story, n_words)
     request = StoryRequest(
         characters=characters(story, tokens=tokens, lowered=lowered),
         setting=Setting(place, era_of(story + " " + prompt)),
-        genre=_best(genre_scores, 4.0),
-        tone=_best(tone_scores, 3.0),
+        genre="comedy" if comic else _best(genre_scores, 4.0),
+        tone="humorous" if comic else _best(tone_scores, 3.0),
         ending=ending(story),
         pov=pov(story, words),
-        length=length_bucket(len(story.split()) if n_words is None else n_words),
+        length=length_bucket(n_words),
         prompt=prompt,
     )
     scores = {"genre": genre_scores, "tone": tone_scores}

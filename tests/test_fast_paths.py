@@ -21,6 +21,7 @@ from storygen.tagger import (
     _WORD,
     GENRE_WORDS,
     NOT_NAMES,
+    TITLES,
     TONE_WORDS,
     TRAITS,
     characters,
@@ -107,7 +108,8 @@ def test_era_equals_one_case_insensitive_pattern():
 
 
 WORDS = [
-    "Mara", "Mara", "Jonah", "The", "I", "me", "my", "you", "he", "she", "they", "brave",
+    "Mara", "Mara", "Jonah", "Walters", "Captain", "Unlike", "unlike", "Blood", "blood", "!",
+    "?", "\n", "The", "I", "me", "my", "you", "he", "she", "they", "brave",
     "kind", "dragon", "magic", "laughed", "hope", "tears", "OK", "Don't", "x-Ray", "'tis",
     '"', '"', "“", "”", " ", " ", ".", ",", "İ",
 ]  # fmt: skip
@@ -122,27 +124,74 @@ def test_lexicon_scores_equal_the_per_lexicon_sum():
             assert lexicon_scores(counts, len(counts), lexicons) == plain
 
 
-def test_characters_equal_the_plain_count():
-    def plain(text, limit=3):
-        tokens = _WORD.findall(text)
-        counts = Counter(
-            t
-            for t in tokens
-            if t[0].isupper()
+def test_characters_equal_the_plain_rules():
+    def name_like(t):
+        return (
+            t[0].isupper()
             and t not in NOT_NAMES
             and len(t) > 1
             and not t.isupper()
             and "'" not in t
             and "’" not in t
         )
+
+    def plain(text, limit=3):
+        found = [(m.group(0), m.start(), m.end()) for m in _WORD.finditer(text)]
+        tokens = [t for t, _, _ in found]
+        lower = {t for t in tokens if t[0].islower()}
+        counts = Counter(t for t in tokens if t[0].isupper())
+
+        def mid_sentence(word):
+            return any(
+                t == word
+                and text[:a].rstrip(" \t")
+                and text[:a].rstrip(" \t")[-1] not in '.!?…"“”\n'
+                for t, a, _ in found
+            )
+
+        def partner(name, side):
+            together = Counter()
+            for (t1, _, e1), (t2, a2, _) in zip(found, found[1:]):
+                if text[e1:a2] != " ":
+                    continue
+                if side == "after" and t1 == name and t2[0].isupper():
+                    together[t2] += 1
+                if side == "before" and t2 == name and t1[0].isupper():
+                    together[t1] += 1
+            for other, n in together.most_common():
+                if (
+                    other != name
+                    and name_like(other)
+                    and other.lower() not in lower
+                    and other not in TITLES
+                    and 2 * n >= counts[other]
+                    and mid_sentence(other)
+                ):
+                    return other, n
+            return None
+
+        names = [t for t, c in counts.items() if c >= 2 and name_like(t) and t.lower() not in lower]
+        full, mentions, joined = {}, {}, set()
+        for name in names:
+            if name in joined:
+                continue
+            full[name], mentions[name] = name, counts[name]
+            for side in ("after", "before"):
+                pair = partner(name, side)
+                if pair and pair[0] not in joined:
+                    joined.add(pair[0])
+                    mentions[name] += counts[pair[0]] - pair[1]
+                    full[name] = f"{name} {pair[0]}" if side == "after" else f"{pair[0]} {name}"
+                    break
+        ranked = sorted((n for n in full if n not in joined), key=lambda n: -mentions[n])
         out = []
-        for name in [n for n, c in counts.most_common() if c >= 2][:limit]:
+        for name in ranked[:limit]:
             near = Counter()
             for i, t in enumerate(tokens):
                 if t == name:
                     window = (w.lower() for w in tokens[max(0, i - 4) : i + 5])
                     near.update(w for w in window if w in TRAITS)
-            out.append((name, [w for w, _ in near.most_common(2)]))
+            out.append((full[name], [w for w, _ in near.most_common(2)]))
         return out
 
     for text in random_texts(3_000, WORDS, seed=4, longest=40):
