@@ -145,13 +145,14 @@ def characters(
         return []
     written_lower = set(filter("a".__le__, tokens))
     names = [t for t in candidates if t.lower() not in written_lower]
+    pairs = Counter(_CAPITAL_PAIR.findall(text)) if names else Counter()
     full, mentions, joined = {}, {}, set()
     for name in names:
         if name in joined:
             continue
         first, last, n = name, "", counts[name]
         for side in ("after", "before"):
-            pair = _beside(text, name, side, counts, written_lower)
+            pair = _beside(name, side, pairs, counts, text, written_lower)
             if pair is not None and pair[0] not in joined:
                 other, together = pair
                 joined.add(other)
@@ -177,6 +178,11 @@ def characters(
     return out
 
 
+# Two capitalised words one space apart; the second is in a lookahead, so "Walters Walters
+# Blood" gives both pairs.
+_CAPITAL_PAIR = re.compile(
+    r"(?<![A-Za-z'’-])([A-Z][A-Za-z'’-]*) (?=([A-Z][A-Za-z'’-]*)(?![A-Za-z'’-]))"
+)
 _SENTENCE_OPENERS = frozenset('.!?…"“”\n')
 
 
@@ -194,15 +200,13 @@ def _inside_a_sentence(text: str, word: str) -> bool:
 
 
 def _beside(
-    text: str, name: str, side: str, counts: Counter, written_lower: set[str]
+    name: str, side: str, pairs: Counter, counts: Counter, text: str, written_lower: set[str]
 ) -> tuple[str, int] | None:
     """The capitalised word written right ``side`` ``name`` (one space apart) in at least half
-    of its own mentions, with how often the two stand together; None when there is none."""
-    if side == "after":
-        pattern = rf"(?<![A-Za-z'’-]){re.escape(name)} (?=([A-Z][A-Za-z'’-]*)(?![A-Za-z'’-]))"
-    else:
-        pattern = rf"(?<![A-Za-z'’-])([A-Z][A-Za-z'’-]*)(?= {re.escape(name)}(?![A-Za-z'’-]))"
-    together = Counter(re.findall(pattern, text))  # lookaheads: "Walters Walters Blood" counts
+    of its own mentions, with how often the two stand together; None when there is none.
+    ``pairs`` counts the text's adjacent capitalised words (:data:`_CAPITAL_PAIR`)."""
+    k = 0 if side == "after" else 1
+    together = Counter({pair[1 - k]: n for pair, n in pairs.items() if pair[k] == name})
     for other, n in together.most_common():
         if (
             other != name
