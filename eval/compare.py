@@ -23,6 +23,7 @@ from eval.metric import Item, Metric
 from eval.registry import METRICS as METRIC_REGISTRY
 from eval.registry import figures_for
 from eval.resources import PeakRSS
+from eval.scoring import ENGINES, Engine, ScoringError
 from storygen.config import ConfigError, ModelSpec, from_dict
 from storygen.config import SystemSpec as System
 from storygen.prompt_format import V1
@@ -49,6 +50,9 @@ class Comparison:
     is scored once, with up to ``window - stride`` tokens of context before it."""
     max_story_tokens: int | None = None
     """Perplexity: score each reference story's first this many tokens only (default: all)."""
+    scoring_engine: str = "auto"
+    """Perplexity and prompt ranking: ``transformers``, ``ctranslate2`` (the same numbers,
+    faster on a CPU) or ``auto`` (CTranslate2 where it applies); see :mod:`eval.scoring`."""
 
     @classmethod
     def load(cls, path: Path) -> Comparison:
@@ -83,6 +87,11 @@ class Comparison:
                 raise EvalError(f"{path}: {name} must be at least 1, got {value}")
         if comparison.window and comparison.stride and comparison.stride > comparison.window:
             raise EvalError(f"{path}: stride ({comparison.stride}) exceeds window")
+        if comparison.scoring_engine not in ENGINES:
+            raise EvalError(
+                f"{path}: scoring_engine must be one of {', '.join(ENGINES)}, got "
+                f"{comparison.scoring_engine!r}"
+            )
         return comparison
 
 
@@ -244,12 +253,16 @@ def evaluate_system(
         result["skipped"] = {
             m: f"needs at least {METRIC_REGISTRY[m].min_items} items" for m in skipped
         }
-    scorer = prompts = None
+    scorer = prompts = nll = None
     scorer_mib = 0.0
     if any(m.needs == "scorer" for m in chosen):
         with PeakRSS() as loading:
             scorer = TransformersBackend.load(scoring_spec(system.spec()))
         scorer_mib = loading.delta_mib
+        try:
+            nll = Engine(scorer.lm.model, scorer.lm.tokenizer, cmp.scoring_engine)
+        except ScoringError as exc:
+            raise EvalError(f"system {system.name!r}: {exc}") from exc
         prompts = [
             scorer.prompt(for_format(it["request"], scorer.prompt_format)).text for it in items
         ]
@@ -296,6 +309,7 @@ def evaluate_system(
             provenance=rows[i].get("provenance") if rows else None,
             index=i,
             scorer=scorer,
+            nll=nll,
             prompts=prompts or [],
             options=options,
         )
@@ -317,6 +331,8 @@ def evaluate_system(
             if any(r.get(f.needs) is not None for r in metric_rows)
         ]
     result.update({f.name: f.of(per_item) for f in figures})
+    if nll is not None:  # the engine that scored this run's new items (all, when none saved)
+        result["scoring_engine"] = nll.name
     result["ci95"] = {f.name: interval(f, per_item) for f in figures}
     result["n_per_figure"] = {
         f.name: sum(r.get(f.needs) is not None for r in per_item) for f in figures

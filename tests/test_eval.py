@@ -228,6 +228,7 @@ def test_comparison_writes_reports_and_resumes(comparison, tmp_path, monkeypatch
         assert math.isfinite(r["token_ppl"]) and r["token_ppl"] > 1 and r["word_ppl"] > 1
         assert 0 <= r["bleu"] <= 100 and 0 <= r["rougeL"] <= r["rouge1"] <= 1
         assert 0 <= r["distinct_2"] <= 1 and 0 <= r["adherence"] <= 1
+        assert r["scoring_engine"] == "ctranslate2"  # auto, for an fp32 model on the CPU
     table = (out / "results.md").read_text()
     for r in results:  # each system's row, with its own figures
         ci, wci = r["ci95"]["token_ppl"], r["ci95"]["word_ppl"]
@@ -437,6 +438,7 @@ def test_results_are_written_system_by_system_and_a_failed_system_leaves_no_empt
         ({"stride": "half"}, "stride must be a whole number"),
         ({"window": 16, "stride": 32}, "stride \\(32\\) exceeds window"),
         ({"max_story_tokens": -5}, "max_story_tokens must be at least 1"),
+        ({"scoring_engine": "fast"}, "scoring_engine must be one of auto, transformers"),
     ],
 )
 def test_bad_perplexity_settings_are_named(comparison, settings, message):
