@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -317,9 +318,14 @@ def evaluate_system(
     ]
     per_item = [{"id": it["id"]} for it in items]
     figures = []
+    engines: Counter = Counter()
     for metric in chosen:
         if metric.needs == "scorer":
-            scores = score_saved(metric, system, contexts, options, out_dir)
+            try:
+                scores, used = score_saved(metric, system, contexts, options, out_dir)
+            except ScoringError as exc:
+                raise EvalError(f"system {system.name!r}: {exc}") from exc
+            engines.update(used)
         else:
             scores = [metric.score(c) for c in contexts]
         metric_rows = [{"id": c.id, **score} for c, score in zip(contexts, scores, strict=True)]
@@ -331,8 +337,8 @@ def evaluate_system(
             if any(r.get(f.needs) is not None for r in metric_rows)
         ]
     result.update({f.name: f.of(per_item) for f in figures})
-    if nll is not None:  # the engine that scored this run's new items (all, when none saved)
-        result["scoring_engine"] = nll.name
+    if engines:  # items by the engine that scored them, over the scorer metrics
+        result["scoring_engine"] = dict(sorted(engines.items()))
     result["ci95"] = {f.name: interval(f, per_item) for f in figures}
     result["n_per_figure"] = {
         f.name: sum(r.get(f.needs) is not None for r in per_item) for f in figures
@@ -366,7 +372,9 @@ def _plan(data: dict | None) -> Plan | None:
 def score_saved(metric: Metric, system: System, contexts: list[Item], options: dict, out_dir: Path):
     """A scorer metric's per-item values (perplexity, prompt ranking: forward passes, slow),
     saved item by item to ``scores/<system>.<metric>.jsonl`` so that an interrupted run goes on
-    where it stopped; an item scored with other weights or settings is scored again."""
+    where it stopped; an item scored with other weights or settings is scored again. Returns
+    the values and, for each item, the engine that scored it (:mod:`eval.scoring`: the engines
+    give the same numbers, so a saved value is reused whichever engine scored it)."""
     scorer = contexts[0].scorer
     common = dict(
         model=scoring_spec(system.spec()),
@@ -385,11 +393,18 @@ def score_saved(metric: Metric, system: System, contexts: list[Item], options: d
     if todo:
         with _open_for_append(out) as f:
             for c in tqdm(todo, desc=f"{metric.name} {system.name}"):
-                row = {"id": c.id, "key": keys[c.id], "score": metric.score(c)}
+                before = Counter(c.nll.texts)
+                score = metric.score(c)
+                # The engine(s) that scored this item's texts (a text too long for CTranslate2
+                # goes to the forward pass): "ctranslate2", "transformers" or both.
+                engine = "+".join(sorted(c.nll.texts - before)) or c.nll.name
+                row = {"id": c.id, "key": keys[c.id], "engine": engine, "score": score}
                 f.write(json.dumps(row) + "\n")
                 f.flush()
                 done[c.id] = row
-    return [done[c.id]["score"] for c in contexts]
+    return [done[c.id]["score"] for c in contexts], [
+        done[c.id].get("engine", "not recorded") for c in contexts
+    ]
 
 
 def scoring_spec(spec: ModelSpec) -> ModelSpec:

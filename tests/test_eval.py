@@ -228,7 +228,7 @@ def test_comparison_writes_reports_and_resumes(comparison, tmp_path, monkeypatch
         assert math.isfinite(r["token_ppl"]) and r["token_ppl"] > 1 and r["word_ppl"] > 1
         assert 0 <= r["bleu"] <= 100 and 0 <= r["rougeL"] <= r["rouge1"] <= 1
         assert 0 <= r["distinct_2"] <= 1 and 0 <= r["adherence"] <= 1
-        assert r["scoring_engine"] == "ctranslate2"  # auto, for an fp32 model on the CPU
+        assert r["scoring_engine"] == {"ctranslate2": 3}  # auto, for an fp32 model on the CPU
     table = (out / "results.md").read_text()
     for r in results:  # each system's row, with its own figures
         ci, wci = r["ci95"]["token_ppl"], r["ci95"]["word_ppl"]
@@ -382,6 +382,7 @@ def test_a_comparison_resumes_each_stage_and_redoes_only_what_a_changed_setting_
     assert calls == {"nll": 1, "story": 1}
     for a, b in zip(first, again, strict=True):
         assert a["token_ppl"] == pytest.approx(b["token_ppl"], rel=1e-9) and a["bleu"] == b["bleu"]
+        assert b["scoring_engine"] == {"ctranslate2": 3}  # saved rows keep their engine
     assert all(json.loads(line)["score"] for line in path.read_text().splitlines())
     calls.update(nll=0, story=0)
     run(comparison, out)  # and nothing is redone once it is whole again
@@ -429,6 +430,20 @@ def test_results_are_written_system_by_system_and_a_failed_system_leaves_no_empt
         "greedy.jsonl",
         "greedy.memory.json",  # the engine's memory figure, kept beside its stories
     ]
+
+
+def test_both_scoring_engines_give_a_comparison_the_same_perplexity(comparison, tmp_path):
+    config = yaml.safe_load(comparison.read_text())
+    config.update(metrics=["perplexity"], systems=config["systems"][:1])
+    got = {}
+    for engine in ("transformers", "ctranslate2"):
+        path = tmp_path / f"{engine}.yaml"
+        path.write_text(yaml.safe_dump({**config, "scoring_engine": engine}))
+        (result,) = run(path, tmp_path / engine)
+        assert result["scoring_engine"] == {engine: 3}
+        got[engine] = result
+    for figure in ("token_ppl", "word_ppl"):
+        assert got["ctranslate2"][figure] == pytest.approx(got["transformers"][figure], rel=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -77,3 +77,43 @@ def test_an_nf4_model_is_scored_by_its_own_forward_pass(tiny_model_dir):
     assert resolve_engine(lm.model, "auto") == "transformers"
     with pytest.raises(ScoringError, match="quantized"):
         Engine(lm.model, lm.tokenizer, "ctranslate2")
+
+
+def _tiny_llama(folder, tok, **config):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    settings = dict(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+    )  # fmt: skip
+    model = LlamaForCausalLM(LlamaConfig(**{**settings, **config}))
+    model.save_pretrained(folder)
+    return LlamaForCausalLM.from_pretrained(folder)
+
+
+def test_an_embedding_padded_past_the_tokenizer_still_converts(tiny_model_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = _tiny_llama(tmp_path / "padded", tok, vocab_size=len(tok) + 8)
+    ids = tok("The ship drifted past the planet.").input_ids
+    engine = Engine(model, tok, "ctranslate2")
+    assert torch.allclose(engine(ids), TorchNLL(model)(ids), rtol=1e-4, atol=1e-4)
+
+
+def test_a_model_the_converter_refuses_is_scored_by_its_forward_pass(tiny_model_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    # CTranslate2 has no dynamic RoPE scaling: its converter raises NotImplementedError.
+    scaled = {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}
+    model = _tiny_llama(tmp_path / "dynamic", tok, rope_parameters=scaled)
+    ids = tok("The ship drifted past the planet.").input_ids
+    with pytest.raises(ScoringError, match="cannot convert"):
+        Engine(model, tok, "ctranslate2")(ids)
+    auto = Engine(model, tok)
+    with pytest.warns(UserWarning, match="scoring with transformers instead"):
+        got = auto(ids)
+    assert auto.name == "transformers" and torch.equal(got, TorchNLL(model)(ids))
+    assert auto.texts == {"transformers": 1}
