@@ -104,8 +104,9 @@ def _attach_quotes(line: str) -> str:
     Every quote at a word's edge is read left to right. Most say what they are: "word'" closes
     (or is a possessive), "'word" opens, and one before punctuation ("' ,") closes. A lone one
     closes an open quotation; else, after a word ending in s, it opens a quotation when the
-    next edge quote closes one, or when it is lone too and an odd number follow ("yells ' run '
-    and"), and is a possessive otherwise; after any other word it opens one.
+    next edge quote closes one, or when it is lone too, not after an s, and an odd number
+    follow ("yells ' run ' and"), and is a possessive otherwise; after any other word it opens
+    one.
     """
     quotes = []  # (position, kind): "close", "open" or "lone"
     for m in _EDGE_QUOTE.finditer(line):
@@ -129,8 +130,15 @@ def _attach_quotes(line: str) -> str:
         rest = line[i + 1 :]
         if kind == "lone" and word_before and not quoting:
             following = [k for _, k in quotes[n + 1 :]]
+            # The next quote a possessive too ("the boys ' ball and the girls ' hats")?
+            next_possessive = (
+                bool(following)
+                and following[0] == "lone"
+                and line[: quotes[n + 1][0]].rstrip()[-1:] in ("s", "S")
+            )
             opens = word_before[-1] not in "sS" or (
                 bool(following)
+                and not next_possessive
                 and (following[0] in ("attached", "close") or len(following) % 2 == 1)
                 and following[0] != "open"
             )
@@ -149,7 +157,8 @@ def _attach_quotes(line: str) -> str:
 
 def _close_emphasis(line: str) -> str:
     """Markdown emphasis written apart ("clean * that * up", "** Title **") closed up, when the
-    line's runs of stars pair up; "2 * 3" (an odd count) is left as it is."""
+    line's runs of stars pair up; "2 * 3" (an odd count) is left as it is, but an even count of
+    multiplication stars is taken for emphasis ("5 * 4 * 3" becomes "5 *4* 3")."""
     runs = list(_STARS.finditer(line))
     if len(runs) < 2 or len(runs) % 2:
         return line
@@ -214,7 +223,7 @@ def clean_pair(
     meta = META_TAGS.intersection(tags)
     if meta:
         return None, f"meta post ({min(meta)})"
-    if _META_TITLE.match(prompt_text):
+    if not tags and _META_TITLE.match(prompt_text):  # a tagged prompt is a writing prompt
         return None, "meta post (title)"
     paras = paragraphs(story)
     text = "\n\n".join(paras)

@@ -9,7 +9,7 @@ written, and held out from them. ``arc_gold_wp.jsonl``: arcs of the sample's fir
 Every set's labels were fixed before the tagger was run on it. Per-field accuracy is the share
 of stories where the tagger's label equals the hand label; for characters it is recall and
 precision of the hand-labelled names, a tagged name matching a hand-labelled one when the two
-share a name word other than a title ("Dr. Mathers" and "Mathers").
+share a name word other than a title ("Dr. Mathers" and "Mathers"), each name matched once.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def field_accuracy(labelled: list[tuple[dict, str, str, list[str]]]) -> dict:
     """The tagger against (hand labels, story, prompt, prompt tags): per-field accuracy, and
     recall and precision of the hand-labelled character names."""
     hits = dict.fromkeys(FIELDS, 0)
-    found_names = true_names = right_names = recalled_names = 0
+    found_names = true_names = right_names = 0
     confusions = []
     for row, story, prompt, prompt_tags in labelled:
         req = tag_story(story, prompt, prompt_tags).request
@@ -83,13 +83,12 @@ def field_accuracy(labelled: list[tuple[dict, str, str, list[str]]]) -> dict:
         names = [c.name for c in req.characters]
         found_names += len(names)
         true_names += len(row["characters"])
-        right_names += sum(any(same_character(n, g) for g in row["characters"]) for n in names)
-        recalled_names += sum(any(same_character(n, g) for n in names) for g in row["characters"])
+        right_names += len(matched_names(names, row["characters"]))
     n = len(labelled)
     return {
         "stories": n,
         **{f"{f}_accuracy": hits[f] / n for f in FIELDS},
-        "character_recall": recalled_names / true_names if true_names else float("nan"),
+        "character_recall": right_names / true_names if true_names else float("nan"),
         "character_precision": right_names / found_names if found_names else float("nan"),
         "errors": confusions,
     }
@@ -100,6 +99,18 @@ def same_character(a: str, b: str) -> bool:
     ("Dr. Mathers" and "Mathers", "Dwight Walters" and "Dwight")."""
     words = [{w for w in _NAME_WORD.findall(n) if w not in TITLES} for n in (a, b)]
     return bool(words[0] & words[1])
+
+
+def matched_names(tagged: list[str], labelled: list[str]) -> list[tuple[str, str]]:
+    """Tagged names paired one to one with labelled names of the same character, in order
+    (each name is used once: "Dwight" and "Walters" cannot both match "Dwight Walters")."""
+    pairs, free = [], list(labelled)
+    for name in tagged:
+        match = next((g for g in free if same_character(name, g)), None)
+        if match is not None:
+            free.remove(match)
+            pairs.append((name, match))
+    return pairs
 
 
 def _real_stories(rows: list[dict], data: Path) -> dict[str, CleanPair | None]:

@@ -130,10 +130,10 @@ def characters(
     """Recurring names, each with up to two traits found near its mentions.
 
     A name is a capitalised word met at least twice that is never written in lower case in the
-    story ("Blood" is a word, not a name). A capitalised word written right beside a name in at
-    least half of its own mentions, and met at least once where no sentence starts ("Unlike
-    Paul" is not a name), joins it as one full name ("Dwight Walters"); a title ("Captain")
-    does not. Most mentioned first; ties keep the
+    story ("Blood" is a word, not a name) and is not a title ("Captain"). A capitalised word
+    written right beside a name in at least half of its own mentions, and met at least once
+    where no sentence starts ("Unlike Paul" is not a name), joins it as one full name ("Dwight
+    Walters"); a title does not. Most mentioned first; ties keep the
     order of first mention. ``tokens`` (``_WORD.findall(text)``) and ``lowered`` (those tokens
     lower-cased) save work when the caller has them.
     """
@@ -144,7 +144,7 @@ def characters(
     if not candidates:
         return []
     written_lower = set(filter("a".__le__, tokens))
-    names = [t for t in candidates if t.lower() not in written_lower]
+    names = [t for t in candidates if t.lower() not in written_lower and t not in TITLES]
     pairs = Counter(_CAPITAL_PAIR.findall(text)) if names else Counter()
     full, mentions, joined = {}, {}, set()
     for name in names:
@@ -265,7 +265,9 @@ def pov(text: str, words: Counter | None = None) -> str:
 
 def lively(text: str, n_words: int) -> bool:
     """Whether the story reads as a comic one: at least 6 exclamation marks per 1000 words, or
-    dialogue-heavy (40 quote marks per 1000 words) with 8 exclamation and question marks.
+    dialogue-heavy (40 quote marks per 1000 words) with 8 exclamation and question marks; and
+    at least 3 of those marks in all. :func:`tag_story` then tags it comedy and humorous,
+    whatever its word lists or prompt tags say.
 
     On WritingPrompts, where a third of the stories are jokes, this says more than word lists:
     readers' humorous stories had a median of 8 exclamation marks and 46 quote marks per 1000
@@ -274,10 +276,11 @@ def lively(text: str, n_words: int) -> bool:
     "Tagger accuracy").
     """
     per_k = 1000 / max(n_words, 1)
-    exclaimed = text.count("!") * per_k
-    asked = text.count("?") * per_k
-    quoted = (text.count('"') + text.count("“") + text.count("”")) * per_k
-    return exclaimed >= 6 or (quoted >= 40 and exclaimed + asked >= 8)
+    exclaimed, asked = text.count("!"), text.count("?")
+    quoted = text.count('"') + text.count("“") + text.count("”")
+    if exclaimed + asked < 3:  # one "!" in a short poem is no joke
+        return False
+    return exclaimed * per_k >= 6 or (quoted * per_k >= 40 and (exclaimed + asked) * per_k >= 8)
 
 
 def era_of(text: str) -> str:

@@ -60,6 +60,9 @@ def test_single_quotes_open_close_or_mark_a_plural_possessive():
     assert detokenize("he said ' hello there ' and left") == "he said 'hello there' and left"
     assert detokenize("was ' good ' he said") == "was 'good' he said"  # a quotation, not "was'"
     assert detokenize("the pigs ' food was ' bad '") == "the pigs' food was 'bad'"
+    assert (
+        detokenize("the boys ' ball and the girls ' hats") == "the boys' ball and the girls' hats"
+    )
     assert detokenize("so-called ' Demon-King ', hero") == "so-called 'Demon-King', hero"
     assert detokenize("' Hi ' she said , ending with pigs '") == "'Hi' she said, ending with pigs'"
 
@@ -154,6 +157,9 @@ def test_names_are_whole_and_common_words_are_not_names():
     # Walters joins Dwight; a title and a word that only starts a sentence join nothing; "Blood"
     # is written in lower case too, so it is a word.
     assert names == ["Dwight Walters", "Paul", "Flint"]
+    # A title met often is still no name, and joins none.
+    two = "Captain Flint sailed. Captain Flint laughed. The Captain slept. Captain Hook waited."
+    assert [c.name for c in characters(two)] == ["Flint"]
 
 
 def test_a_lively_story_reads_as_comedy_and_a_quiet_one_does_not():
@@ -161,6 +167,9 @@ def test_a_lively_story_reads_as_comedy_and_a_quiet_one_does_not():
     lively = (
         '"Did you eat my sandwich?" "No!" "You did!" "Fine, I did! It was delicious!" ' * 3 + quiet
     )
+    # One exclamation in a short poem: a high rate, but too few marks to call it a joke.
+    poem = "Betrayed! " + " ".join(["The cold wind took what the years had left of us."] * 3)
+    assert tag_story(poem).request.tone != "humorous"
     assert tag_story(lively).request.tone == "humorous"
     assert tag_story(lively).request.genre == "comedy"
     calm = tag_story(quiet).request
@@ -173,6 +182,13 @@ def test_a_tagged_name_matches_a_labelled_one_by_a_shared_name_word():
     assert same_character("Dr. Mathers", "Mathers") and same_character("Dwight Walters", "Dwight")
     assert not same_character("Dr. Mathers", "Dr. Hurst")  # a shared title is not a name
     assert not same_character("Anna", "Hannah")
+    from finetune.gold import matched_names
+
+    # One to one: two halves of a name are one match, one surname is one character.
+    assert matched_names(["Dwight", "Walters"], ["Dwight Walters"]) == [
+        ("Dwight", "Dwight Walters")
+    ]
+    assert matched_names(["Smith"], ["Mr. Smith", "Mrs. Smith"]) == [("Smith", "Mr. Smith")]
 
 
 def test_tagger_accuracy_on_the_hand_labelled_set():
@@ -251,8 +267,9 @@ def test_reddit_leftovers_and_split_words_are_cleaned():
     story = " ".join(["Mara walked home through the snow."] * 8)
     meta, why = clean_pair("[ OT ] Meet and Greet", story, "1")
     assert meta is None and why == "meta post (OT)"
-    for title in ("Meet and Greet : tell us about you", "{ WP } Question of the Week"):
+    for title in ("Meet and Greet : tell us about you", "Question of the Week : villains"):
         assert clean_pair(title, story, "1") == (None, "meta post (title)")
+    assert clean_pair("[ WP ] Meet and greet with Death", story, "1")[0]  # a writing prompt
     raw = (
         f"{story}\n\n*====*\n\nThe end came.\n\nEdit: formatting\n\n(part 1/2, continued in reply)"
     )
