@@ -5,9 +5,10 @@ of ``ids`` after the first, given the tokens before it.
 
 - ``transformers``: the model's own forward pass (the reference; any device, any precision).
 - ``ctranslate2``: the same weights converted to CTranslate2 in float32 (a LoRA adapter merged
-  into them first). On a CPU it scores the same numbers about 1.7 times as fast
-  (``python -m bench.perplexity``; the two agree to about 1e-5 relative, which
-  ``tests/test_scoring.py`` checks on the tiny models and the bench on real stories).
+  into them first). On an idle 2-core CPU it scores the same numbers (about 5e-6 apart,
+  relative) 1.15 times as fast as the forward pass, after a conversion of about 20 s
+  (``python -m bench.perplexity``; ``tests/test_scoring.py`` checks the agreement on the tiny
+  models).
 
 ``auto`` (the default of ``eval compare``) takes CTranslate2 where it gives the same numbers: an
 fp32 model on the CPU of an architecture CTranslate2 converts; else transformers.
