@@ -206,11 +206,12 @@ def test_ctranslate2_scores_gemma_as_its_forward_pass_does(tmp_path):
     assert engine.name == "ctranslate2"  # auto: an fp32 model on the CPU
     story = " ".join(["The dragon flew over the kingdom and the wizard cast a spell."] * 12)
     for window, too_long in ((8, False), (16, False), (64, True)):  # sliding window: 16 tokens
-        before = engine._impl.fallbacks if engine._impl else 0
+        before = engine.texts["transformers"]
         ref = story_nll(model, tok, "A prompt:", story, window=window, stride=window // 2)
         fast = story_nll(engine, tok, "A prompt:", story, window=window, stride=window // 2)
         assert fast.tokens == ref.tokens and fast.nll == pytest.approx(ref.nll, rel=1e-5)
-        assert engine.name == "ctranslate2" and (engine._impl.fallbacks > before) == too_long
+        assert engine.name == "ctranslate2" and engine.texts["ctranslate2"] > 0
+        assert (engine.texts["transformers"] > before) == too_long
 
 
 def test_a_gemma_that_ctranslate2_would_convert_wrongly_keeps_its_forward_pass(tiny_gemma_dir):
