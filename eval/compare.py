@@ -51,9 +51,10 @@ class Comparison:
     is scored once, with up to ``window - stride`` tokens of context before it."""
     max_story_tokens: int | None = None
     """Perplexity: score each reference story's first this many tokens only (default: all)."""
-    scoring_engine: str = "auto"
-    """Perplexity and prompt ranking: ``transformers``, ``ctranslate2`` (the same numbers,
-    faster on a CPU) or ``auto`` (CTranslate2 where it applies); see :mod:`eval.scoring`."""
+    scoring_engine: str = "transformers"
+    """Perplexity and prompt ranking: ``transformers`` (the forward pass), ``ctranslate2`` (the
+    same numbers, on a CPU; not reliably faster on 2 cores) or ``auto`` (CTranslate2 where it
+    applies); see :mod:`eval.scoring`."""
 
     @classmethod
     def load(cls, path: Path) -> Comparison:

@@ -74,7 +74,6 @@ def run_feedback(cfg: FeedbackConfig, out: Path, progress: bool = True) -> dict[
     """Run one round into ``out``; returns (and writes) ``feedback.json``."""
     from eval.compare import load_test_set
     from eval.perplexity import story_nll
-    from eval.scoring import Engine
     from human_ratings.pairs import load_requests
     from storygen.backends import load_backend
     from storygen.loading import load_model
@@ -119,12 +118,11 @@ def run_feedback(cfg: FeedbackConfig, out: Path, progress: bool = True) -> dict[
     for name, backend in (("parent", parent), ("child", child)):
         adapter = cfg.adapter if name == "parent" else tuned_dir
         lm = load_model(ModelSpec(base=cfg.base, adapter=str(adapter), quantization="fp32"))
-        scorer = Engine(lm.model, lm.tokenizer)  # CTranslate2 where it gives the same numbers
         for i, it in enumerate(items):
             sampling = SamplingConfig(**{**cfg.sampling, "seed": cfg.items_seed + 100_000 + i})
             story = _story(backend, it["request"], sampling)["text"]
             prompt = backend.prompt(it["request"]).text
-            nll = story_nll(scorer, lm.tokenizer, prompt, it["reference"])
+            nll = story_nll(lm.model, lm.tokenizer, prompt, it["reference"])
             rows[name].append(
                 {
                     "id": it["id"],

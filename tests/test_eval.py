@@ -228,7 +228,7 @@ def test_comparison_writes_reports_and_resumes(comparison, tmp_path, monkeypatch
         assert math.isfinite(r["token_ppl"]) and r["token_ppl"] > 1 and r["word_ppl"] > 1
         assert 0 <= r["bleu"] <= 100 and 0 <= r["rougeL"] <= r["rouge1"] <= 1
         assert 0 <= r["distinct_2"] <= 1 and 0 <= r["adherence"] <= 1
-        assert r["scoring_engine"] == {"ctranslate2": 3}  # auto, for an fp32 model on the CPU
+        assert r["scoring_engine"] == {"transformers": 3}  # the default engine
     table = (out / "results.md").read_text()
     for r in results:  # each system's row, with its own figures
         ci, wci = r["ci95"]["token_ppl"], r["ci95"]["word_ppl"]
@@ -382,7 +382,7 @@ def test_a_comparison_resumes_each_stage_and_redoes_only_what_a_changed_setting_
     assert calls == {"nll": 1, "story": 1}
     for a, b in zip(first, again, strict=True):
         assert a["token_ppl"] == pytest.approx(b["token_ppl"], rel=1e-9) and a["bleu"] == b["bleu"]
-        assert b["scoring_engine"] == {"ctranslate2": 3}  # saved rows keep their engine
+        assert b["scoring_engine"] == {"transformers": 3}  # saved rows keep their engine
     assert all(json.loads(line)["score"] for line in path.read_text().splitlines())
     calls.update(nll=0, story=0)
     run(comparison, out)  # and nothing is redone once it is whole again
