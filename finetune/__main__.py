@@ -13,6 +13,9 @@ from finetune.config import TrainConfig
 from finetune.preference import METHODS, PreferenceConfig
 from storygen.config import QUANTIZATIONS, UNSET, HelpFormatter, add_fields
 
+GOLD = Path(__file__).parent / "gold"
+"""The hand-labelled sets `tagger-accuracy` scores."""
+
 
 def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML file; flags given here override it")
@@ -92,27 +95,25 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=HelpFormatter,
         help="score the tagger on the hand-labelled set",
     )
-    a.add_argument(
-        "--gold", type=Path, default=Path(__file__).parent / "gold" / "tagger_gold.jsonl"
-    )
+    a.add_argument("--gold", type=Path, default=GOLD / "tagger_gold.jsonl")
     a.add_argument(
         "--wp-gold",
         type=Path,
-        default=Path(__file__).parent / "gold" / "tagger_gold_wp.jsonl",
+        default=GOLD / "tagger_gold_wp.jsonl",
         help="fields labelled by hand on real WritingPrompts rows, which the tagger's rules were "
         "read off (default: %(default)s)",
     )
     a.add_argument(
         "--wp-test-gold",
         type=Path,
-        default=Path(__file__).parent / "gold" / "tagger_gold_wp_test.jsonl",
+        default=GOLD / "tagger_gold_wp_test.jsonl",
         help="fields labelled by hand on other real rows, held out from the tagger's rules "
         "(default: %(default)s)",
     )
     a.add_argument(
         "--arc-gold",
         type=Path,
-        default=Path(__file__).parent / "gold" / "arc_gold_wp.jsonl",
+        default=GOLD / "arc_gold_wp.jsonl",
         help="arcs labelled by hand on real WritingPrompts rows (default: %(default)s)",
     )
     a.add_argument(

@@ -15,14 +15,11 @@ share a name word other than a title ("Dr. Mathers" and "Mathers"), each name ma
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
-from finetune.clean import CleanPair
+from finetune.clean import CleanPair, clean_pair
 from storygen.lexicons import TITLES
-from storygen.tagger import tag_story
-
-_NAME_WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*")
+from storygen.tagger import _WORD, tag_story
 
 FIELDS = ("genre", "tone", "ending", "pov", "place")
 
@@ -97,7 +94,7 @@ def field_accuracy(labelled: list[tuple[dict, str, str, list[str]]]) -> dict:
 def same_character(a: str, b: str) -> bool:
     """Whether two names are one character's: they share a name word other than a title
     ("Dr. Mathers" and "Mathers", "Dwight Walters" and "Dwight")."""
-    words = [{w for w in _NAME_WORD.findall(n) if w not in TITLES} for n in (a, b)]
+    words = [{w for w in _WORD.findall(n) if w not in TITLES} for n in (a, b)]
     return bool(words[0] & words[1])
 
 
@@ -115,7 +112,6 @@ def matched_names(tagged: list[str], labelled: list[str]) -> list[tuple[str, str
 
 def _real_stories(rows: list[dict], data: Path) -> dict[str, CleanPair | None]:
     """row id -> the cleaned pair (None for a row preprocessing drops), read from ``data``."""
-    from finetune.clean import clean_pair
     from finetune.data import iter_pairs
 
     wanted = {str(row["row_id"]) for row in rows}

@@ -159,7 +159,7 @@ def characters(
                 n += counts[other] - together
                 first, last = (name, other) if side == "after" else (other, name)
                 break
-        full[name] = f"{first} {last}".strip() if last else first
+        full[name] = f"{first} {last}" if last else first
         mentions[name] = n
     ranked = sorted((m for m in full if m not in joined), key=mentions.__getitem__, reverse=True)
     if ranked and lowered is None:
@@ -186,13 +186,9 @@ _CAPITAL_PAIR = re.compile(
 _SENTENCE_OPENERS = frozenset('.!?…"“”\n')
 
 
-def _mentions(text: str, word: str) -> list[re.Match]:
-    return list(re.finditer(rf"(?<![A-Za-z'’-]){re.escape(word)}(?![A-Za-z'’-])", text))
-
-
 def _inside_a_sentence(text: str, word: str) -> bool:
     """Whether ``word`` is met at least once where a sentence does not start."""
-    for m in _mentions(text, word):
+    for m in re.finditer(rf"(?<![A-Za-z'’-]){re.escape(word)}(?![A-Za-z'’-])", text):
         before = text[: m.start()].rstrip(" \t")
         if before and before[-1] not in _SENTENCE_OPENERS:
             return True
