@@ -41,6 +41,14 @@ _SPACE_AFTER = re.compile(r"([(\[{$#]) +")
 _REMOVED = {"[removed]", "[deleted]", "removed", "deleted", ""}
 _LINK_ONLY = re.compile(r"^\s*(\(?\s*https?\s*:\s*//\S+\s*\)?\s*)+$")
 _SPACES = re.compile(r"[ \t]+")
+# Reddit markup in stories: a link "[text] (http: //...)" keeps its text, a bare address goes,
+# and the superscript caret of "^of ^my ^subreddit" is dropped.
+_MARKDOWN_LINK = re.compile(r"\[([^\]\n]*)\] ?\( ?(?:https?:|www\.)[^)\n]*\)")
+_BARE_LINK = re.compile(
+    r"\( ?(?:https?: ?//|www\.)[^)\n]*\)"  # an address in brackets
+    r"|(?:https?: ?//|www\.)[^\s?]*(?:\? ?\S*)?"  # a bare one (NLTK spaced its "? v=...")
+)
+_CARET = re.compile(r"(?<!\S)\^+(?=\S)")
 _WORD_RUNS: dict[int, re.Pattern] = {}
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]*]*(?=\s|$)")
 
@@ -174,13 +182,24 @@ def _close_emphasis(line: str) -> str:
     return "".join(out)
 
 
+def _unlink(text: str) -> str:
+    """Reddit markup out of detokenized text: links keep their words, addresses and
+    superscript carets go."""
+    if "http" in text or "www." in text:
+        text = _BARE_LINK.sub("", _MARKDOWN_LINK.sub(r"\1", text))
+        text = _SPACES.sub(" ", _SPACE_BEFORE.sub("", text))
+    if "^" in text:
+        text = _CARET.sub("", text)
+    return text
+
+
 def paragraphs(story: str) -> list[str]:
     """Split a story into paragraphs; ``<newline>`` tokens and real newlines both count.
 
     Detokenizes the whole story in one pass (the patterns never cross a newline), which is
     several times faster than once per line at full-dataset scale.
     """
-    text = detokenize(story.replace("<newline>", "\n"))
+    text = _unlink(detokenize(story.replace("<newline>", "\n")))
     lines = (line.strip() for line in text.split("\n"))
     return [p for p in lines if p and not _LEFTOVER.match(p)]
 

@@ -277,6 +277,21 @@ def test_reddit_leftovers_and_split_words_are_cleaned():
     assert pair.story == f"{story}\n\nThe end came."
 
 
+def test_links_keep_their_words_and_addresses_and_superscript_carets_go():
+    from finetune.clean import paragraphs
+
+    raw = (
+        "A [ Spork ] ( http : //www.example.com/p/8ace/ ) , then ( https: //x.org/a ) rest . "
+        "<newline> Song : https : //m.youtube.com/watch ? v=Rn_-Fg now . <newline> "
+        "^more ^in [ ^my ^subreddit ] ( www.reddit.com/r/x ) ; 2^3 = 8"
+    )
+    assert paragraphs(raw) == [
+        "A Spork, then rest.",
+        "Song: now.",
+        "more in my subreddit; 2^3 = 8",
+    ]
+
+
 def test_arc_accuracy_scores_the_tagger_against_hand_labels(tmp_path, monkeypatch):
     import csv
 
