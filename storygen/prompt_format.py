@@ -26,8 +26,12 @@ or from a plan. Plan-then-write is two tasks of one adapter: the request followe
 ask for the story.
 
 User text can never forge the syntax: values are single-line (validation collapses newlines),
-and the structural characters ``\\ ; , ( ) |`` inside a value are backslash-escaped, so neither a
-marker (which needs ``|``) nor a field or list separator can appear unescaped.
+and the structural characters inside a value are backslash-escaped, so neither a marker (which
+needs ``|``) nor a field or list separator can appear unescaped. Lists (characters and their
+traits, events) escape ``\\ ; , ( ) |``; since version 3, a value that is a line of free text
+(the place, the era, the prompt, the premise and each beat) escapes only ``\\`` and ``|``, so
+the model reads and writes plain sentences ("Mara, alone" and not "Mara\\, alone"). Versions 1
+and 2 escape every value in full.
 """
 
 from __future__ import annotations
@@ -49,8 +53,9 @@ from storygen.request import (
 
 V1 = "storygen-tags-v1"
 V2 = "storygen-tags-v2"
-PROMPT_FORMAT_VERSION = V2
-FORMAT_VERSIONS = (V1, V2)
+V3 = "storygen-tags-v3"
+PROMPT_FORMAT_VERSION = V3
+FORMAT_VERSIONS = (V1, V2, V3)
 """Every version this code renders, oldest first; adapters of any of them load."""
 REQUEST_MARKER = "<|request|>"
 PLAN_MARKER = "<|plan|>"
@@ -77,14 +82,24 @@ PREMISE = "premise"
 # and "-5 degrees" stay as written).
 _BEAT_LINE = re.compile(r"^\s*(?:\d{1,2}[.)]|[-*•])\s+")
 
-_ESCAPED = "\\;,()|"
 _ESCAPE = re.compile(r"[\\;,()|]")
+_ESCAPE_TEXT = re.compile(r"[\\|]")
 _UNESCAPE = re.compile(r"\\(.)")
 
 
 def escape(text: str) -> str:
     """Backslash-escape the characters that carry structure in the tagged format."""
     return _ESCAPE.sub(r"\\\g<0>", text)
+
+
+def escape_text(text: str) -> str:
+    """Escape a line of free text: only what could form a marker (``|``) or an escape."""
+    return _ESCAPE_TEXT.sub(r"\\\g<0>", text)
+
+
+def _free_text(version: str):
+    """How ``version`` escapes a value that is a line of free text."""
+    return escape if version in (V1, V2) else escape_text
 
 
 def unescape(text: str) -> str:
@@ -136,6 +151,7 @@ def check_version(request: StoryRequest, version: str, planned: bool = False) ->
         raise ValueError(f"unknown prompt format {version!r}; known: {', '.join(FORMAT_VERSIONS)}")
     if version == V1:
         why = f"the adapter speaks prompt format {V1}, which has no {{}}: use an adapter of {V2}"
+        why += " or later"
         errors = {}
         if request.arc:
             errors["arc"] = why.format("arc") + " or leave the arc empty"
@@ -147,27 +163,29 @@ def check_version(request: StoryRequest, version: str, planned: bool = False) ->
 
 def request_fields(request: StoryRequest, version: str = PROMPT_FORMAT_VERSION) -> dict[str, str]:
     """The non-empty tagged fields of a request, in format order, values already escaped."""
+    check_version(request, version)
+    free = _free_text(version)
     values = {
         "genre": request.genre,
         "tone": request.tone,
-        "setting": escape(request.setting.place),
-        "era": escape(request.setting.era),
+        "setting": free(request.setting.place),
+        "era": free(request.setting.era),
         "characters": "; ".join(_character(c) for c in request.characters),
         "must happen": "; ".join(escape(p) for p in request.plot_points),
         "arc": request.arc,
         "ending": request.ending,
         "point of view": request.pov,
         "length": f"{request.length} (about {LENGTHS[request.length]} words)",
-        "prompt": escape(request.prompt),
+        "prompt": free(request.prompt),
     }
-    check_version(request, version)
     return {k: values[k] for k in (FIELDS_V1 if version == V1 else FIELDS) if values[k]}
 
 
-def render_plan(plan: Plan) -> str:
+def render_plan(plan: Plan, version: str = PROMPT_FORMAT_VERSION) -> str:
     """A validated plan as text: the premise line (when there is one), then numbered beats."""
-    lines = [f"{PREMISE}: {escape(plan.premise)}"] if plan.premise else []
-    lines += [f"{i}. {escape(beat)}" for i, beat in enumerate(plan.beats, 1)]
+    free = _free_text(version)
+    lines = [f"{PREMISE}: {free(plan.premise)}"] if plan.premise else []
+    lines += [f"{i}. {free(beat)}" for i, beat in enumerate(plan.beats, 1)]
     return "\n".join(lines) + "\n"
 
 
@@ -206,7 +224,7 @@ def render_request(
     lines += [f"{k}: {v}" for k, v in request_fields(request, version).items()]
     text = "\n".join(lines) + "\n"
     if plan is not None:
-        text += f"{PLAN_MARKER}\n{render_plan(validate_plan(plan))}"
+        text += f"{PLAN_MARKER}\n{render_plan(validate_plan(plan), version)}"
     return text + STORY_MARKER + "\n"
 
 

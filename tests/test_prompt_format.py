@@ -13,6 +13,8 @@ from storygen.prompt_format import (
     REQUEST_MARKER,
     STORY_MARKER,
     V1,
+    V2,
+    V3,
     parse_plan,
     parse_request,
     render_example,
@@ -120,14 +122,14 @@ plans = st.one_of(
 
 
 @settings(max_examples=examples(300), deadline=None)
-@given(requests, plans)
-def test_any_valid_request_round_trips_and_keeps_the_structure(request, plan):
+@given(requests, plans, st.sampled_from([V2, V3]))
+def test_any_valid_request_round_trips_and_keeps_the_structure(request, plan, version):
     try:
         req = validate(request)
         plan = validate_plan(plan) if plan is not None else None
     except RequestError:
         assume(False)
-    rendered = render_request(req, plan=plan)
+    rendered = render_request(req, version, plan=plan)
     assert parse_request(rendered) == req
     lines = rendered.split("\n")
     assert lines[0] == REQUEST_MARKER and lines[-2:] == [STORY_MARKER, ""]
@@ -143,7 +145,7 @@ def test_any_valid_request_round_trips_and_keeps_the_structure(request, plan):
         section = lines[end + 1 : -2]
         assert len(section) == len(plan.beats) + bool(plan.premise)
         assert parse_plan(rendered) == plan
-        if not req.arc:  # version 1 says the same without the plan section, byte for byte
+        if not req.arc and version == V2:  # version 1 says the same without the plan, exactly
             assert render_request(req, V1) == rendered.split(PLAN_MARKER)[0] + STORY_MARKER + "\n"
 
 
@@ -274,11 +276,39 @@ def test_a_chat_template_that_hides_or_repeats_the_message_is_refused():
 def test_a_plan_renders_as_a_premise_line_and_numbered_escaped_beats():
     from storygen.prompt_format import render_plan
 
-    plan = Plan("A keeper, alone", ["Mara (kind) waits.", "A ship | returns."])
+    plan = Plan("A keeper, alone", ["Mara (kind) waits.", "A ship | returns \\ leaves."])
+    # Version 3: a beat is a plain sentence; only a marker's "|" and the escape itself are escaped.
     assert render_plan(plan) == (
-        "premise: A keeper\\, alone\n1. Mara \\(kind\\) waits.\n2. A ship \\| returns.\n"
+        "premise: A keeper, alone\n1. Mara (kind) waits.\n2. A ship \\| returns \\\\ leaves.\n"
+    )
+    assert render_plan(plan, V2) == (  # version 2 escapes every structural character
+        "premise: A keeper\\, alone\n1. Mara \\(kind\\) waits.\n"
+        "2. A ship \\| returns \\\\ leaves.\n"
     )
     assert render_plan(Plan("", ["Only a beat."])) == "1. Only a beat.\n"
+    for version in (V2, V3):
+        assert parse_plan(PLAN_MARKER + render_plan(plan, version)) == plan
+
+
+def test_version_3_writes_free_text_plainly_and_version_2_keeps_its_old_bytes():
+    req = validate(
+        StoryRequest(
+            characters=[Character("Mara, Jr.", ["kind; brave"])],
+            setting=Setting("a lighthouse, Maine (north)", "1920s; late"),
+            plot_points=["a ship, lost; then found"],
+            prompt="A keeper (alone), a | bar",
+        )
+    )
+    v3 = render_request(req, V3)
+    assert "setting: a lighthouse, Maine (north)\nera: 1920s; late\n" in v3
+    assert "prompt: A keeper (alone), a \\| bar\n" in v3
+    # lists keep their separators escaped in every version
+    assert "characters: Mara\\, Jr. (kind\\; brave)\n" in v3
+    assert "must happen: a ship\\, lost\\; then found\n" in v3
+    v2 = render_request(req, V2)
+    assert "setting: a lighthouse\\, Maine \\(north\\)\nera: 1920s\\; late\n" in v2
+    assert "prompt: A keeper \\(alone\\)\\, a \\| bar\n" in v2
+    assert parse_request(v3) == parse_request(v2) == req
 
 
 def test_a_training_example_written_from_a_plan_carries_the_plan(request_two_characters):
@@ -308,7 +338,7 @@ def test_version_1_refuses_the_arc_and_a_plan_by_name_and_an_unknown_version_lis
     from storygen.request import RequestError
 
     why = "the adapter speaks prompt format storygen-tags-v1, which has no {}: use an adapter of "
-    why += "storygen-tags-v2"
+    why += "storygen-tags-v2 or later"
     req = validate(StoryRequest(arc="tragedy", prompt="A key."))
     with pytest.raises(RequestError) as info:
         check_version(req, V1, planned=True)
@@ -324,7 +354,8 @@ def test_version_1_refuses_the_arc_and_a_plan_by_name_and_an_unknown_version_lis
     with pytest.raises(ValueError) as info:
         check_version(plain, "storygen-tags-v9")
     assert str(info.value) == (
-        "unknown prompt format 'storygen-tags-v9'; known: storygen-tags-v1, storygen-tags-v2"
+        "unknown prompt format 'storygen-tags-v9'; known: storygen-tags-v1, storygen-tags-v2, "
+        "storygen-tags-v3"
     )
 
 
