@@ -37,7 +37,7 @@ flat: no shape is named, however well its small wiggles correlate with one."""
 ARC_CONFIDENCE = 0.6
 """The tagger names an arc only when the trajectory correlates with its shape at least this well
 (fixed before the tagger was measured against hand labels)."""
-MAX_BEAT_WORDS = 15
+MAX_BEAT_WORDS = 20
 BEAT_FOUND = 0.5
 """A beat is found in a story where one sentence, or two in a row, hold this share of its
 content words."""
@@ -55,6 +55,7 @@ assert set(SHAPES) == set(ARCS)
 
 _SENTENCE = re.compile(r"[^.!?…\n]+(?:[.!?…]+[\"'”’)\]]*|\n|$)")
 _WORD = re.compile(r"[a-z][a-z'’]+")
+_TITLE_END = re.compile(r"(?:^|\s)(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|Capt|Lt|Sgt|Col|Gen|Rev)\.$")
 STOPWORDS = frozenset(
     """a an the and or but if then so of to in on at by for with from as into onto upon about
     over under after before again than that this these those there here it its it's is are was
@@ -73,8 +74,16 @@ def shape(arc: str, points: int = WINDOWS) -> np.ndarray:
 
 
 def sentences(text: str) -> list[str]:
-    """The story's sentences (and lines), stripped, without empty ones."""
-    return [s.strip() for s in _SENTENCE.findall(text) if s.strip()]
+    """The story's sentences (and lines), stripped, without empty ones; a title's period ("Mr.
+    Walters") ends no sentence."""
+    out: list[str] = []
+    for piece in _SENTENCE.findall(text):
+        piece = piece.strip()
+        if out and out[-1].endswith(".") and piece[:1].isupper() and _TITLE_END.search(out[-1]):
+            out[-1] += " " + piece
+        elif piece:
+            out.append(piece)
+    return out
 
 
 @cache
@@ -142,15 +151,34 @@ def content_words(text: str) -> list[str]:
     return [w for w in words if len(w) >= 3 and w not in STOPWORDS]
 
 
+# A line of narration: it starts with a capital letter and ends with "." or "!" (not a
+# question, a trailing "..." or a fragment), quotes nobody and holds no link or address.
+_NARRATION = re.compile(r"[A-Z][^\"“”]*[^.!?…\"“”][.!]")
+_ADDRESS = re.compile(r"https?:|www\.|/\S|\d[:/]\d")
+
+
+def _is_narration(sentence: str) -> bool:
+    """Could this sentence be a beat as a reader would write one: narration, not dialogue, a
+    question, a fragment, a heading or a timestamp?"""
+    s = sentence.strip()
+    return (
+        _NARRATION.fullmatch(s) is not None
+        and not _ADDRESS.search(s)
+        and 5 <= len(s.split()) <= MAX_BEAT_WORDS
+        and len(content_words(s)) >= 2
+    )
+
+
 def _central(parts: list[str]) -> int:
     """The index of the sentence sharing the most content words with the others (the first on
-    a tie); sentences longer than a beat count only if nothing shorter is there."""
+    a tie). Lines of narration of a beat's length come first; then sentences of a beat's
+    length; longer ones count only if nothing shorter is there."""
     bags = [set(content_words(p)) for p in parts]
     best, best_key = 0, None
     for i, bag in enumerate(bags):
         shared = sum(len(bag & other) for j, other in enumerate(bags) if j != i)
         fits = 1 if 3 <= len(parts[i].split()) <= MAX_BEAT_WORDS else 0
-        key = (fits, shared, len(bag))
+        key = (_is_narration(parts[i]), fits, shared, len(bag))
         if best_key is None or key > best_key:
             best, best_key = i, key
     return best

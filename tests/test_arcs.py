@@ -163,3 +163,35 @@ def test_beat_coverage_finds_beats_in_order_and_misses_absent_ones():
     half = "lighthouse dragon"
     assert beat_coverage(STORY, [half]).found == (True,)
     assert beat_coverage(STORY, [half], found_at=0.51).found == (False,)
+
+
+def test_a_beat_is_a_line_of_narration_when_its_part_has_one():
+    """Dialogue, questions, fragments, headings and timestamps are central to their part here
+    (they share its words), yet a plan is made of the part's narration."""
+    narration = [
+        "Mara kept the lamp of the old lighthouse.",
+        "Mara rowed the lighthouse boat out to the wreck.",
+        "Jonah climbed the lighthouse stairs to the lamp room.",
+        "Mara found the lighthouse log under the lamp.",
+        "Mara and Jonah lit the lighthouse lamp at dawn.",
+    ]
+    noise = [
+        '"Mara, the lighthouse lamp, the lighthouse lamp!"',
+        "Where was the lighthouse lamp, Mara, the lamp?",
+        "12/09/2013 4:56 pm lighthouse lamp Mara.",
+        "and the lighthouse lamp, Mara, the lamp...",
+        "Log of the lighthouse lamp: www.example.com/mara/lamp.",
+    ]
+    story = " ".join(f"{bad} {good}" for bad, good in zip(noise, narration, strict=True))
+    assert extract_beats(story).beats == narration
+    # with no narration in it, a part still gives its most central sentence
+    noisy = " ".join(noise)
+    assert all(b in sentences(noisy) for b in extract_beats(noisy).beats)
+
+
+def test_a_titles_period_ends_no_sentence():
+    assert sentences("Dear Mr. Walters, I met Dr. Who at St. Paul. The end.") == [
+        "Dear Mr. Walters, I met Dr. Who at St. Paul.",
+        "The end.",
+    ]
+    assert sentences("It was Mr. big. Then Dr.") == ["It was Mr.", "big.", "Then Dr."]
