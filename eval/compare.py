@@ -43,6 +43,10 @@ class Comparison:
     systems: list[System]
     limit: int = 20
     seed: int = 1000
+    exclude: list[str] = field(default_factory=list)
+    """JSONL files (e.g. another adapter's train.jsonl) whose story ids are left out of the test
+    set, so that adapters trained on different preprocessings are scored on stories none of
+    them saw."""
     metrics: list[str] = field(default_factory=lambda: list(METRICS))
     window: int | None = None
     """Perplexity: tokens the model sees at once (default: its context, at most 2048)."""
@@ -87,6 +91,12 @@ class Comparison:
                 raise EvalError(f"{path}: {name} must be a whole number, got {value!r}")
             if value is not None and value < 1:
                 raise EvalError(f"{path}: {name} must be at least 1, got {value}")
+        if not isinstance(comparison.exclude, list) or not all(
+            isinstance(p, str) for p in comparison.exclude
+        ):
+            raise EvalError(
+                f"{path}: exclude must be a list of JSONL paths, got {comparison.exclude!r}"
+            )
         if comparison.window and comparison.stride and comparison.stride > comparison.window:
             raise EvalError(f"{path}: stride ({comparison.stride}) exceeds window")
         if comparison.scoring_engine not in ENGINES:
@@ -103,8 +113,19 @@ TEST_SET_FORM = (
 )
 
 
-def load_test_set(path: Path, limit: int) -> list[dict]:
-    """Test items (request + human reference) from a JSONL written by ``finetune preprocess``."""
+def _ids(path: Path) -> set[str]:
+    """The story ids of a JSONL written by ``finetune preprocess``."""
+    try:
+        with path.open() as f:
+            return {str(json.loads(line)["id"]) for line in f if line.strip()}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise EvalError(f"cannot read the story ids of {path} to exclude them: {exc}") from exc
+
+
+def load_test_set(path: Path, limit: int, exclude: list[Path] = ()) -> list[dict]:
+    """Test items (request + human reference) from a JSONL written by ``finetune preprocess``,
+    the first ``limit`` whose ids none of the ``exclude`` files hold."""
+    excluded = set().union(*map(_ids, exclude))
     if not path.exists():
         raise EvalError(f"test set {path} does not exist; {TEST_SET_FORM}")
     if path.is_dir() or path.suffix.lower() in (".csv", ".parquet", ".wp_source", ".wp_target"):
@@ -119,6 +140,8 @@ def load_test_set(path: Path, limit: int) -> list[dict]:
                 continue
             try:
                 row = json.loads(line)
+                if str(row["id"]) in excluded:
+                    continue
                 plan = row.get("plan")
                 items.append(
                     {
@@ -491,7 +514,7 @@ def run(config: Path | Comparison, out_dir: Path) -> list[dict]:
     from finetune.curves import plot_curves, read_curves
 
     cmp = config if isinstance(config, Comparison) else Comparison.load(config)
-    items = load_test_set(Path(cmp.test), cmp.limit)
+    items = load_test_set(Path(cmp.test), cmp.limit, [Path(p) for p in cmp.exclude])
     out_dir.mkdir(parents=True, exist_ok=True)
     results, rows = [], {}
     for system in cmp.systems:  # results.json grows system by system

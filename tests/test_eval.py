@@ -283,6 +283,25 @@ def test_bad_comparison_inputs_are_clear_errors(tmp_path, comparison):
         load_test_set(FIXTURES / "wp_hf.csv", 3)
     assert f"preprocess {FIXTURES / 'wp_hf.csv'} --test-fraction" in str(raw.value)
     assert "DIR/test.jsonl" in str(raw.value)
+    bad.write_text(
+        yaml.safe_dump({"test": "t.jsonl", "exclude": "train.jsonl", "systems": [{"name": "a"}]})
+    )
+    with pytest.raises(EvalError, match="exclude must be a list of JSONL paths"):
+        run(bad, tmp_path / "o")
+    with pytest.raises(EvalError, match="cannot read the story ids of .*nope.jsonl"):
+        load_test_set(junk, 3, [tmp_path / "nope.jsonl"])
+
+
+def test_stories_another_adapter_trained_on_are_left_out_of_the_test_set(tmp_path):
+    data = tmp_path / "data"
+    build(FIXTURES / "wp_hf.csv", data, valid_fraction=0.0, progress=False)
+    test = data / "train.jsonl"
+    every = load_test_set(test, 100)
+    seen = tmp_path / "other_train.jsonl"
+    seen.write_text("".join(json.dumps({"id": i["id"]}) + "\n" for i in every[1:3]))
+    kept = load_test_set(test, 100, [seen])
+    assert [i["id"] for i in kept] == [every[0]["id"]] + [i["id"] for i in every[3:]]
+    assert [i["id"] for i in load_test_set(test, 2, [seen])] == [every[0]["id"], every[3]["id"]]
 
 
 def test_parallel_scoring_equals_one_process():
