@@ -117,6 +117,21 @@ def test_adherence_checks_each_requested_field():
     assert summary["adherence_character"] == 0.5
 
 
+def test_a_lively_story_follows_a_request_for_comedy_as_the_tagger_would_tag_it():
+    from storygen.tagger import tag_story
+
+    story = (
+        '"Where are my pants?" Bob yelled. "Gone!" said the dog. "Gone where?" '
+        '"To the moon!" "Why?!" "Because!" Bob sat down on the porch and sighed.'
+    )
+    tags = tag_story(story).request
+    assert (tags.genre, tags.tone) == ("comedy", "humorous")
+    asked = StoryRequest(genre="comedy", tone="humorous")
+    assert check(asked, story) == {"genre": True, "tone": True}
+    quiet = "Bob sat down on the porch and sighed. The dog slept. Nobody came that evening."
+    assert check(asked, quiet) == {"genre": False, "tone": False}
+
+
 def test_sliding_window_scores_every_token_once(tiny_lm):
     prompt, story = "Once upon a time", " ".join(CORPUS[:4])
     full = story_nll(tiny_lm.model, tiny_lm.tokenizer, prompt, story, window=512)
