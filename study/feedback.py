@@ -4,10 +4,13 @@ and the tuned adapter is measured against its parent.
 This is a simulation, not people: the annotator is an explicit, deterministic rule taken from
 eval's metrics (it prefers the story that follows more of its request, by
 :func:`eval.adherence.check`; equal is a tie). It votes on A/B items made from the current
-adapter with two seeds per request. The loop then builds preference data from those votes
-(``finetune prefer``), tunes the adapter with DPO (``finetune tune``), and on held-out requests
-compares child with parent on the rule's own metric (paired, with its 95% interval) and on the
-perplexity of held-out human stories.
+adapter: ``samples`` stories per request (seeded), of which the item shows the one the rule
+scores highest and the one it scores lowest (with two samples, both). Choosing the pair by an
+automatic metric is how a real arena would spend scarce votes on pairs that differ; here the
+metric and the voter are the same rule, which a study with people would not have. The loop
+then builds preference data from those votes (``finetune prefer``), tunes the adapter with
+DPO (``finetune tune``), and on held-out requests compares child with parent on the rule's own
+metric (paired, with its 95% interval) and on the perplexity of held-out human stories.
 """
 
 from __future__ import annotations
@@ -55,12 +58,25 @@ class FeedbackConfig:
     base: str = "embedded"
     requests_limit: int = 100
     """A/B items are made from the first this many requests."""
+    samples: int = 2
+    """Stories written per request; the item holds the rule's best and worst of them."""
     items_seed: int = 9000
     test_limit: int = 40
     sampling: dict[str, Any] = field(default_factory=lambda: {"max_new_tokens": 200})
     tune: dict[str, Any] = field(default_factory=dict)
     """:class:`~finetune.preference.PreferenceConfig` fields (parent, base, data and output
     folders are the loop's)."""
+
+    def __post_init__(self):
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 2:
+            raise ValueError(f"samples must be a whole number of at least 2, got {self.samples!r}")
+
+
+def extreme_pair(request: StoryRequest, stories: dict[str, dict]) -> dict[str, dict]:
+    """Of several stories (name -> {"text", ...}), the one the rule scores lowest and the one it
+    scores highest (on ties, the first written and the last written), in name order."""
+    ranked = sorted(stories, key=lambda name: adherence_of(request, stories[name]["text"]))
+    return {name: stories[name] for name in sorted({ranked[0], ranked[-1]})}
 
 
 def _story(backend, request, sampling):
@@ -83,16 +99,18 @@ def run_feedback(cfg: FeedbackConfig, out: Path, progress: bool = True) -> dict[
     # transformers in fp32, which it needs.
     spec = ModelSpec(base=cfg.base, adapter=cfg.adapter)
     parent = load_backend(spec)
-    # 1. A/B items from the current adapter, two seeds per request, and the scripted votes.
+    # 1. A/B items from the current adapter, the rule's best and worst of ``samples`` seeds per
+    # request, and the scripted votes.
     requests = load_requests(Path(cfg.requests))[: cfg.requests_limit]
     store = VoteStore(out / "votes.csv")
     with (out / "items.jsonl").open("w") as f:
         for i, request in enumerate(requests):
-            seeds = (cfg.items_seed + 2 * i, cfg.items_seed + 2 * i + 1)
-            stories = {
+            seeds = [cfg.items_seed + cfg.samples * i + k for k in range(cfg.samples)]
+            written = {
                 f"seed-{s}": _story(parent, request, SamplingConfig(**{**cfg.sampling, "seed": s}))
                 for s in seeds
             }
+            stories = extreme_pair(request, written)
             item = Item(f"sim-{i}", request, stories)
             f.write(json.dumps(item_row(item)) + "\n")
             left, right = sorted(stories)

@@ -163,6 +163,7 @@ def test_the_simulated_feedback_loop_runs_end_to_end(tiny_model_dir, sft, tmp_pa
         adapter=str(sft),
         base=str(tiny_model_dir),
         test_limit=3,
+        samples=3,
         sampling={"max_new_tokens": 24, "temperature": 1.2},
         tune={
             "quantization": "fp32",
@@ -185,9 +186,32 @@ def test_the_simulated_feedback_loop_runs_end_to_end(tiny_model_dir, sft, tmp_pa
         result["adherence"]["child"] - result["adherence"]["parent"]
     )
     assert result["simulation"].startswith("a scripted annotator")
+    items = [json.loads(line) for line in (tmp_path / "loop" / "items.jsonl").open()]
+    assert len(items) == 12 and all(len(i["stories"]) == 2 for i in items)
     assert (tmp_path / "loop" / "tuned" / "storygen_adapter.json").exists()
     saved = json.loads((tmp_path / "loop" / "feedback.json").read_text())
     assert saved["ppl_change"] == pytest.approx(result["ppl_change"])
+
+
+def test_the_feedback_item_is_the_rules_best_and_worst_story():
+    from storygen.request import Character, StoryRequest
+    from study.feedback import FeedbackConfig, adherence_of, extreme_pair
+
+    request = StoryRequest(characters=[Character("Mara"), Character("Jonah")], pov="first person")
+    stories = {
+        "seed-1": {"text": "Mara and Jonah walked. I saw them, I did."},  # both names, first person
+        "seed-2": {"text": "Nobody walked. He saw it."},  # nothing asked for
+        "seed-3": {"text": "Mara walked. He saw her."},  # one name
+        "seed-4": {"text": "Someone walked. She saw it."},  # nothing, written later
+    }
+    assert [adherence_of(request, s["text"]) for s in stories.values()] == [1.0, 0.0, 1 / 3, 0.0]
+    assert extreme_pair(request, stories) == {k: stories[k] for k in ("seed-1", "seed-2")}
+    assert list(extreme_pair(request, {k: stories[k] for k in ("seed-3", "seed-1")})) == [
+        "seed-1",
+        "seed-3",
+    ]
+    with pytest.raises(ValueError, match="samples must be a whole number of at least 2"):
+        FeedbackConfig(requests="r.jsonl", test="t.jsonl", samples=1)
 
 
 def test_an_interrupted_tuning_resumes_from_its_checkpoint_and_ends_as_an_unbroken_one(
