@@ -331,18 +331,21 @@ def test_the_real_gemma_writes_on_llamacpp_with_its_bos():
 
 
 def test_the_committed_gemma_demo_adapter_is_gemmas_and_its_gguf_form_matches_it():
-    """The adapter loads wherever an adapter loads: its metadata names Gemma 3 270M and the
-    current prompt format, and its GGUF form holds the same LoRA weights for the gemma3
-    architecture, B unpermuted (llama.cpp keeps Gemma's q/k rows in Hugging Face order)."""
+    """The adapter loads wherever an adapter loads: its metadata names Gemma 3 270M and a prompt
+    format this code renders (with the arc and the plan), the one of the data it was trained
+    on, and its GGUF form holds the same LoRA weights for the gemma3 architecture, B unpermuted
+    (llama.cpp keeps Gemma's q/k rows in Hugging Face order)."""
     from gguf import GGUFReader
     from safetensors.numpy import load_file
 
     from storygen.loading import GGUF_ADAPTER, GGUF_KEY_BASE, read_adapter_meta
-    from storygen.prompt_format import PROMPT_FORMAT_VERSION
+    from storygen.prompt_format import FORMAT_VERSIONS
 
     folder = demo_adapter_dir("gemma3-270m")
     meta = read_adapter_meta(folder)
-    assert meta["base_model"] == GEMMA3.model_id and meta["prompt_format"] == PROMPT_FORMAT_VERSION
+    assert meta["base_model"] == GEMMA3.model_id and meta["prompt_format"] in FORMAT_VERSIONS[1:]
+    report = json.loads((folder / "data_report.json").read_text())
+    assert report["prompt_format"] == meta["prompt_format"]
     assert meta["metrics"]["val_loss"] < meta["metrics"]["val_loss_initial"]
     reader = GGUFReader(folder / GGUF_ADAPTER)
     assert reader.fields["general.architecture"].contents() == "gemma3"
