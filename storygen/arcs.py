@@ -55,7 +55,9 @@ assert set(SHAPES) == set(ARCS)
 
 _SENTENCE = re.compile(r"[^.!?…\n]+(?:[.!?…]+[\"'”’)\]]*|\n|$)")
 _WORD = re.compile(r"[a-z][a-z'’]+")
-_TITLE_END = re.compile(r"(?:^|\s)(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|Capt|Lt|Sgt|Col|Gen|Rev)\.$")
+TITLE_END = re.compile(  # a title's period ("Mr.") ends no sentence
+    r"(?:^|\s)(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|Capt|Lt|Sgt|Col|Gen|Rev)\.$"
+)
 STOPWORDS = frozenset(
     """a an the and or but if then so of to in on at by for with from as into onto upon about
     over under after before again than that this these those there here it its it's is are was
@@ -79,7 +81,7 @@ def sentences(text: str) -> list[str]:
     out: list[str] = []
     for piece in _SENTENCE.findall(text):
         piece = piece.strip()
-        if out and out[-1].endswith(".") and piece[:1].isupper() and _TITLE_END.search(out[-1]):
+        if out and out[-1].endswith(".") and piece[:1].isupper() and TITLE_END.search(out[-1]):
             out[-1] += " " + piece
         elif piece:
             out.append(piece)

@@ -18,18 +18,21 @@ from contextlib import closing
 from dataclasses import dataclass, replace
 from typing import Any
 
+from storygen.arcs import TITLE_END
 from storygen.backends.base import Backend, BackendError, DecodeStats
 from storygen.config import SamplingConfig
 from storygen.prompt_format import (
     FIELDS,
     PLAN_MARKER,
+    PREMISE,
     REQUEST_MARKER,
-    STORY_MARKER,
     Prompt,
     parse_plan,
     strip_markers,
+    unescape,
 )
 from storygen.request import (
+    BEAT_NAMES,
     LENGTHS,
     MAX_BEAT,
     MAX_BEATS,
@@ -56,6 +59,10 @@ __all__ = [
 TOKENS_PER_WORD = 1.4  # English BPE averages ~1.3 tokens a word; a little headroom
 PLAN_TOKENS = 256
 """The most tokens a plan takes (a premise and five one-line beats need about 150)."""
+PLAN_LINE_TOKENS = 48
+"""The most tokens one line of a plan takes (a beat is a sentence of at most 20 words)."""
+# Where a sentence may end: its stop, and the quote or bracket that closes it.
+_END_MARK = re.compile(r"[.!?…]+[\"'”’)\]]*")
 MAX_PREFIX_TOKENS = 2048
 """The longest story text Continue takes (its prompt pass cannot be stopped, so it is bounded)."""
 _CHARS_PER_TOKEN_MAX = 12  # no tokenizer needs this many characters a token: a cheap first check
@@ -329,6 +336,42 @@ def plan_from_text(text: str) -> Plan:
         ) from exc
 
 
+def plan_line(text: str) -> tuple[str, bool]:
+    """The line of a plan the model is writing: (what of it stands so far, whether it is
+    complete).
+
+    A line is one sentence: it ends at a line break, at a format marker, or where its first
+    sentence ends (a stop after at least three words, not a title's "Mr.", followed by a space
+    and the start of another sentence). Text after a possible end waits until the next
+    characters decide, so what stands never shrinks as the model writes on.
+    """
+    for cut in ("\n", "<|"):
+        if cut in text:
+            return text.split(cut, 1)[0].rstrip(), True
+    if text.endswith("<"):  # perhaps a marker's start
+        text = text[:-1]
+    for m in _END_MARK.finditer(text):
+        head, rest = text[: m.end()], text[m.end() :]
+        if len(head.split()) < 3 or TITLE_END.search(head):
+            continue
+        if not rest or rest.isspace():
+            return head, False  # an end, if what comes next starts a sentence
+        if rest[0].isspace():
+            return head, True
+    return text, False
+
+
+def _shown(lines: list[tuple[str, str]]) -> str:
+    """A plan being written, as a person reads it: the lines with text, without escapes."""
+    shown = []
+    for head, raw in lines:
+        raw = raw[:-1] if (len(raw) - len(raw.rstrip("\\"))) % 2 else raw  # half an escape
+        text = unescape(raw).strip()
+        if text:
+            shown.append(f"{'Premise:' if head.startswith(PREMISE) else head} {text}")
+    return "\n".join(shown)
+
+
 def stream_plan(
     backend: Backend,
     request: StoryRequest,
@@ -337,43 +380,71 @@ def stream_plan(
 ) -> Iterator[PlanUpdate]:
     """Plan-then-write, stage 1: the model writes the request's premise and beats, streamed.
 
-    The last update has ``plan`` set. It ends at the model's end of text, at the story marker,
-    after :data:`PLAN_TOKENS` (or ``max_new_tokens``, if lower), or at Stop (the beats so far
-    are the plan). Raises :class:`RequestError` for a request the model's prompt format cannot
-    plan (a version-1 adapter) or when the model wrote no beat.
+    The plan's shape is held while decoding, so that a small model's plan is one, whatever it
+    would ramble into: the model continues its own text after ``premise:``, then after ``1.``
+    and so on to the fifth beat (:data:`~storygen.request.BEAT_NAMES`), each line a sentence
+    (:func:`plan_line`) of at most :data:`PLAN_LINE_TOKENS` tokens and a fair share of what is
+    left of the budget, each with its own seed (the request's seed plus the attempt's number).
+    A line the model leaves empty (its end of text at once) is left out, and the next one takes
+    its number. The last update has ``plan`` set. It ends after the last line, at a format
+    marker, after :data:`PLAN_TOKENS` in all (or ``max_new_tokens``, if lower), or at Stop (the
+    beats so far are the plan). Raises :class:`RequestError` for a request the model's prompt
+    format cannot plan (a version-1 adapter) or when the model wrote no beat.
     """
     request = validate(request)
     sampling = sampling or SamplingConfig()
     prompt = backend.prompt(request, task="plan")
     budget = min(PLAN_TOKENS, sampling.max_new_tokens or PLAN_TOKENS)
-    stats, text_of = DecodeStats(), IncrementalText(backend)
-    shown, ids, reason = "", [], ""
-    with closing(decode(backend, prompt, sampling, budget, stop_event, stats)) as steps:
-        for ids, reason in steps:
-            if reason:
-                break
-            text = text_of(ids)
-            ended = any(m in text for m in (STORY_MARKER, REQUEST_MARKER))
-            for marker in (STORY_MARKER, REQUEST_MARKER):
-                text = text.split(marker, 1)[0]
-            if len(text) > len(shown) and text.startswith(shown):
-                delta, shown = text[len(shown) :], text
-                yield PlanUpdate(delta, shown)
-            if ended:
-                reason = "eos"
-                break
-    raw = backend.detokenize(ids)
-    for marker in (STORY_MARKER, REQUEST_MARKER):
-        raw = raw.split(marker, 1)[0]
-    plan = plan_from_text(strip_markers(raw))
+    attempts = 1 + len(BEAT_NAMES)  # the premise, then the beats
+    written, lines, shown = "", [], ""
+    used, seconds, stopped = 0, 0.0, False
+    for k in range(attempts):
+        if used >= budget:
+            break
+        # No space after a line's head: the model writes its own (" Mara", as in training).
+        head = f"{PREMISE}:" if k == 0 else f"{sum(bool(t) for _, t in lines[1:]) + 1}."
+        seed = None if sampling.seed is None else sampling.seed + k
+        stats, text_of, line = DecodeStats(), IncrementalText(backend), ("", False)
+        lines.append((head, ""))
+        steps = decode(
+            backend,
+            prompt.extended(written + head),
+            replace(sampling, seed=seed),
+            min(PLAN_LINE_TOKENS, (budget - used) // (attempts - k) or 1),  # a share each
+            stop_event,
+            stats,
+        )
+        with closing(steps):
+            for ids, why in steps:
+                if why:
+                    stopped = why == "stopped"
+                    break
+                line = plan_line(text_of(ids).lstrip())
+                lines[-1] = (head, line[0])
+                if _shown(lines) != shown:
+                    new = _shown(lines)
+                    yield PlanUpdate(new[len(shown) :], new)
+                    shown = new
+                if line[1]:
+                    break
+        used += stats.new_tokens
+        seconds += stats.seconds
+        if line[0]:
+            written += f"{head} {line[0]}\n"
+        else:  # the model ended the line at once: the next line takes its number
+            lines.pop()
+        if stopped or "<|" in text_of.text:
+            break  # Stop, or the model wrote a marker: the plan is over
+    reason = "stopped" if stopped else "length" if used >= budget else "eos"
+    plan = plan_from_text(written)
     provenance = {
         **backend.provenance(),
         "sampling": sampling.to_dict(),
         "prompt_style": prompt.style,
         "request": request.to_dict(),
         "stop_reason": reason,
-        "new_tokens": stats.new_tokens,
-        "seconds": round(stats.seconds, 3),
+        "new_tokens": used,
+        "seconds": round(seconds, 3),
     }
     yield PlanUpdate("", render_plan_text(plan), plan, provenance)
 

@@ -15,6 +15,7 @@ from storygen.generation import (
     generate_plan,
     generate_story,
     plan_from_text,
+    plan_line,
     render_plan_text,
     repetition_start,
     stream_plan,
@@ -24,7 +25,7 @@ from storygen.prompt_format import (
     PLAN_MARKER,
     STORY_MARKER,
     V1,
-    V2,
+    V3,
     Prompt,
     parse_plan,
     render_plan,
@@ -343,7 +344,7 @@ def test_the_plan_streams_then_arrives_parsed_with_provenance(tiny_backend):
     assert last.plan is not None and last.plan.beats and last.plan.origin == "model"
     assert last.text == render_plan_text(last.plan)
     assert last.provenance["request"]["arc"] == "man in a hole"
-    assert last.provenance["prompt_format"] == V2 and 0 < last.provenance["new_tokens"] <= 40
+    assert last.provenance["prompt_format"] == V3 and 0 < last.provenance["new_tokens"] <= 40
     assert (
         generate_plan(tiny_backend, PLAN_REQUEST, PLAN_SETTINGS) == last.plan
     )  # same seed, same plan
@@ -587,28 +588,68 @@ def test_decode_holds_the_budget_itself_whatever_the_engine_gives():
     assert steps == [(1, ""), (2, ""), (3, ""), (3, "length")] and backend.given == 3
 
 
-def test_a_plan_ends_at_the_story_marker_with_every_update_growing_the_text():
-    pieces = [
-        "premise: A keeper.\n",
-        "1. Mara waits.\n",
-        "",
-        "2. A ship.",
-        "\n<|story|>x<|story|>y",
+class LineScripted(ScriptedBackend):
+    """A scripted engine for plans: each call gives the next of ``lines`` (a list of pieces
+    per line asked for); it records each prompt and seed."""
+
+    def __init__(self, lines: list[list[str]], pause=0.0):
+        super().__init__([], pause=pause)
+        self.lines, self.prompts, self.seeds = list(lines), [], []
+
+    def tokens(self, prompt, sampling, budget, stats, stop_on_eos=True):
+        self.prompts.append(prompt.text)
+        self.seeds.append(sampling.seed)
+        self.pieces = self.lines.pop(0)
+        return (yield from super().tokens(prompt, sampling, budget, stats, stop_on_eos))
+
+
+def test_the_plan_holds_its_shape_one_sentence_a_line_whatever_the_model_rambles_into():
+    lines = [
+        [" A keeper", " finds", " a letter.", " Then", " more", " and more."],  # premise
+        [" Mara\\", ", alone\\", ", waits.", "\n", "2. not asked for"],
+        [" A ship", " is lost", " at sea and"],  # the model's end of text, mid-sentence
+        [],  # an empty line is left out: the next one is asked for as 3. again
+        [" Mr.", " Smith", " comes home.", " He"],  # a title's period ends nothing
+        [" The light", " <|story|>", " never shown"],
     ]
-    pieces += ["never", "read"]
-    backend = ScriptedBackend(pieces, pause=0.002)
-    *updates, last = stream_plan(backend, STORY_REQUEST, SETTINGS)
-    # Each update adds text: the token that added none sends no update.
-    assert [u.delta for u in updates] == [pieces[0], pieces[1], pieces[3], "\n"]
-    assert [u.text for u in updates] == ["".join(pieces[:k]) for k in (1, 2, 4)] + [
-        "".join(pieces[:4]) + "\n"
-    ]
-    assert backend.given == 5  # the story marker ends the plan: nothing after it is asked for
-    assert last.plan == Plan("A keeper.", ["Mara waits.", "A ship."], "model")
+    backend = LineScripted(lines, pause=0.002)
+    *updates, last = stream_plan(backend, STORY_REQUEST, SamplingConfig(seed=7))
+    plan = Plan(
+        "A keeper finds a letter.",
+        ["Mara, alone, waits.", "A ship is lost at sea and", "Mr. Smith comes home.", "The light"],
+        "model",
+    )
+    assert last.plan == plan and last.text == render_plan_text(plan)
+    # Every update adds text, shows no escape or half sentence, and is where the plan ends up.
+    texts = [u.text for u in updates]
+    assert all(b.startswith(a) and b != a for a, b in zip(texts, texts[1:], strict=False))
+    assert texts[-1] == last.text and "\\" not in "".join(texts) and "Then" not in texts[-1]
+    assert "".join(u.delta for u in updates) == texts[-1]
+    # The model read its own lines (escapes kept) and each line had its own seed.
+    assert backend.prompts[1].endswith("<|plan|>\npremise: A keeper finds a letter.\n1.")
+    assert backend.prompts[3].endswith("at sea and\n3.") and backend.prompts[4].endswith("and\n3.")
+    assert backend.prompts[5].endswith(
+        "1. Mara\\, alone\\, waits.\n2. A ship is lost at sea and\n3. Mr. Smith comes home.\n4."
+    )
+    assert backend.seeds == [7, 8, 9, 10, 11, 12]
     p = last.provenance
-    assert p["stop_reason"] == "eos" and p["new_tokens"] == 5
+    assert p["stop_reason"] == "eos" and p["new_tokens"] == backend.given
     assert 0.01 <= p["seconds"] < 1 and p["seconds"] == round(p["seconds"], 3)
-    assert generate_plan(ScriptedBackend(pieces), STORY_REQUEST, SETTINGS) == last.plan
+    assert generate_plan(LineScripted(lines), STORY_REQUEST, SamplingConfig(seed=7)) == plan
+
+
+def test_a_plan_line_ends_at_its_first_sentence_and_waits_when_unsure():
+    assert plan_line("Mara waits alone") == ("Mara waits alone", False)
+    assert plan_line("Mara waits alone.") == ("Mara waits alone.", False)  # unless more follows
+    assert plan_line("Mara waits alone. ") == ("Mara waits alone.", False)
+    assert plan_line("Mara waits alone. Then") == ("Mara waits alone.", True)
+    assert plan_line('"Go," said Mara. "Now"') == ('"Go," said Mara.', True)
+    assert plan_line("It was 3.5 miles away. X") == ("It was 3.5 miles away.", True)
+    assert plan_line("Stop. Go now. X") == ("Stop. Go now.", True)  # three words at least
+    assert plan_line("Then Mr. Smith came. X") == ("Then Mr. Smith came.", True)
+    assert plan_line("Mara waits\nmore") == ("Mara waits", True)
+    assert plan_line("Mara waits <|story|> x") == ("Mara waits", True)
+    assert plan_line("Mara waits <") == ("Mara waits ", False)  # perhaps a marker
 
 
 def test_a_loop_of_any_block_length_is_found_as_soon_as_three_copies_are_there():
