@@ -63,6 +63,9 @@ PLAN_LINE_TOKENS = 48
 """The most tokens one line of a plan takes (a beat is a sentence of at most 20 words)."""
 # Where a sentence may end: its stop, and the quote or bracket that closes it.
 _END_MARK = re.compile(r"[.!?…]+[\"'”’)\]]*")
+_OPENS = "\"'“‘([*"
+"""What may open a sentence, besides a capital or a digit."""
+_LINE_BREAK = re.compile(r"[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]")  # as str.splitlines
 MAX_PREFIX_TOKENS = 2048
 """The longest story text Continue takes (its prompt pass cannot be stopped, so it is bounded)."""
 _CHARS_PER_TOKEN_MAX = 12  # no tokenizer needs this many characters a token: a cheap first check
@@ -341,33 +344,41 @@ def plan_line(text: str) -> tuple[str, bool]:
     complete).
 
     A line is one sentence: it ends at a line break, at a format marker, or where its first
-    sentence ends (a stop after at least three words, not a title's "Mr.", followed by a space
-    and the start of another sentence). Text after a possible end waits until the next
-    characters decide, so what stands never shrinks as the model writes on.
+    sentence ends (a stop after at least three words, not a title's "Mr.", then a space and
+    what starts a sentence: a capital, a digit, a quote or a bracket). Text after a possible
+    end waits until the next characters decide, so what stands never shrinks as the model
+    writes on.
     """
-    for cut in ("\n", "<|"):
-        if cut in text:
-            return text.split(cut, 1)[0].rstrip(), True
+    cut = _LINE_BREAK.search(text)
+    marker = text.find("<|")
+    ends = [i for i in (cut.start() if cut else -1, marker) if i >= 0]
+    if ends:
+        return text[: min(ends)].rstrip(), True
     if text.endswith("<"):  # perhaps a marker's start
         text = text[:-1]
     for m in _END_MARK.finditer(text):
         head, rest = text[: m.end()], text[m.end() :]
         if len(head.split()) < 3 or TITLE_END.search(head):
             continue
-        if not rest or rest.isspace():
+        after = rest.lstrip()
+        if not after:
             return head, False  # an end, if what comes next starts a sentence
-        if rest[0].isspace():
+        if rest[0].isspace() and (after[0].isupper() or after[0].isdigit() or after[0] in _OPENS):
             return head, True
     return text, False
 
 
+def _line_text(raw: str) -> str:
+    """A plan line as a person reads it: no escapes (nor half of one), single spaces."""
+    raw = raw[:-1] if (len(raw) - len(raw.rstrip("\\"))) % 2 else raw
+    return " ".join(unescape(raw).split())
+
+
 def _shown(lines: list[tuple[str, str]]) -> str:
-    """A plan being written, as a person reads it: the lines with text, without escapes."""
+    """A plan being written, as a person reads it: its lines with text."""
     shown = []
     for head, raw in lines:
-        raw = raw[:-1] if (len(raw) - len(raw.rstrip("\\"))) % 2 else raw  # half an escape
-        text = unescape(raw).strip()
-        if text:
+        if text := _line_text(raw):
             shown.append(f"{'Premise:' if head.startswith(PREMISE) else head} {text}")
     return "\n".join(shown)
 
@@ -402,37 +413,42 @@ def stream_plan(
         if used >= budget:
             break
         # No space after a line's head: the model writes its own (" Mara", as in training).
-        head = f"{PREMISE}:" if k == 0 else f"{sum(bool(t) for _, t in lines[1:]) + 1}."
-        seed = None if sampling.seed is None else sampling.seed + k
+        beats = sum(not h.startswith(PREMISE) for h, _ in lines)
+        head = f"{PREMISE}:" if k == 0 else f"{beats + 1}."
         stats, text_of, line = DecodeStats(), IncrementalText(backend), ("", False)
         lines.append((head, ""))
         steps = decode(
             backend,
             prompt.extended(written + head),
-            replace(sampling, seed=seed),
+            replace(sampling, seed=(sampling.seed + k) % 2**63),
             min(PLAN_LINE_TOKENS, (budget - used) // (attempts - k) or 1),  # a share each
             stop_event,
             stats,
         )
         with closing(steps):
             for ids, why in steps:
+                if why == "repetition":  # the loop is cut from the tokens: read them again
+                    line = plan_line(backend.detokenize(ids).lstrip(" \t"))
                 if why:
                     stopped = why == "stopped"
                     break
-                line = plan_line(text_of(ids).lstrip())
+                line = plan_line(text_of(ids).lstrip(" \t"))
                 lines[-1] = (head, line[0])
-                if _shown(lines) != shown:
-                    new = _shown(lines)
+                if (new := _shown(lines)) != shown:
                     yield PlanUpdate(new[len(shown) :], new)
                     shown = new
                 if line[1]:
                     break
         used += stats.new_tokens
         seconds += stats.seconds
-        if line[0]:
+        if _line_text(line[0]):
+            lines[-1] = (head, line[0])
             written += f"{head} {line[0]}\n"
-        else:  # the model ended the line at once: the next line takes its number
+        else:  # the model wrote nothing to read: the next line takes its number
             lines.pop()
+        if (new := _shown(lines)) != shown:  # a loop cut from the line: show what stands
+            yield PlanUpdate(new[len(shown) :] if new.startswith(shown) else "", new)
+            shown = new
         if stopped or "<|" in text_of.text:
             break  # Stop, or the model wrote a marker: the plan is over
     reason = "stopped" if stopped else "length" if used >= budget else "eos"

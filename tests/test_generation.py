@@ -599,7 +599,7 @@ class LineScripted(ScriptedBackend):
     def tokens(self, prompt, sampling, budget, stats, stop_on_eos=True):
         self.prompts.append(prompt.text)
         self.seeds.append(sampling.seed)
-        self.pieces = self.lines.pop(0)
+        self.pieces = self.lines.pop(0) if self.lines else []
         return (yield from super().tokens(prompt, sampling, budget, stats, stop_on_eos))
 
 
@@ -650,6 +650,38 @@ def test_a_plan_line_ends_at_its_first_sentence_and_waits_when_unsure():
     assert plan_line("Mara waits\nmore") == ("Mara waits", True)
     assert plan_line("Mara waits <|story|> x") == ("Mara waits", True)
     assert plan_line("Mara waits <") == ("Mara waits ", False)  # perhaps a marker
+    assert plan_line("She woke at 6 a.m. and ran. Then") == ("She woke at 6 a.m. and ran.", True)
+    assert plan_line("Mara waits alone. 3 ships") == ("Mara waits alone.", True)
+    assert plan_line("Mara waits alone\u2028more") == ("Mara waits alone", True)
+    assert plan_line('"Dr. Who is here," she said. X') == ('"Dr. Who is here," she said.', True)
+
+
+def test_a_plan_numbers_only_the_lines_it_keeps_and_shows_what_it_will_give():
+    lines = [
+        ["\n", "1. Mara waits alone."],  # an empty premise: the line breaks at once
+        [" Mara  waits", "  alone."],  # two spaces, shown as the plan will hold them
+        [" \\"],  # nothing a person could read: left out, its number taken by the next
+        [" A ship", " is lost", "\u2028", "2. x"],
+        [" The light comes back."],
+        [],  # the model's end of text at once: the plan has three beats
+    ]
+    backend = LineScripted(lines)
+    *updates, last = stream_plan(backend, STORY_REQUEST, SamplingConfig(seed=2**63 - 2))
+    assert last.plan == Plan("", ["Mara waits alone.", "A ship is lost", "The light comes back."])
+    texts = [u.text for u in updates]
+    assert all(b.startswith(a) for a, b in zip(texts, texts[1:], strict=False))
+    assert texts[-1] == last.text
+    assert [p.rsplit("\n", 1)[-1] for p in backend.prompts] == [
+        "premise:", "1.", "2.", "2.", "3.", "4."
+    ]  # fmt: skip
+    assert backend.seeds[:3] == [2**63 - 2, 2**63 - 1, 0]  # the seed wraps, as seeds may
+
+
+def test_a_loop_in_a_plan_line_is_cut_from_it():
+    loop = [" la"] * 40
+    lines = [[" A keeper waits"] + loop, [" Mara waits alone."]]
+    *_, last = stream_plan(LineScripted(lines), STORY_REQUEST, SamplingConfig(seed=7))
+    assert last.plan == Plan("A keeper waits la", ["Mara waits alone."])
 
 
 def test_a_loop_of_any_block_length_is_found_as_soon_as_three_copies_are_there():
