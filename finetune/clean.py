@@ -45,10 +45,11 @@ _SPACES = re.compile(r"[ \t]+")
 # and the superscript caret of "^of ^my ^subreddit" is dropped.
 _MARKDOWN_LINK = re.compile(r"\[([^\]\n]*)\] ?\( ?(?:https?:|www\.)[^)\n]*\)")
 _BARE_LINK = re.compile(
-    r"\( ?(?:https?: ?//|www\.)[^)\n]*\)"  # an address in brackets
-    r"|(?:https?: ?//|www\.)[^\s?]*(?:\? ?\S*)?"  # a bare one (NLTK spaced its "? v=...")
+    r"\( ?(?:https?: ?//|(?<![\w.])www\.[\w-]+\.)[^)\n]*\)"  # an address in brackets
+    # a bare one, with its query ("watch? v=...": NLTK spaced the "?")
+    r"|(?:https?: ?//|(?<![\w.])www\.[\w-]+\.)[^\s?)]*(?:\? ?[\w%-]+=\S*)?"
 )
-_CARET = re.compile(r"(?<!\S)\^+(?=\S)")
+_CARET = re.compile(r"(?<!\S)\^+(?=[^\W_])")
 _WORD_RUNS: dict[int, re.Pattern] = {}
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]*]*(?=\s|$)")
 

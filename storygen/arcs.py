@@ -56,7 +56,7 @@ assert set(SHAPES) == set(ARCS)
 _SENTENCE = re.compile(r"[^.!?…\n]+(?:[.!?…]+[\"'”’)\]]*|\n|$)")
 _WORD = re.compile(r"[a-z][a-z'’]+")
 TITLE_END = re.compile(  # a title's period ("Mr.") ends no sentence
-    r"(?:^|\s)(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|Capt|Lt|Sgt|Col|Gen|Rev)\.$"
+    r"(?<![A-Za-z])(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|Capt|Lt|Sgt|Col|Gen|Rev)\.$"
 )
 STOPWORDS = frozenset(
     """a an the and or but if then so of to in on at by for with from as into onto upon about
@@ -79,9 +79,16 @@ def sentences(text: str) -> list[str]:
     """The story's sentences (and lines), stripped, without empty ones; a title's period ("Mr.
     Walters") ends no sentence."""
     out: list[str] = []
-    for piece in _SENTENCE.findall(text):
-        piece = piece.strip()
-        if out and out[-1].endswith(".") and piece[:1].isupper() and TITLE_END.search(out[-1]):
+    end = 0  # where the last piece ended: a line break after it starts a new sentence anyway
+    for m in _SENTENCE.finditer(text):
+        piece, gap, end = m.group(0).strip(), text[end : m.start()], m.end()
+        if (
+            out
+            and "\n" not in gap
+            and out[-1].endswith(".")
+            and piece[:1].isupper()
+            and TITLE_END.search(out[-1])
+        ):
             out[-1] += " " + piece
         elif piece:
             out.append(piece)

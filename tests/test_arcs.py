@@ -195,3 +195,9 @@ def test_a_titles_period_ends_no_sentence():
         "The end.",
     ]
     assert sentences("It was Mr. big. Then Dr.") == ["It was Mr.", "big.", "Then Dr."]
+    assert sentences('"Dr. Who is here," she said.') == ['"Dr. Who is here," she said.']
+    # a line break ends a sentence whatever came before it
+    assert sentences("He lived on Baker St.\nThe next day it rained.") == [
+        "He lived on Baker St.",
+        "The next day it rained.",
+    ]

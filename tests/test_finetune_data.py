@@ -290,6 +290,11 @@ def test_links_keep_their_words_and_addresses_and_superscript_carets_go():
         "Song: now.",
         "more in my subreddit; 2^3 = 8",
     ]
+    # what only looks like an address or a caret stays
+    assert paragraphs("Awww . Wwww . ^_^ ( see http : //foo.com ) so") == [
+        "Awww. Wwww. ^_^ (see) so"
+    ]
+    assert paragraphs("Been to www.example.com ? It was great .") == ["Been to? It was great."]
 
 
 def test_arc_accuracy_scores_the_tagger_against_hand_labels(tmp_path, monkeypatch):
