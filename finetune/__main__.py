@@ -12,6 +12,7 @@ from pathlib import Path
 from finetune.config import TrainConfig
 from finetune.preference import METHODS, PreferenceConfig
 from storygen.config import QUANTIZATIONS, UNSET, HelpFormatter, add_fields
+from storygen.prompt_format import FORMAT_VERSIONS, PROMPT_FORMAT_VERSION
 
 GOLD = Path(__file__).parent / "gold"
 """The hand-labelled sets `tagger-accuracy` scores."""
@@ -144,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=["coherence", "engagement", "relevance", "personalization"],
         help="decide each vote by this 1-5 rating instead of the overall choice",
     )
+    f.add_argument(
+        "--prompt-format",
+        default=PROMPT_FORMAT_VERSION,
+        choices=FORMAT_VERSIONS,
+        help="render prompts as the adapter to be tuned reads them (its storygen_adapter.json)",
+    )
     f.add_argument("--out", type=Path, default=Path("runs/prefer"))
     u = sub.add_parser(
         "tune",
@@ -206,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             report = build_preferences(
-                args.out, args.votes, args.items, args.reactions, args.criterion
+                args.out, args.votes, args.items, args.reactions, args.criterion, args.prompt_format
             )
         except (PreferError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)

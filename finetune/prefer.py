@@ -24,7 +24,7 @@ from typing import Any
 from human_ratings.pairs import Item, ItemLog
 from human_ratings.reactions import ReactionLog
 from human_ratings.store import CRITERIA, VoteStore
-from storygen.prompt_format import PROMPT_FORMAT_VERSION, render_request
+from storygen.prompt_format import FORMAT_VERSIONS, PROMPT_FORMAT_VERSION, render_request
 from storygen.request import Plan, RequestError, StoryRequest
 
 
@@ -48,19 +48,29 @@ class PreferReport:
         }
 
 
-def story_prompt(request: StoryRequest, provenance: dict[str, Any]) -> str:
-    """The tagged prompt of a story's request (and plan), as the tuned adapter will read it."""
+def story_prompt(
+    request: StoryRequest, provenance: dict[str, Any], version: str = PROMPT_FORMAT_VERSION
+) -> str:
+    """The tagged prompt of a story's request (and plan), as the tuned adapter will read it
+    (in its parent's prompt format ``version``)."""
     plan = provenance.get("plan")
     plan = Plan(plan["premise"], plan["beats"], plan.get("origin", "model")) if plan else None
-    return render_request(request, PROMPT_FORMAT_VERSION, plan)
+    return render_request(request, version, plan)
 
 
 def _request(provenance: dict[str, Any]) -> StoryRequest:
     return StoryRequest.from_dict(provenance["request"])
 
 
-def vote_pairs(votes, items: dict[str, Item], criterion: str | None, report: PreferReport):
-    """(chosen, rejected) pairs from the effective votes (the latest per annotator and item)."""
+def vote_pairs(
+    votes,
+    items: dict[str, Item],
+    criterion: str | None,
+    report: PreferReport,
+    version: str = PROMPT_FORMAT_VERSION,
+):
+    """(chosen, rejected) pairs from the effective votes (the latest per annotator and item),
+    prompts in format ``version``."""
     if criterion is not None and criterion not in CRITERIA:
         raise PreferError(f"criterion must be one of {', '.join(CRITERIA)}, not {criterion!r}")
     for vote in votes:
@@ -82,12 +92,18 @@ def vote_pairs(votes, items: dict[str, Item], criterion: str | None, report: Pre
                 report.dropped[f"vote: {criterion} rated the same on both sides"] += 1
                 continue
             winner = "left" if left > right else "right"
+        try:
+            prompt = render_request(item.request, version)
+        except RequestError:  # an arc asked of a version-1 parent
+            report.dropped[f"vote: its request has what {version} cannot say"] += 1
+            continue
         sides = {"left": vote.system_left, "right": vote.system_right}
         loser = "right" if winner == "left" else "left"
         chosen, rejected = item.stories[sides[winner]], item.stories[sides[loser]]
         report.pairs["votes"] += 1
         yield {
-            "prompt": render_request(item.request, PROMPT_FORMAT_VERSION),
+            "prompt": prompt,
+            "prompt_format": version,
             "chosen": chosen["text"],
             "rejected": rejected["text"],
             "source": "vote",
@@ -98,20 +114,20 @@ def vote_pairs(votes, items: dict[str, Item], criterion: str | None, report: Pre
         }
 
 
-def reaction_examples(reactions, report: PreferReport):
-    """Edits as pairs (the reader's version over the model's), thumbs as unpaired examples;
-    returns (pairs, unpaired)."""
+def reaction_examples(reactions, report: PreferReport, version: str = PROMPT_FORMAT_VERSION):
+    """Edits as pairs (the reader's version over the model's), thumbs as unpaired examples,
+    prompts in format ``version``; returns (pairs, unpaired)."""
     pairs, unpaired = [], []
     for r in reactions:
         if r.provenance.get("continued_from_chars"):
             report.dropped[f"{r.kind}: a story continued from the reader's own text"] += 1
             continue
         try:
-            prompt = story_prompt(_request(r.provenance), r.provenance)
+            prompt = story_prompt(_request(r.provenance), r.provenance, version)
         except (KeyError, TypeError, RequestError):
             report.dropped[f"{r.kind}: no usable request in its provenance"] += 1
             continue
-        meta = {"system": r.system, "timestamp_utc": r.timestamp_utc}
+        meta = {"prompt_format": version, "system": r.system, "timestamp_utc": r.timestamp_utc}
         if r.kind == "edit":
             report.pairs["edits"] += 1
             pairs.append(
@@ -143,10 +159,14 @@ def build_preferences(
     items: list[Path] = (),
     reactions: Path | None = None,
     criterion: str | None = None,
+    prompt_format: str = PROMPT_FORMAT_VERSION,
 ) -> PreferReport:
-    """Write ``pairs.jsonl``, ``unpaired.jsonl`` and ``report.json`` under ``out``."""
+    """Write ``pairs.jsonl``, ``unpaired.jsonl`` and ``report.json`` under ``out``, every
+    prompt in ``prompt_format``: the one of the adapter to be tuned (``tune`` checks)."""
     if votes is None and reactions is None:
         raise PreferError("give the votes log, the reactions log, or both")
+    if prompt_format not in FORMAT_VERSIONS:
+        raise PreferError(f"unknown prompt format {prompt_format!r}; known: {FORMAT_VERSIONS}")
     report = PreferReport()
     by_id: dict[str, Item] = {}
     for path in items:
@@ -163,11 +183,11 @@ def build_preferences(
             raise PreferError(f"{votes} does not exist")
         if not items:
             raise PreferError("votes name their A/B items: give the items file(s) with --items")
-        pairs += list(vote_pairs(VoteStore(votes).votes(), by_id, criterion, report))
+        pairs += list(vote_pairs(VoteStore(votes).votes(), by_id, criterion, report, prompt_format))
     if reactions is not None:
         if not Path(reactions).exists():
             raise PreferError(f"{reactions} does not exist")
-        more, unpaired = reaction_examples(ReactionLog(reactions).read_all(), report)
+        more, unpaired = reaction_examples(ReactionLog(reactions).read_all(), report, prompt_format)
         pairs += more
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in (("pairs.jsonl", pairs), ("unpaired.jsonl", unpaired)):

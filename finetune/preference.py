@@ -85,9 +85,13 @@ class PreferenceConfig:
         return load_settings(cls, path, overrides, "preference settings")
 
 
-def read_examples(cfg: PreferenceConfig) -> tuple[list[dict], list[dict], str]:
+def read_examples(
+    cfg: PreferenceConfig, prompt_format: str | None = None
+) -> tuple[list[dict], list[dict], str]:
     """(train, held out, data hash) from the prefer output; held-out rows chosen by a hash of
-    the prompt and texts, so the split does not move when examples are added."""
+    the prompt and texts, so the split does not move when examples are added. Rows whose
+    prompts were rendered in another format than ``prompt_format`` (the parent adapter's) are
+    refused: the child would learn prompts it is never given."""
     name = "pairs.jsonl" if cfg.method == "dpo" else "unpaired.jsonl"
     path = Path(cfg.data_dir) / name
     if not path.exists():
@@ -98,7 +102,14 @@ def read_examples(cfg: PreferenceConfig) -> tuple[list[dict], list[dict], str]:
         if cfg.method == "dpo"
         else ("prompt", "completion", "label")
     )
-    rows = [{k: r[k] for k in keys} for r in map(json.loads, raw.splitlines()) if r]
+    full = [json.loads(line) for line in raw.splitlines() if line.strip()]
+    other = {r["prompt_format"] for r in full if r.get("prompt_format")} - {prompt_format}
+    if prompt_format and other:
+        raise PreferenceDataError(
+            f"{path}: its prompts are in {', '.join(sorted(other))}, the parent adapter reads "
+            f"{prompt_format}: run `python -m finetune prefer ... --prompt-format {prompt_format}`"
+        )
+    rows = [{k: r[k] for k in keys} for r in full]
     if cfg.method == "kto" and len({r["label"] for r in rows}) < 2:
         raise PreferenceDataError(f"{path}: KTO needs both liked and disliked examples")
     if not rows:
@@ -135,7 +146,6 @@ def tune(cfg: PreferenceConfig, progress: bool = True) -> dict[str, Any]:
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    train_rows, held_rows, data_hash = read_examples(cfg)
     spec = ModelSpec(
         base=cfg.base, adapter=cfg.parent, quantization=cfg.quantization, device=cfg.device
     )
@@ -143,6 +153,7 @@ def tune(cfg: PreferenceConfig, progress: bool = True) -> dict[str, Any]:
     if parent_dir is None or not parent_dir.exists():
         raise LoadError(f"parent adapter {cfg.parent!r} does not exist: name an SFT adapter folder")
     parent = read_adapter_meta(parent_dir)
+    train_rows, held_rows, data_hash = read_examples(cfg, parent.get("prompt_format"))
     base, tokenizer, base_id, device = load_base(
         ModelSpec(base=cfg.base, adapter=None, quantization=cfg.quantization, device=cfg.device),
         trainable=True,

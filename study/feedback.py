@@ -118,7 +118,9 @@ def run_feedback(cfg: FeedbackConfig, out: Path, progress: bool = True) -> dict[
                 Vote(ANNOTATOR, item.item_id, left, right, scripted_choice(item, left, right))
             )
     # 2. Preference data and DPO from the current adapter.
-    report = build_preferences(out / "prefer", out / "votes.csv", [out / "items.jsonl"])
+    report = build_preferences(
+        out / "prefer", out / "votes.csv", [out / "items.jsonl"], prompt_format=parent.prompt_format
+    )
     tuned_dir = out / "tuned"
     settings = {
         **cfg.tune,

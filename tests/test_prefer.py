@@ -9,7 +9,7 @@ from human_ratings.pairs import Item, ItemLog, item_row
 from human_ratings.reactions import Reaction, ReactionLog
 from human_ratings.store import VoteStore
 from storygen.prompt_format import PROMPT_FORMAT_VERSION, render_request
-from storygen.request import Plan, StoryRequest
+from storygen.request import Plan, Setting, StoryRequest
 
 from .conftest import make_vote
 
@@ -124,3 +124,28 @@ def test_what_cannot_be_built_is_said(tmp_path, kwargs, message):
     }
     with pytest.raises(PreferError, match=message):
         build_preferences(tmp_path / "out", **kwargs)
+
+
+def test_prompts_are_rendered_for_the_parents_format_and_tuning_refuses_another(tmp_path):
+    from finetune.preference import PreferenceConfig, PreferenceDataError, read_examples
+    from storygen.prompt_format import V1, V2
+
+    asked = StoryRequest(genre="mystery", setting=Setting("a lighthouse, north", ""), arc="tragedy")
+    items = tmp_path / "items.jsonl"
+    item = Item("i1", asked, {"base": {"text": "Base."}, "tuned": {"text": "Tuned."}})
+    items.write_text(json.dumps(item_row(item)) + "\n")
+    votes = tmp_path / "votes.csv"
+    VoteStore(votes).append(make_vote("a", "i1", "base", "tuned", "left"))
+    build_preferences(tmp_path / "v2", votes, [items], prompt_format=V2)
+    (pair,) = [json.loads(line) for line in (tmp_path / "v2" / "pairs.jsonl").open()]
+    assert pair["prompt"] == render_request(asked, V2) and "lighthouse\\, north" in pair["prompt"]
+    assert pair["prompt_format"] == V2
+    # a version-1 parent cannot read the arc: the vote is counted out, not mistranslated
+    report = build_preferences(tmp_path / "v1", votes, [items], prompt_format=V1)
+    assert report.dropped == {f"vote: its request has what {V1} cannot say": 1}
+    with pytest.raises(PreferError, match="unknown prompt format"):
+        build_preferences(tmp_path / "x", votes, [items], prompt_format="storygen-tags-v9")
+    cfg = PreferenceConfig(parent="p", data_dir=str(tmp_path / "v2"), held_out=0.0)
+    assert len(read_examples(cfg, V2)[0]) == 1
+    with pytest.raises(PreferenceDataError, match=f"--prompt-format {PROMPT_FORMAT_VERSION}"):
+        read_examples(cfg, PROMPT_FORMAT_VERSION)
