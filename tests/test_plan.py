@@ -6,7 +6,7 @@ import json
 from eval.structure import arc_adherence, beat_adherence
 from storygen.cli import main
 from storygen.config import SamplingConfig
-from storygen.prompt_format import V2
+from storygen.prompt_format import V3
 from storygen.request import StoryRequest
 
 from .test_arcs import LEVELS, STORY, story_of
@@ -30,7 +30,7 @@ def test_cli_plan_writes_the_beats_then_the_story(tiny_model_dir, capsys):
     assert out["plan"]["beats"] and out["plan"]["origin"] == "model"
     assert out["provenance"]["plan"] == out["plan"]
     assert out["provenance"]["request"]["arc"] == "man in a hole"  # the alias, resolved
-    assert out["plan_provenance"]["prompt_format"] == V2
+    assert out["plan_provenance"]["prompt_format"] == V3
 
 
 def test_cli_outline_is_the_persons_own_beats(tiny_model_dir, tmp_path, capsys):

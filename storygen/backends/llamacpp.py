@@ -97,18 +97,27 @@ class _Session:
         if self.first:
             # The slot still holds its last story's cache: keep what the new prompt shares with
             # it (Regenerate, Continue, a chat template's system part) and compute only the
-            # rest; at least one token, for the logits.
+            # rest; at least one token, for the logits. The prompt's last token is always
+            # computed alone, after the rest: llama.cpp's batched and one-token kernels differ
+            # in the last bits, so a prompt computed whole and the same prompt found cached
+            # would start from different logits, and the same seed could give another story.
             keep = common_prefix(llm.input_ids[: llm.n_tokens].tolist(), ids)
             llm.n_tokens = min(keep, len(ids) - 1)
             ids = ids[llm.n_tokens :]
             self.first = False
-        try:
-            llm.eval(ids)  # drops the cache past n_tokens first
-        except RuntimeError as exc:
-            raise BackendError(f"llama.cpp failed to decode: {exc}") from exc
+            if len(ids) > 1:
+                self._eval(ids[:-1])
+                ids = ids[-1:]
+        self._eval(ids)
         # The logits of the last position, valid until the next eval (the sampler copies them).
         logits = lc.llama_get_logits_ith(llm.ctx, -1)
         return np.ctypeslib.as_array(logits, shape=(self.backend._n_vocab,))
+
+    def _eval(self, ids: list[int]) -> None:
+        try:
+            self.llm.eval(ids)  # drops the cache past n_tokens first
+        except RuntimeError as exc:
+            raise BackendError(f"llama.cpp failed to decode: {exc}") from exc
 
 
 def common_prefix(a: list, b: list) -> int:
