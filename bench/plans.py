@@ -8,7 +8,7 @@ continues after ``premise:``, ``1.`` ... ``5.``, one sentence a line); ``free`` 
 the plan prompt to the model's end of text, a marker or 256 tokens, read by the same parser
 (how plans were written before session 9). Printed per path: beats per plan, the share of plans
 with five beats, the share of beats that are lines of narration (the rule that picks training
-beats, :func:`storygen.arcs._is_narration`), words per beat, plans with a piece of a marker
+beats, :func:`storygen.arcs.is_narration`), words per beat, plans with a piece of a marker
 (``<|``, ``|>``) left in a beat, and seconds per plan.
 """
 
@@ -39,7 +39,7 @@ def free_plan(backend, request, sampling):
 
 
 def shape(plans: list, seconds: float) -> dict:
-    from storygen.arcs import _is_narration
+    from storygen.arcs import is_narration
 
     beats = [b for p in plans if p for b in p.beats]
     return {
@@ -47,7 +47,7 @@ def shape(plans: list, seconds: float) -> dict:
         "unusable": sum(p is None for p in plans),
         "beats_per_plan": len(beats) / max(len(plans), 1),
         "five_beats": sum(bool(p) and len(p.beats) == 5 for p in plans) / max(len(plans), 1),
-        "narration": sum(map(_is_narration, beats)) / max(len(beats), 1),
+        "narration": sum(map(is_narration, beats)) / max(len(beats), 1),
         "words_per_beat": sum(len(b.split()) for b in beats) / max(len(beats), 1),
         "marker_left": sum(any("<|" in b or "|>" in b for b in p.beats) for p in plans if p),
         "s_per_plan": seconds / max(len(plans), 1),

@@ -166,7 +166,7 @@ _NARRATION = re.compile(r"[A-Z][^\"“”]*[^.!?…\"“”][.!]")
 _ADDRESS = re.compile(r"https?:|www\.|/\S|\d[:/]\d")
 
 
-def _is_narration(sentence: str) -> bool:
+def is_narration(sentence: str) -> bool:
     """Could this sentence be a beat as a reader would write one: narration, not dialogue, a
     question, a fragment, a heading or a timestamp?"""
     s = sentence.strip()
@@ -187,7 +187,7 @@ def _central(parts: list[str]) -> int:
     for i, bag in enumerate(bags):
         shared = sum(len(bag & other) for j, other in enumerate(bags) if j != i)
         fits = 1 if 3 <= len(parts[i].split()) <= MAX_BEAT_WORDS else 0
-        key = (_is_narration(parts[i]), fits, shared, len(bag))
+        key = (is_narration(parts[i]), fits, shared, len(bag))
         if best_key is None or key > best_key:
             best, best_key = i, key
     return best
