@@ -639,21 +639,25 @@ def test_the_plan_holds_its_shape_one_sentence_a_line_whatever_the_model_rambles
 
 
 def test_a_plan_line_ends_at_its_first_sentence_and_waits_when_unsure():
-    assert plan_line("Mara waits alone") == ("Mara waits alone", False)
-    assert plan_line("Mara waits alone.") == ("Mara waits alone.", False)  # unless more follows
-    assert plan_line("Mara waits alone. ") == ("Mara waits alone.", False)
-    assert plan_line("Mara waits alone. Then") == ("Mara waits alone.", True)
-    assert plan_line('"Go," said Mara. "Now"') == ('"Go," said Mara.', True)
-    assert plan_line("It was 3.5 miles away. X") == ("It was 3.5 miles away.", True)
-    assert plan_line("Stop. Go now. X") == ("Stop. Go now.", True)  # three words at least
-    assert plan_line("Then Mr. Smith came. X") == ("Then Mr. Smith came.", True)
-    assert plan_line("Mara waits\nmore") == ("Mara waits", True)
-    assert plan_line("Mara waits <|story|> x") == ("Mara waits", True)
-    assert plan_line("Mara waits <") == ("Mara waits ", False)  # perhaps a marker
-    assert plan_line("She woke at 6 a.m. and ran. Then") == ("She woke at 6 a.m. and ran.", True)
-    assert plan_line("Mara waits alone. 3 ships") == ("Mara waits alone.", True)
-    assert plan_line("Mara waits alone\u2028more") == ("Mara waits alone", True)
-    assert plan_line('"Dr. Who is here," she said. X') == ('"Dr. Who is here," she said.', True)
+    cases = [  # (the model's text so far, what of the line stands, whether it is complete)
+        ("Mara waits alone", "Mara waits alone", False),
+        ("Mara waits alone.", "Mara waits alone.", False),  # unless more follows
+        ("Mara waits alone. ", "Mara waits alone.", False),
+        ("Mara waits alone. Then", "Mara waits alone.", True),
+        ('"Go," said Mara. "Now"', '"Go," said Mara.', True),
+        ("It was 3.5 miles away. X", "It was 3.5 miles away.", True),
+        ("Stop. Go now. X", "Stop. Go now.", True),  # three words at least
+        ("Then Mr. Smith came. X", "Then Mr. Smith came.", True),
+        ("Mara waits\nmore", "Mara waits", True),
+        ("Mara waits <|story|> x", "Mara waits", True),
+        ("Mara waits <", "Mara waits ", False),  # perhaps a marker
+        ("She woke at 6 a.m. and ran. Then", "She woke at 6 a.m. and ran.", True),
+        ("Mara waits alone. 3 ships", "Mara waits alone.", True),
+        ("Mara waits alone\u2028more", "Mara waits alone", True),
+        ('"Dr. Who is here," she said. X', '"Dr. Who is here," she said.', True),
+    ]
+    for text, stands, complete in cases:
+        assert plan_line(text) == (stands, complete), text
 
 
 def test_a_plan_numbers_only_the_lines_it_keeps_and_shows_what_it_will_give():
