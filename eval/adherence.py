@@ -30,6 +30,10 @@ def _covered(phrase: str, story_words: set[str], share: float) -> bool:
     return bool(words) and len(words & story_words) >= share * len(words)
 
 
+FIELD_KINDS = ("character", "genre", "tone", "setting", "era", "plot_point", "ending", "pov")
+"""The kinds of field :func:`check` judges (its keys' part before any ``:``)."""
+
+
 def check(request: StoryRequest, story: str) -> dict[str, bool]:
     """For each field the request sets, whether the story follows it."""
     tokens = re.findall(r"[A-Za-z][A-Za-z'’-]*", story.lower())

@@ -3,14 +3,17 @@ and the tuned adapter is measured against its parent.
 
 This is a simulation, not people: the annotator is an explicit, deterministic rule taken from
 eval's metrics (it prefers the story that follows more of its request, by
-:func:`eval.adherence.check`; equal is a tie). It votes on A/B items made from the current
-adapter: ``samples`` stories per request (seeded), of which the item shows the one the rule
-scores highest and the one it scores lowest (with two samples, both). Choosing the pair by an
-automatic metric is how a real arena would spend scarce votes on pairs that differ; here the
-metric and the voter are the same rule, which a study with people would not have. The loop
-then builds preference data from those votes (``finetune prefer``), tunes the adapter with
-DPO (``finetune tune``), and on held-out requests compares child with parent on the rule's own
-metric (paired, with its 95% interval) and on the perplexity of held-out human stories.
+:func:`eval.adherence.check`, counting all of the request's fields or only the kinds named in
+``rule_fields``; equal is a tie). It votes on A/B items made from the current adapter, for the
+requests the rule can judge: ``samples`` stories per request (seeded), of which the item shows
+the one the rule scores highest and the one it scores lowest (with two samples, both).
+Choosing the pair by an automatic metric is how a real arena would spend scarce votes on pairs
+that differ; here the metric and the voter are the same rule, which a study with people would
+not have. The loop then builds preference data from those votes (``finetune prefer``), tunes
+the adapter with DPO (``finetune tune``), and on held-out requests compares child with parent
+on the rule's own metric (the share of the judged fields followed, pooled over
+``test_samples`` stories per request; paired, with its 95% interval) and on the perplexity of
+held-out human stories.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eval.adherence import check
+from tqdm import tqdm
+
+from eval.adherence import FIELD_KINDS, check, field_kind
 from eval.intervals import interval, paired_difference
-from eval.metric import Figure, ratio_of
+from eval.metric import Figure, exp, ratio_of
 from finetune.prefer import build_preferences
 from finetune.preference import PreferenceConfig, tune
 from human_ratings.pairs import Item, item_row
@@ -33,15 +38,23 @@ from storygen.request import StoryRequest
 ANNOTATOR = "scripted-adherence"
 
 
-def adherence_of(request: StoryRequest, story: str) -> float:
-    """The share of the request's fields the story follows (the scripted annotator's rule)."""
+def rule_checks(request: StoryRequest, story: str, fields=None) -> dict[str, bool]:
+    """The adherence checks the rule counts: all of them, or those of the kinds in ``fields``."""
     checks = check(request, story)
+    return (
+        checks if fields is None else {k: v for k, v in checks.items() if field_kind(k) in fields}
+    )
+
+
+def adherence_of(request: StoryRequest, story: str, fields=None) -> float:
+    """The share of the request's (judged) fields the story follows: the annotator's rule."""
+    checks = rule_checks(request, story, fields)
     return sum(checks.values()) / len(checks) if checks else 0.0
 
 
-def scripted_choice(item: Item, left: str, right: str) -> str:
+def scripted_choice(item: Item, left: str, right: str, fields=None) -> str:
     """The rule's vote: the side whose story follows more of the request; a tie when equal."""
-    a, b = (adherence_of(item.request, item.stories[s]["text"]) for s in (left, right))
+    a, b = (adherence_of(item.request, item.stories[s]["text"], fields) for s in (left, right))
     return "left" if a > b else "right" if b > a else "tie"
 
 
@@ -60,22 +73,56 @@ class FeedbackConfig:
     """A/B items are made from the first this many requests."""
     samples: int = 2
     """Stories written per request; the item holds the rule's best and worst of them."""
+    rule_fields: list[str] | None = None
+    """The kinds of request field the annotator counts (``character``, ``genre``, ...; see
+    :data:`eval.adherence.FIELD_KINDS`); None counts every field the request sets. Requests
+    that set none of them are left out, of the A/B items and of the check."""
     items_seed: int = 9000
     test_limit: int = 40
+    test_samples: int = 1
+    """Stories per held-out request and system in the check (the same seeds for both)."""
     sampling: dict[str, Any] = field(default_factory=lambda: {"max_new_tokens": 200})
     tune: dict[str, Any] = field(default_factory=dict)
     """:class:`~finetune.preference.PreferenceConfig` fields (parent, base, data and output
     folders are the loop's)."""
 
     def __post_init__(self):
-        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 2:
-            raise ValueError(f"samples must be a whole number of at least 2, got {self.samples!r}")
+        for name, least in (("samples", 2), ("test_samples", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(
+                    f"{name} must be a whole number of at least {least}, got {value!r}"
+                )
+        if self.rule_fields is not None:
+            unknown = sorted(set(self.rule_fields) - set(FIELD_KINDS))
+            if unknown or not self.rule_fields:
+                raise ValueError(
+                    f"rule_fields must name kinds among {', '.join(FIELD_KINDS)}; got "
+                    f"{self.rule_fields!r}"
+                )
+
+    @property
+    def rule(self) -> str:
+        fields = (
+            "every field"
+            if self.rule_fields is None
+            else " and ".join(self.rule_fields) + " fields"
+        )
+        return f"higher request adherence wins, counting {fields}; equal is a tie"
+
+    @property
+    def annotator(self) -> str:
+        return ANNOTATOR + ("" if self.rule_fields is None else ":" + "+".join(self.rule_fields))
+
+    def judges(self, request: StoryRequest) -> bool:
+        """Whether the rule has a field of this request to judge."""
+        return bool(rule_checks(request, "", self.rule_fields))
 
 
-def extreme_pair(request: StoryRequest, stories: dict[str, dict]) -> dict[str, dict]:
+def extreme_pair(request: StoryRequest, stories: dict[str, dict], fields=None) -> dict[str, dict]:
     """Of several stories (name -> {"text", ...}), the one the rule scores lowest and the one it
     scores highest (on ties, the first written and the last written), in name order."""
-    ranked = sorted(stories, key=lambda name: adherence_of(request, stories[name]["text"]))
+    ranked = sorted(stories, key=lambda name: adherence_of(request, stories[name]["text"], fields))
     return {name: stories[name] for name in sorted({ranked[0], ranked[-1]})}
 
 
@@ -101,22 +148,24 @@ def run_feedback(cfg: FeedbackConfig, out: Path, progress: bool = True) -> dict[
     parent = load_backend(spec)
     # 1. A/B items from the current adapter, the rule's best and worst of ``samples`` seeds per
     # request, and the scripted votes.
-    requests = load_requests(Path(cfg.requests))[: cfg.requests_limit]
+    requests = [r for r in load_requests(Path(cfg.requests)) if cfg.judges(r)]
+    requests = requests[: cfg.requests_limit]
     store = VoteStore(out / "votes.csv")
     with (out / "items.jsonl").open("w") as f:
-        for i, request in enumerate(requests):
+        for i, request in enumerate(
+            tqdm(requests, desc="A/B items", unit="request", disable=not progress)
+        ):
             seeds = [cfg.items_seed + cfg.samples * i + k for k in range(cfg.samples)]
             written = {
                 f"seed-{s}": _story(parent, request, SamplingConfig(**{**cfg.sampling, "seed": s}))
                 for s in seeds
             }
-            stories = extreme_pair(request, written)
+            stories = extreme_pair(request, written, cfg.rule_fields)
             item = Item(f"sim-{i}", request, stories)
             f.write(json.dumps(item_row(item)) + "\n")
             left, right = sorted(stories)
-            store.append(
-                Vote(ANNOTATOR, item.item_id, left, right, scripted_choice(item, left, right))
-            )
+            choice = scripted_choice(item, left, right, cfg.rule_fields)
+            store.append(Vote(cfg.annotator, item.item_id, left, right, choice))
     # 2. Preference data and DPO from the current adapter.
     report = build_preferences(
         out / "prefer", out / "votes.csv", [out / "items.jsonl"], prompt_format=parent.prompt_format
@@ -131,36 +180,45 @@ def run_feedback(cfg: FeedbackConfig, out: Path, progress: bool = True) -> dict[
         "method": "dpo",
     }
     metrics = tune(from_dict(PreferenceConfig, settings, "feedback: tune"), progress)
-    # 3. Child against parent on held-out requests (same seeds) and held-out human stories.
+    # 3. Child against parent on held-out requests (the same seeds) and held-out human stories.
     child = load_backend(replace_adapter(spec, tuned_dir))
     items = load_test_set(Path(cfg.test), cfg.test_limit)
     rows = {"parent": [], "child": []}
     for name, backend in (("parent", parent), ("child", child)):
         adapter = cfg.adapter if name == "parent" else tuned_dir
         lm = load_model(ModelSpec(base=cfg.base, adapter=str(adapter), quantization="fp32"))
-        for i, it in enumerate(items):
-            sampling = SamplingConfig(**{**cfg.sampling, "seed": cfg.items_seed + 100_000 + i})
-            story = _story(backend, it["request"], sampling)["text"]
+        for i, it in enumerate(tqdm(items, desc=f"check: {name}", disable=not progress)):
             prompt = backend.prompt(it["request"]).text
             nll = story_nll(lm.model, lm.tokenizer, prompt, it["reference"])
-            rows[name].append(
-                {
-                    "id": it["id"],
-                    "adherence": adherence_of(it["request"], story),
-                    "nll": nll.nll,
-                    "tokens": nll.tokens,
-                }
-            )
-    rule = Figure("adherence", lambda rs: sum(r["adherence"] for r in rs) / len(rs), "adherence")
-    ppl = Figure("token_ppl", ratio_of("nll", "tokens", _exp), "tokens")
+            row = {
+                "id": it["id"],
+                "hits": None,
+                "asked": None,
+                "nll": nll.nll,
+                "tokens": nll.tokens,
+            }
+            if cfg.judges(it["request"]):
+                row["hits"] = row["asked"] = 0
+                for k in range(cfg.test_samples):
+                    seed = cfg.items_seed + 100_000 + cfg.test_samples * i + k
+                    sampling = SamplingConfig(**{**cfg.sampling, "seed": seed})
+                    story = _story(backend, it["request"], sampling)["text"]
+                    checks = rule_checks(it["request"], story, cfg.rule_fields)
+                    row["hits"] += sum(checks.values())
+                    row["asked"] += len(checks)
+            rows[name].append(row)
+    # The share of the judged fields followed, pooled over stories (as eval's adherence).
+    rule = Figure("adherence", ratio_of("hits", "asked"), "asked")
+    ppl = Figure("token_ppl", ratio_of("nll", "tokens", exp), "tokens")
     result = {
-        "simulation": "a scripted annotator (higher request adherence wins; equal is a tie), "
-        "not people",
+        "simulation": f"a scripted annotator ({cfg.rule}), not people",
+        "annotator": cfg.annotator,
         "config": asdict(cfg),
         "votes": {c: sum(v.choice == c for v in store.votes()) for c in ("left", "right", "tie")},
         "preference_data": report.to_dict(),
         "tune": metrics,
         "held_out_items": len(items),
+        "judged_items": sum(r["asked"] is not None for r in rows["parent"]),
         "adherence": {n: rule.of(r) for n, r in rows.items()},
         "adherence_ci95": {n: interval(rule, r) for n, r in rows.items()},
         "adherence_difference": paired_difference(rule, rows["parent"], rows["child"]),
@@ -181,9 +239,3 @@ def replace_adapter(spec: ModelSpec, adapter) -> ModelSpec:
     from dataclasses import replace
 
     return replace(spec, adapter=str(adapter))
-
-
-def _exp(x: float) -> float:
-    import math
-
-    return math.exp(x)

@@ -10,7 +10,7 @@ import torch
 import yaml
 from rouge_score.rouge_scorer import RougeScorer
 
-from eval.adherence import adherence, check
+from eval.adherence import FIELD_KINDS, adherence, check
 from eval.compare import EvalError, load_test_set, run
 from eval.diversity import distinct_n, repeated_ngram_rate, self_bleu
 from eval.overlap import bleu, lcs_length, rouge, rouge_pair
@@ -103,6 +103,8 @@ def test_adherence_checks_each_requested_field():
         genre="fantasy",
         pov="first person",
         plot_points=["the dragon burns the castle"],
+        tone="dark",
+        ending="happy",
     )
     story = (
         "I watched Mara climb the lighthouse in the 1920s. The dragon came at night, and "
@@ -112,8 +114,10 @@ def test_adherence_checks_each_requested_field():
     assert result["character:Mara"] and not result["character:Jonah"]
     assert result["setting"] and result["era"] and result["genre"] and result["pov"]
     assert result["plot_point:0"]
+    # FIELD_KINDS names every kind of check (the feedback loop's rule picks from it).
+    assert {key.split(":")[0] for key in result} == set(FIELD_KINDS)
     summary = adherence([req], [story])
-    assert summary["adherence"] == pytest.approx(6 / 7)
+    assert summary["adherence"] == pytest.approx(6 / 9)
     assert summary["adherence_character"] == 0.5
 
 

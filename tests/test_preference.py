@@ -142,8 +142,10 @@ def test_kto_learns_from_unpaired_thumbs_and_refuses_one_sided_data(tiny_model_d
 
 def test_the_simulated_feedback_loop_runs_end_to_end(tiny_model_dir, sft, tmp_path):
     """Scripted votes on A/B items of the adapter, preference data, DPO, then child against
-    parent on held-out items: every step's output is there and says what it is."""
-    from study.feedback import FeedbackConfig, run_feedback
+    parent on held-out items: every step's output is there and says what it is. The rule here
+    counts point of view and ending only: a request without them makes no item."""
+    from eval.compare import load_test_set
+    from study.feedback import FeedbackConfig, rule_checks, run_feedback
 
     requests = tmp_path / "requests.jsonl"
     asks = [
@@ -155,6 +157,7 @@ def test_the_simulated_feedback_loop_runs_end_to_end(tiny_model_dir, sft, tmp_pa
             ("fantasy", "third person", "open", "dark"),
         ]
     ] * 3
+    asks.insert(5, {"genre": "horror"})  # nothing the rule counts
     requests.write_text("".join(json.dumps(a) + "\n" for a in asks))
     build(FIXTURES / "wp_hf.csv", tmp_path / "test", valid_fraction=0.0, progress=False)
     cfg = FeedbackConfig(
@@ -164,6 +167,8 @@ def test_the_simulated_feedback_loop_runs_end_to_end(tiny_model_dir, sft, tmp_pa
         base=str(tiny_model_dir),
         test_limit=3,
         samples=3,
+        rule_fields=["pov", "ending"],
+        test_samples=2,
         sampling={"max_new_tokens": 24, "temperature": 1.2},
         tune={
             "quantization": "fp32",
@@ -185,9 +190,20 @@ def test_the_simulated_feedback_loop_runs_end_to_end(tiny_model_dir, sft, tmp_pa
     assert d["n_items"] == 3 and d["difference"] == pytest.approx(
         result["adherence"]["child"] - result["adherence"]["parent"]
     )
-    assert result["simulation"].startswith("a scripted annotator")
+    assert result["simulation"].startswith(
+        "a scripted annotator (higher request adherence wins, counting pov and ending fields"
+    )
     items = [json.loads(line) for line in (tmp_path / "loop" / "items.jsonl").open()]
     assert len(items) == 12 and all(len(i["stories"]) == 2 for i in items)
+    assert {"genre": "horror"} not in [i["request"] for i in items]
+    # In the check, two stories per judged request and system, each judged on the rule's fields.
+    tests = {t["id"]: t["request"] for t in load_test_set(tmp_path / "test" / "train.jsonl", 3)}
+    rows = [json.loads(line) for line in (tmp_path / "loop" / "per_item.jsonl").open()]
+    assert len(rows) == 6 and result["judged_items"] == sum(map(cfg.judges, tests.values())) >= 1
+    for row in rows:
+        fields = len(rule_checks(tests[row["id"]], "", cfg.rule_fields))
+        assert row["asked"] == (2 * fields if fields else None)
+        assert row["hits"] is None or 0 <= row["hits"] <= row["asked"]
     assert (tmp_path / "loop" / "tuned" / "storygen_adapter.json").exists()
     saved = json.loads((tmp_path / "loop" / "feedback.json").read_text())
     assert saved["ppl_change"] == pytest.approx(result["ppl_change"])
@@ -203,15 +219,42 @@ def test_the_feedback_item_is_the_rules_best_and_worst_story():
         "seed-2": {"text": "Nobody walked. He saw it."},  # nothing asked for
         "seed-3": {"text": "Mara walked. He saw her."},  # one name
         "seed-4": {"text": "Someone walked. She saw it."},  # nothing, written later
+        "seed-5": {"text": "Someone walked. I saw it, I did."},  # first person only
     }
-    assert [adherence_of(request, s["text"]) for s in stories.values()] == [1.0, 0.0, 1 / 3, 0.0]
+    assert [adherence_of(request, s["text"]) for s in stories.values()] == [
+        1.0,
+        0.0,
+        1 / 3,
+        0.0,
+        1 / 3,
+    ]
     assert extreme_pair(request, stories) == {k: stories[k] for k in ("seed-1", "seed-2")}
     assert list(extreme_pair(request, {k: stories[k] for k in ("seed-3", "seed-1")})) == [
         "seed-1",
         "seed-3",
     ]
+    # A rule that counts the characters only: the first-person story no longer scores.
+    names = ["character"]
+    assert [adherence_of(request, s["text"], names) for s in stories.values()] == [
+        1.0,
+        0.0,
+        0.5,
+        0.0,
+        0.0,
+    ]
+    some = {k: stories[k] for k in ("seed-3", "seed-4", "seed-5")}
+    assert list(extreme_pair(request, some)) == ["seed-4", "seed-5"]  # a tie at best: the last
+    assert list(extreme_pair(request, some, names)) == ["seed-3", "seed-4"]
+    pov_only = FeedbackConfig(requests="r.jsonl", test="t.jsonl", rule_fields=["pov"])
+    assert pov_only.judges(request) and not pov_only.judges(StoryRequest(genre="horror"))
+    assert pov_only.annotator == "scripted-adherence:pov"
     with pytest.raises(ValueError, match="samples must be a whole number of at least 2"):
         FeedbackConfig(requests="r.jsonl", test="t.jsonl", samples=1)
+    with pytest.raises(ValueError, match="test_samples must be a whole number of at least 1"):
+        FeedbackConfig(requests="r.jsonl", test="t.jsonl", test_samples=0)
+    for bad in (["characters"], [], "pov"):
+        with pytest.raises(ValueError, match="rule_fields must name kinds among character"):
+            FeedbackConfig(requests="r.jsonl", test="t.jsonl", rule_fields=bad)
 
 
 def test_an_interrupted_tuning_resumes_from_its_checkpoint_and_ends_as_an_unbroken_one(
