@@ -34,6 +34,7 @@ from human_ratings.pairs import Item, item_row
 from human_ratings.store import Vote, VoteStore
 from storygen.config import ModelSpec, SamplingConfig, from_dict
 from storygen.request import StoryRequest
+from study.config import StudyError
 
 ANNOTATOR = "scripted-adherence"
 
@@ -70,13 +71,14 @@ class FeedbackConfig:
     """The current (parent) adapter."""
     base: str = "embedded"
     requests_limit: int = 100
-    """A/B items are made from the first this many requests."""
+    """A/B items are made from the first this many requests the rule can judge."""
     samples: int = 2
     """Stories written per request; the item holds the rule's best and worst of them."""
     rule_fields: list[str] | None = None
     """The kinds of request field the annotator counts (``character``, ``genre``, ...; see
     :data:`eval.adherence.FIELD_KINDS`); None counts every field the request sets. Requests
-    that set none of them are left out, of the A/B items and of the check."""
+    that set none of them make no A/B item, and in the check get no stories (their human
+    stories still count for perplexity)."""
     items_seed: int = 9000
     test_limit: int = 40
     test_samples: int = 1
@@ -94,12 +96,18 @@ class FeedbackConfig:
                     f"{name} must be a whole number of at least {least}, got {value!r}"
                 )
         if self.rule_fields is not None:
-            unknown = sorted(set(self.rule_fields) - set(FIELD_KINDS))
-            if unknown or not self.rule_fields:
+            fields = self.rule_fields
+            if (
+                not isinstance(fields, list | tuple)
+                or not fields
+                or not set(map(str, fields)) <= set(FIELD_KINDS)
+            ):
                 raise ValueError(
-                    f"rule_fields must name kinds among {', '.join(FIELD_KINDS)}; got "
-                    f"{self.rule_fields!r}"
+                    f"rule_fields must be a list of kinds among {', '.join(FIELD_KINDS)}; got "
+                    f"{fields!r}"
                 )
+            # One name per rule, whatever the order or repeats it was written with.
+            self.rule_fields = [k for k in FIELD_KINDS if k in fields]
 
     @property
     def rule(self) -> str:
@@ -141,6 +149,13 @@ def run_feedback(cfg: FeedbackConfig, out: Path, progress: bool = True) -> dict[
     from storygen.backends import load_backend
     from storygen.loading import load_model
 
+    if (out / "votes.csv").exists():
+        # The vote log only grows, so a second round here would mix its votes with the first's.
+        raise StudyError(f"{out} holds a round already (votes.csv); choose another --out")
+    requests = [r for r in load_requests(Path(cfg.requests)) if cfg.judges(r)]
+    requests = requests[: cfg.requests_limit]
+    if not requests:
+        raise StudyError(f"{cfg.requests}: no request sets a field the rule counts ({cfg.rule})")
     out.mkdir(parents=True, exist_ok=True)
     # Stories on the default engine (llama.cpp for the embedded GGUF base); perplexity on
     # transformers in fp32, which it needs.
@@ -148,8 +163,6 @@ def run_feedback(cfg: FeedbackConfig, out: Path, progress: bool = True) -> dict[
     parent = load_backend(spec)
     # 1. A/B items from the current adapter, the rule's best and worst of ``samples`` seeds per
     # request, and the scripted votes.
-    requests = [r for r in load_requests(Path(cfg.requests)) if cfg.judges(r)]
-    requests = requests[: cfg.requests_limit]
     store = VoteStore(out / "votes.csv")
     with (out / "items.jsonl").open("w") as f:
         for i, request in enumerate(
@@ -199,8 +212,11 @@ def run_feedback(cfg: FeedbackConfig, out: Path, progress: bool = True) -> dict[
             }
             if cfg.judges(it["request"]):
                 row["hits"] = row["asked"] = 0
-                for k in range(cfg.test_samples):
-                    seed = cfg.items_seed + 100_000 + cfg.test_samples * i + k
+                row["seeds"] = [
+                    cfg.items_seed + 100_000 + cfg.test_samples * i + k
+                    for k in range(cfg.test_samples)
+                ]
+                for seed in row["seeds"]:
                     sampling = SamplingConfig(**{**cfg.sampling, "seed": seed})
                     story = _story(backend, it["request"], sampling)["text"]
                     checks = rule_checks(it["request"], story, cfg.rule_fields)

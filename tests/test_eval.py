@@ -105,6 +105,9 @@ def test_adherence_checks_each_requested_field():
         plot_points=["the dragon burns the castle"],
         tone="dark",
         ending="happy",
+        length="flash",
+        prompt="A keeper's last night",
+        arc="icarus",
     )
     story = (
         "I watched Mara climb the lighthouse in the 1920s. The dragon came at night, and "
@@ -114,7 +117,8 @@ def test_adherence_checks_each_requested_field():
     assert result["character:Mara"] and not result["character:Jonah"]
     assert result["setting"] and result["era"] and result["genre"] and result["pov"]
     assert result["plot_point:0"]
-    # FIELD_KINDS names every kind of check (the feedback loop's rule picks from it).
+    # FIELD_KINDS names every kind of check (the feedback loop's rule picks from it); the
+    # request sets every field, so a check added for any of them shows here.
     assert {key.split(":")[0] for key in result} == set(FIELD_KINDS)
     summary = adherence([req], [story])
     assert summary["adherence"] == pytest.approx(6 / 9)

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -143,8 +144,10 @@ def test_kto_learns_from_unpaired_thumbs_and_refuses_one_sided_data(tiny_model_d
 def test_the_simulated_feedback_loop_runs_end_to_end(tiny_model_dir, sft, tmp_path):
     """Scripted votes on A/B items of the adapter, preference data, DPO, then child against
     parent on held-out items: every step's output is there and says what it is. The rule here
-    counts point of view and ending only: a request without them makes no item."""
+    counts ending and point of view only: a request without them makes no item."""
     from eval.compare import load_test_set
+    from storygen.request import StoryRequest
+    from study.config import StudyError
     from study.feedback import FeedbackConfig, rule_checks, run_feedback
 
     requests = tmp_path / "requests.jsonl"
@@ -160,11 +163,16 @@ def test_the_simulated_feedback_loop_runs_end_to_end(tiny_model_dir, sft, tmp_pa
     asks.insert(5, {"genre": "horror"})  # nothing the rule counts
     requests.write_text("".join(json.dumps(a) + "\n" for a in asks))
     build(FIXTURES / "wp_hf.csv", tmp_path / "test", valid_fraction=0.0, progress=False)
+    test_set = tmp_path / "test" / "train.jsonl"
+    held_out = [json.loads(line) for line in test_set.open()]
+    held_out[1]["request"].update(pov="", ending="")  # a held-out request the rule cannot judge
+    test_set.write_text("".join(json.dumps(r) + "\n" for r in held_out))
     cfg = FeedbackConfig(
         requests=str(requests),
-        test=str(tmp_path / "test" / "train.jsonl"),
+        test=str(test_set),
         adapter=str(sft),
         base=str(tiny_model_dir),
+        requests_limit=12,  # the first 12 the rule judges: all but the horror request
         test_limit=3,
         samples=3,
         rule_fields=["pov", "ending"],
@@ -187,26 +195,39 @@ def test_the_simulated_feedback_loop_runs_end_to_end(tiny_model_dir, sft, tmp_pa
     assert result["preference_data"]["total_pairs"] == votes["left"] + votes["right"]
     assert result["tune"]["steps"] == 2 and result["held_out_items"] == 3
     d = result["adherence_difference"]
-    assert d["n_items"] == 3 and d["difference"] == pytest.approx(
+    assert d["n_items"] == 2 and d["difference"] == pytest.approx(
         result["adherence"]["child"] - result["adherence"]["parent"]
     )
     assert result["simulation"].startswith(
-        "a scripted annotator (higher request adherence wins, counting pov and ending fields"
+        "a scripted annotator (higher request adherence wins, counting ending and pov fields"
     )
     items = [json.loads(line) for line in (tmp_path / "loop" / "items.jsonl").open()]
     assert len(items) == 12 and all(len(i["stories"]) == 2 for i in items)
-    assert {"genre": "horror"} not in [i["request"] for i in items]
-    # In the check, two stories per judged request and system, each judged on the rule's fields.
-    tests = {t["id"]: t["request"] for t in load_test_set(tmp_path / "test" / "train.jsonl", 3)}
+    horror = StoryRequest(genre="horror")
+    assert horror not in [StoryRequest.from_dict(i["request"]) for i in items]
+    # In the check, two stories per judged request and system, each judged on the rule's fields,
+    # with the same seeds for parent and child; the unjudged request gets perplexity only.
+    tests = {t["id"]: t["request"] for t in load_test_set(test_set, 3)}
     rows = [json.loads(line) for line in (tmp_path / "loop" / "per_item.jsonl").open()]
-    assert len(rows) == 6 and result["judged_items"] == sum(map(cfg.judges, tests.values())) >= 1
+    assert len(rows) == 6 and all(r["tokens"] > 0 for r in rows)
+    assert result["judged_items"] == sum(map(cfg.judges, tests.values())) == 2
     for row in rows:
         fields = len(rule_checks(tests[row["id"]], "", cfg.rule_fields))
         assert row["asked"] == (2 * fields if fields else None)
         assert row["hits"] is None or 0 <= row["hits"] <= row["asked"]
+    seeds = {(r["system"], r["id"]): r.get("seeds") for r in rows}
+    assert all(seeds["parent", i] == seeds["child", i] for i in tests)
+    check_seeds = [s for i in tests for s in seeds["parent", i] or []]
+    item_seeds = {f"seed-{s}" for s in check_seeds} & {n for i in items for n in i["stories"]}
+    assert len(set(check_seeds)) == len(check_seeds) == 4 and not item_seeds
     assert (tmp_path / "loop" / "tuned" / "storygen_adapter.json").exists()
     saved = json.loads((tmp_path / "loop" / "feedback.json").read_text())
     assert saved["ppl_change"] == pytest.approx(result["ppl_change"])
+    # A second round into the same folder would mix its votes with these: refused up front.
+    with pytest.raises(StudyError, match="holds a round already"):
+        run_feedback(cfg, tmp_path / "loop", progress=False)
+    with pytest.raises(StudyError, match="no request sets a field the rule counts"):
+        run_feedback(replace(cfg, rule_fields=["era"]), tmp_path / "era", progress=False)
 
 
 def test_the_feedback_item_is_the_rules_best_and_worst_story():
@@ -252,9 +273,15 @@ def test_the_feedback_item_is_the_rules_best_and_worst_story():
         FeedbackConfig(requests="r.jsonl", test="t.jsonl", samples=1)
     with pytest.raises(ValueError, match="test_samples must be a whole number of at least 1"):
         FeedbackConfig(requests="r.jsonl", test="t.jsonl", test_samples=0)
-    for bad in (["characters"], [], "pov"):
-        with pytest.raises(ValueError, match="rule_fields must name kinds among character"):
+    for bad in (["characters"], [], "pov", {"pov": 1}, [1]):
+        with pytest.raises(ValueError, match="rule_fields must be a list of kinds among character"):
             FeedbackConfig(requests="r.jsonl", test="t.jsonl", rule_fields=bad)
+    # One rule, one annotator name, whatever the order and repeats it was written with.
+    both = FeedbackConfig(
+        requests="r.jsonl", test="t.jsonl", rule_fields=["pov", "character", "pov"]
+    )
+    assert both.rule_fields == ["character", "pov"]
+    assert both.annotator == "scripted-adherence:character+pov"
 
 
 def test_an_interrupted_tuning_resumes_from_its_checkpoint_and_ends_as_an_unbroken_one(
