@@ -208,6 +208,8 @@ def tune(cfg: PreferenceConfig, progress: bool = True) -> dict[str, Any]:
         "quantization": cfg.quantization,
         "lineage": {
             "parent": parent.get("name") or str(parent_dir),
+            # As given ("demo" or a path): what loads the parent on another machine too.
+            "parent_adapter": cfg.parent,
             "parent_dir": str(parent_dir),
             "method": cfg.method,
             "data": str(Path(cfg.data_dir)),

@@ -172,7 +172,9 @@ def arena_systems(
 
     meta = read_adapter_meta(Path(child))
     lineage = meta.get("lineage") or {}
-    parent = lineage.get("parent_dir")
+    # The parent as it was given to `tune` ("demo" loads anywhere); older lineages have only
+    # the folder it was read from.
+    parent = lineage.get("parent_adapter") or lineage.get("parent_dir")
     if not parent:
         raise PairsError(
             f"{child}: its storygen_adapter.json names no parent (an adapter from "

@@ -29,3 +29,23 @@ def test_the_arena_refuses_a_system_that_plans_first(tmp_path):
     path.write_text("systems:\n  - {name: a, plan: sometimes}\n  - {name: b}\n")
     with pytest.raises(PairsError, match="plan must be one of none, model, reference"):
         load_systems(path)
+
+
+def test_the_arena_finds_a_tuned_adapters_parent_as_it_was_given_to_tune(tmp_path):
+    """A committed child of the demo adapter names its parent "demo", which loads on any
+    machine; the folder it was read from (an absolute path on the tuning machine) is the
+    fallback for lineages written before."""
+    from human_ratings.pairs import arena_systems
+
+    child = tmp_path / "kid"
+    child.mkdir()
+    (child / "adapter_config.json").write_text("{}")
+    lineage = {"parent": "smollm2-135m-wp-demo", "parent_dir": "/gone/smollm2-135m-wp-demo"}
+    for given, parent in (({"parent_adapter": "demo"}, "demo"), ({}, lineage["parent_dir"])):
+        meta = {"name": "kid", "lineage": {**lineage, **given}}
+        (child / "storygen_adapter.json").write_text(json.dumps(meta))
+        systems = arena_systems(child)
+        assert [(s.name, s.model.adapter) for s in systems] == [
+            ("smollm2-135m-wp-demo", parent),
+            ("kid", str(child)),
+        ]

@@ -82,6 +82,7 @@ def test_dpo_moves_the_adapter_towards_the_chosen_stories_and_records_its_lineag
     assert metrics["eval_rewards_margins"] > 0 and metrics["eval_rewards_accuracies"] > 0.5
     meta = read_adapter_meta(out)
     assert meta["lineage"]["parent"] == "tiny-sft" and meta["lineage"]["method"] == "dpo"
+    assert meta["lineage"]["parent_adapter"] == str(sft)  # as given to tune
     assert meta["lineage"]["train_examples"] + meta["lineage"]["held_out_examples"] == 16
     assert len(meta["lineage"]["data_sha256"]) == 64
     assert meta["base_model"] == read_adapter_meta(sft)["base_model"]
