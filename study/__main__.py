@@ -2,7 +2,8 @@
 
 run CONFIG        preprocess -> train (+ GGUF) -> compare, each stage reused when finished
 verify MANIFEST   rerun a finished study from nothing and say, per figure, if it matches
-feedback CONFIG   one round of the feedback loop with a scripted annotator (a simulation)
+feedback CONFIG   one round of the feedback loop with a scripted annotator (a simulation);
+                  --check-only reruns a finished round's child/parent check
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     f.add_argument("config", type=Path, help="a feedback YAML (see study/feedback_demo.yaml)")
     f.add_argument("--out", type=Path, default=Path("runs/feedback"))
+    f.add_argument(
+        "--check-only",
+        action="store_true",
+        help="run the child/parent check again on the round already in --out",
+    )
     args = parser.parse_args(argv)
 
     from eval.compare import EvalError
@@ -54,8 +60,15 @@ def main(argv: list[str] | None = None) -> int:
                 )
             except ConfigError as exc:
                 raise StudyError(str(exc)) from exc
-            result = run_feedback(cfg, args.out)
-            keys = ("votes", "adherence", "adherence_difference", "token_ppl", "ppl_change")
+            result = run_feedback(cfg, args.out, check_only=args.check_only)
+            keys = (
+                "votes",
+                "adherence",
+                "adherence_difference",
+                "adherence_every_field_difference",
+                "token_ppl",
+                "ppl_change",
+            )
             print(json.dumps({k: result[k] for k in keys}, indent=2))
             return 0
         if args.command == "run":

@@ -39,12 +39,14 @@ from study.config import StudyError
 ANNOTATOR = "scripted-adherence"
 
 
+def judged(checks: dict[str, bool], fields=None) -> dict[str, bool]:
+    """Of adherence checks, those the rule counts: all, or those of the kinds in ``fields``."""
+    return {k: v for k, v in checks.items() if fields is None or field_kind(k) in fields}
+
+
 def rule_checks(request: StoryRequest, story: str, fields=None) -> dict[str, bool]:
-    """The adherence checks the rule counts: all of them, or those of the kinds in ``fields``."""
-    checks = check(request, story)
-    return (
-        checks if fields is None else {k: v for k, v in checks.items() if field_kind(k) in fields}
-    )
+    """The adherence checks the rule counts for this story."""
+    return judged(check(request, story), fields)
 
 
 def adherence_of(request: StoryRequest, story: str, fields=None) -> float:
@@ -141,28 +143,92 @@ def _story(backend, request, sampling):
     return {"text": story.text, "provenance": story.provenance}
 
 
-def run_feedback(cfg: FeedbackConfig, out: Path, progress: bool = True) -> dict[str, Any]:
-    """Run one round into ``out``; returns (and writes) ``feedback.json``."""
-    from eval.compare import load_test_set
-    from eval.perplexity import story_nll
+def run_feedback(
+    cfg: FeedbackConfig, out: Path, progress: bool = True, check_only: bool = False
+) -> dict[str, Any]:
+    """Run one round into ``out``; returns (and writes) ``feedback.json``. ``check_only`` runs
+    the child/parent check again on a finished round's tuned adapter (the same seeds, so the same
+    stories), leaving its votes, preference data and adapter as they are."""
     from human_ratings.pairs import load_requests
     from storygen.backends import load_backend
-    from storygen.loading import load_model
 
-    if (out / "votes.csv").exists():
+    tuned_dir = out / "tuned"
+    if check_only:
+        if not (tuned_dir / "metrics.json").exists():
+            raise StudyError(f"{out} holds no tuned adapter to check; run the round first")
+        report = json.loads((out / "prefer" / "report.json").read_text())
+        metrics = json.loads((tuned_dir / "metrics.json").read_text())
+    elif (out / "votes.csv").exists():
         # The vote log only grows, so a second round here would mix its votes with the first's.
         raise StudyError(f"{out} holds a round already (votes.csv); choose another --out")
-    requests = [r for r in load_requests(Path(cfg.requests)) if cfg.judges(r)]
-    requests = requests[: cfg.requests_limit]
-    if not requests:
-        raise StudyError(f"{cfg.requests}: no request sets a field the rule counts ({cfg.rule})")
+    else:
+        requests = [r for r in load_requests(Path(cfg.requests)) if cfg.judges(r)]
+        requests = requests[: cfg.requests_limit]
+        if not requests:
+            raise StudyError(
+                f"{cfg.requests}: no request sets a field the rule counts ({cfg.rule})"
+            )
     out.mkdir(parents=True, exist_ok=True)
     # Stories on the default engine (llama.cpp for the embedded GGUF base); perplexity on
     # transformers in fp32, which it needs.
     spec = ModelSpec(base=cfg.base, adapter=cfg.adapter)
     parent = load_backend(spec)
-    # 1. A/B items from the current adapter, the rule's best and worst of ``samples`` seeds per
-    # request, and the scripted votes.
+    if not check_only:
+        _vote(cfg, parent, requests, out, progress)
+        # Preference data and DPO from the current adapter.
+        report = build_preferences(
+            out / "prefer",
+            out / "votes.csv",
+            [out / "items.jsonl"],
+            prompt_format=parent.prompt_format,
+        ).to_dict()
+        settings = {
+            **cfg.tune,
+            "parent": cfg.adapter,
+            "base": cfg.base,
+            "data_dir": str(out / "prefer"),
+            "output_dir": str(tuned_dir),
+            "method": "dpo",
+        }
+        metrics = tune(from_dict(PreferenceConfig, settings, "feedback: tune"), progress)
+    child = load_backend(replace_adapter(spec, tuned_dir))
+    rows = _check(cfg, {"parent": (parent, cfg.adapter), "child": (child, tuned_dir)}, progress)
+    # The share of the judged fields followed, pooled over stories (as eval's adherence); and
+    # of every field the request sets, to show what a rule on some fields did to the others.
+    rule = Figure("adherence", ratio_of("hits", "asked"), "asked")
+    every = Figure("adherence_every_field", ratio_of("all_hits", "all_asked"), "all_asked")
+    ppl = Figure("token_ppl", ratio_of("nll", "tokens", exp), "tokens")
+    votes = VoteStore(out / "votes.csv").votes()
+    result = {
+        "simulation": f"a scripted annotator ({cfg.rule}), not people",
+        "annotator": cfg.annotator,
+        "config": asdict(cfg),
+        "votes": {c: sum(v.choice == c for v in votes) for c in ("left", "right", "tie")},
+        "preference_data": report,
+        "tune": metrics,
+        "held_out_items": len(rows["parent"]),
+        "judged_items": sum(r["asked"] is not None for r in rows["parent"]),
+        "adherence": {n: rule.of(r) for n, r in rows.items()},
+        "adherence_ci95": {n: interval(rule, r) for n, r in rows.items()},
+        "adherence_difference": paired_difference(rule, rows["parent"], rows["child"]),
+        "adherence_every_field": {n: every.of(r) for n, r in rows.items()},
+        "adherence_every_field_difference": paired_difference(every, rows["parent"], rows["child"]),
+        "token_ppl": {n: ppl.of(r) for n, r in rows.items()},
+    }
+    result["ppl_change"] = result["token_ppl"]["child"] / result["token_ppl"]["parent"] - 1
+    lo = result["adherence_difference"]["ci95"][0]
+    result["rule_metric_rose"] = bool(lo > 0)
+    result["ppl_within_5_percent"] = bool(result["ppl_change"] <= 0.05)
+    with (out / "per_item.jsonl").open("w") as f:
+        for name, rs in rows.items():
+            f.writelines(json.dumps({"system": name, **r}) + "\n" for r in rs)
+    (out / "feedback.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _vote(cfg: FeedbackConfig, parent, requests, out: Path, progress: bool) -> None:
+    """A/B items from the current adapter, the rule's best and worst of ``samples`` seeds per
+    request, and the scripted votes, into ``items.jsonl`` and ``votes.csv``."""
     store = VoteStore(out / "votes.csv")
     with (out / "items.jsonl").open("w") as f:
         for i, request in enumerate(
@@ -179,76 +245,42 @@ def run_feedback(cfg: FeedbackConfig, out: Path, progress: bool = True) -> dict[
             left, right = sorted(stories)
             choice = scripted_choice(item, left, right, cfg.rule_fields)
             store.append(Vote(cfg.annotator, item.item_id, left, right, choice))
-    # 2. Preference data and DPO from the current adapter.
-    report = build_preferences(
-        out / "prefer", out / "votes.csv", [out / "items.jsonl"], prompt_format=parent.prompt_format
-    )
-    tuned_dir = out / "tuned"
-    settings = {
-        **cfg.tune,
-        "parent": cfg.adapter,
-        "base": cfg.base,
-        "data_dir": str(out / "prefer"),
-        "output_dir": str(tuned_dir),
-        "method": "dpo",
-    }
-    metrics = tune(from_dict(PreferenceConfig, settings, "feedback: tune"), progress)
-    # 3. Child against parent on held-out requests (the same seeds) and held-out human stories.
-    child = load_backend(replace_adapter(spec, tuned_dir))
+
+
+def _check(cfg: FeedbackConfig, systems: dict, progress: bool) -> dict[str, list[dict]]:
+    """Per system (name -> (backend, adapter)), one row per held-out item: the perplexity of its
+    human story, and for a request the rule judges, the judged and all fields followed by
+    ``test_samples`` stories (the same seeds for every system)."""
+    from eval.compare import load_test_set
+    from eval.perplexity import story_nll
+    from storygen.loading import load_model
+
     items = load_test_set(Path(cfg.test), cfg.test_limit)
-    rows = {"parent": [], "child": []}
-    for name, backend in (("parent", parent), ("child", child)):
-        adapter = cfg.adapter if name == "parent" else tuned_dir
+    rows: dict[str, list[dict]] = {}
+    for name, (backend, adapter) in systems.items():
         lm = load_model(ModelSpec(base=cfg.base, adapter=str(adapter), quantization="fp32"))
+        rows[name] = []
         for i, it in enumerate(tqdm(items, desc=f"check: {name}", disable=not progress)):
-            prompt = backend.prompt(it["request"]).text
-            nll = story_nll(lm.model, lm.tokenizer, prompt, it["reference"])
-            row = {
-                "id": it["id"],
-                "hits": None,
-                "asked": None,
-                "nll": nll.nll,
-                "tokens": nll.tokens,
-            }
-            if cfg.judges(it["request"]):
-                row["hits"] = row["asked"] = 0
+            request = it["request"]
+            nll = story_nll(lm.model, lm.tokenizer, backend.prompt(request).text, it["reference"])
+            row = {"id": it["id"], "hits": None, "asked": None, "nll": nll.nll}
+            row["tokens"] = nll.tokens
+            if cfg.judges(request):
+                row.update(hits=0, asked=0, all_hits=0, all_asked=0)
                 row["seeds"] = [
                     cfg.items_seed + 100_000 + cfg.test_samples * i + k
                     for k in range(cfg.test_samples)
                 ]
                 for seed in row["seeds"]:
                     sampling = SamplingConfig(**{**cfg.sampling, "seed": seed})
-                    story = _story(backend, it["request"], sampling)["text"]
-                    checks = rule_checks(it["request"], story, cfg.rule_fields)
-                    row["hits"] += sum(checks.values())
-                    row["asked"] += len(checks)
+                    checks = check(request, _story(backend, request, sampling)["text"])
+                    counted = judged(checks, cfg.rule_fields)
+                    row["hits"] += sum(counted.values())
+                    row["asked"] += len(counted)
+                    row["all_hits"] += sum(checks.values())
+                    row["all_asked"] += len(checks)
             rows[name].append(row)
-    # The share of the judged fields followed, pooled over stories (as eval's adherence).
-    rule = Figure("adherence", ratio_of("hits", "asked"), "asked")
-    ppl = Figure("token_ppl", ratio_of("nll", "tokens", exp), "tokens")
-    result = {
-        "simulation": f"a scripted annotator ({cfg.rule}), not people",
-        "annotator": cfg.annotator,
-        "config": asdict(cfg),
-        "votes": {c: sum(v.choice == c for v in store.votes()) for c in ("left", "right", "tie")},
-        "preference_data": report.to_dict(),
-        "tune": metrics,
-        "held_out_items": len(items),
-        "judged_items": sum(r["asked"] is not None for r in rows["parent"]),
-        "adherence": {n: rule.of(r) for n, r in rows.items()},
-        "adherence_ci95": {n: interval(rule, r) for n, r in rows.items()},
-        "adherence_difference": paired_difference(rule, rows["parent"], rows["child"]),
-        "token_ppl": {n: ppl.of(r) for n, r in rows.items()},
-    }
-    result["ppl_change"] = result["token_ppl"]["child"] / result["token_ppl"]["parent"] - 1
-    lo = result["adherence_difference"]["ci95"][0]
-    result["rule_metric_rose"] = bool(lo > 0)
-    result["ppl_within_5_percent"] = bool(result["ppl_change"] <= 0.05)
-    with (out / "per_item.jsonl").open("w") as f:
-        for name, rs in rows.items():
-            f.writelines(json.dumps({"system": name, **r}) + "\n" for r in rs)
-    (out / "feedback.json").write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return rows
 
 
 def replace_adapter(spec: ModelSpec, adapter) -> ModelSpec:

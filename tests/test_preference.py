@@ -216,6 +216,9 @@ def test_the_simulated_feedback_loop_runs_end_to_end(tiny_model_dir, sft, tmp_pa
         fields = len(rule_checks(tests[row["id"]], "", cfg.rule_fields))
         assert row["asked"] == (2 * fields if fields else None)
         assert row["hits"] is None or 0 <= row["hits"] <= row["asked"]
+        assert (
+            row["hits"] is None or row["all_asked"] - row["asked"] >= row["all_hits"] - row["hits"]
+        )
     seeds = {(r["system"], r["id"]): r.get("seeds") for r in rows}
     assert all(seeds["parent", i] == seeds["child", i] for i in tests)
     check_seeds = [s for i in tests for s in seeds["parent", i] or []]
@@ -227,6 +230,12 @@ def test_the_simulated_feedback_loop_runs_end_to_end(tiny_model_dir, sft, tmp_pa
     # A second round into the same folder would mix its votes with these: refused up front.
     with pytest.raises(StudyError, match="holds a round already"):
         run_feedback(cfg, tmp_path / "loop", progress=False)
+    # The check alone, again: the same seeds give the same stories, so the same figures.
+    again = run_feedback(cfg, tmp_path / "loop", progress=False, check_only=True)
+    assert again == json.loads(json.dumps(result))
+    assert [json.loads(line) for line in (tmp_path / "loop" / "per_item.jsonl").open()] == rows
+    with pytest.raises(StudyError, match="holds no tuned adapter to check"):
+        run_feedback(cfg, tmp_path / "none", progress=False, check_only=True)
     with pytest.raises(StudyError, match="no request sets a field the rule counts"):
         run_feedback(replace(cfg, rule_fields=["era"]), tmp_path / "era", progress=False)
 
