@@ -219,3 +219,22 @@ def test_the_write_path_imports_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_the_committed_feedback_child_loads_here_and_meets_its_parent_in_the_arena(demo):
+    """The DPO child of the demo adapter (docs/feedback/round3) loads as an adapter folder does,
+    and the arena sets it against "demo", its parent as given to tune, on any machine."""
+    from human_ratings.pairs import arena_systems
+    from storygen.config import project_root
+
+    folder = project_root() / "adapters" / "smollm2-135m-wp-demo-dpo"
+    child = load_backend(ModelSpec(adapter=str(folder)))
+    request = StoryRequest(characters=[], genre="horror", length="flash")
+    story = generate_story(child, request, SETTINGS)
+    assert story.text and story.provenance["adapter_name"] == "smollm2-135m-wp-demo-dpo"
+    assert child.prompt(request).text == demo.prompt(request).text  # the parent's format
+    systems = arena_systems(folder)
+    assert [(s.name, s.model.adapter) for s in systems] == [
+        ("smollm2-135m-wp-demo", "demo"),
+        ("smollm2-135m-wp-demo-dpo", str(folder)),
+    ]
