@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                 "votes",
                 "adherence",
                 "adherence_difference",
-                "adherence_every_field_difference",
+                "adherence_other_fields_difference",
                 "token_ppl",
                 "ppl_change",
             )

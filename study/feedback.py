@@ -194,9 +194,9 @@ def run_feedback(
     child = load_backend(replace_adapter(spec, tuned_dir))
     rows = _check(cfg, {"parent": (parent, cfg.adapter), "child": (child, tuned_dir)}, progress)
     # The share of the judged fields followed, pooled over stories (as eval's adherence); and
-    # of every field the request sets, to show what a rule on some fields did to the others.
+    # of the request's other fields, to show what a rule on some fields did to the rest.
     rule = Figure("adherence", ratio_of("hits", "asked"), "asked")
-    every = Figure("adherence_every_field", ratio_of("all_hits", "all_asked"), "all_asked")
+    others = Figure("adherence_other_fields", ratio_of("other_hits", "other_asked"), "other_asked")
     ppl = Figure("token_ppl", ratio_of("nll", "tokens", exp), "tokens")
     votes = VoteStore(out / "votes.csv").votes()
     result = {
@@ -211,8 +211,10 @@ def run_feedback(
         "adherence": {n: rule.of(r) for n, r in rows.items()},
         "adherence_ci95": {n: interval(rule, r) for n, r in rows.items()},
         "adherence_difference": paired_difference(rule, rows["parent"], rows["child"]),
-        "adherence_every_field": {n: every.of(r) for n, r in rows.items()},
-        "adherence_every_field_difference": paired_difference(every, rows["parent"], rows["child"]),
+        "adherence_other_fields": {n: others.of(r) for n, r in rows.items()},
+        "adherence_other_fields_difference": paired_difference(
+            others, rows["parent"], rows["child"]
+        ),
         "token_ppl": {n: ppl.of(r) for n, r in rows.items()},
     }
     result["ppl_change"] = result["token_ppl"]["child"] / result["token_ppl"]["parent"] - 1
@@ -249,7 +251,7 @@ def _vote(cfg: FeedbackConfig, parent, requests, out: Path, progress: bool) -> N
 
 def _check(cfg: FeedbackConfig, systems: dict, progress: bool) -> dict[str, list[dict]]:
     """Per system (name -> (backend, adapter)), one row per held-out item: the perplexity of its
-    human story, and for a request the rule judges, the judged and all fields followed by
+    human story, and for a request the rule judges, the judged and the other fields followed by
     ``test_samples`` stories (the same seeds for every system)."""
     from eval.compare import load_test_set
     from eval.perplexity import story_nll
@@ -266,7 +268,7 @@ def _check(cfg: FeedbackConfig, systems: dict, progress: bool) -> dict[str, list
             row = {"id": it["id"], "hits": None, "asked": None, "nll": nll.nll}
             row["tokens"] = nll.tokens
             if cfg.judges(request):
-                row.update(hits=0, asked=0, all_hits=0, all_asked=0)
+                row.update(hits=0, asked=0, other_hits=0, other_asked=0)
                 row["seeds"] = [
                     cfg.items_seed + 100_000 + cfg.test_samples * i + k
                     for k in range(cfg.test_samples)
@@ -277,8 +279,8 @@ def _check(cfg: FeedbackConfig, systems: dict, progress: bool) -> dict[str, list
                     counted = judged(checks, cfg.rule_fields)
                     row["hits"] += sum(counted.values())
                     row["asked"] += len(counted)
-                    row["all_hits"] += sum(checks.values())
-                    row["all_asked"] += len(checks)
+                    row["other_hits"] += sum(checks.values()) - sum(counted.values())
+                    row["other_asked"] += len(checks) - len(counted)
             rows[name].append(row)
     return rows
 
