@@ -142,6 +142,7 @@ def tune(cfg: PreferenceConfig, progress: bool = True) -> dict[str, Any]:
         check_adapter,
         load_base,
         read_adapter_meta,
+        weights_sha256,
     )
 
     if cfg.threads:
@@ -208,9 +209,11 @@ def tune(cfg: PreferenceConfig, progress: bool = True) -> dict[str, Any]:
         "quantization": cfg.quantization,
         "lineage": {
             "parent": parent.get("name") or str(parent_dir),
-            # As given ("demo" or a path): what loads the parent on another machine too.
+            # As given ("demo" or a path): what loads the parent on another machine too; its
+            # weights' hash tells whether what that name loads later is still this parent.
             "parent_adapter": cfg.parent,
             "parent_dir": str(parent_dir),
+            "parent_sha256": weights_sha256(parent_dir),
             "method": cfg.method,
             "data": str(Path(cfg.data_dir)),
             "data_sha256": data_hash,

@@ -168,18 +168,14 @@ def arena_systems(
 ) -> list[SystemSpec]:
     """A preference-tuned adapter and its parent (from its lineage) as the two systems of A/B
     items, with the same base and sampling: the Rate tab then judges child against parent."""
-    from storygen.loading import read_adapter_meta
+    from storygen.loading import LineageError, lineage_parent, read_adapter_meta
 
     meta = read_adapter_meta(Path(child))
     lineage = meta.get("lineage") or {}
-    # The parent as it was given to `tune` ("demo" loads anywhere); older lineages have only
-    # the folder it was read from.
-    parent = lineage.get("parent_adapter") or lineage.get("parent_dir")
-    if not parent:
-        raise PairsError(
-            f"{child}: its storygen_adapter.json names no parent (an adapter from "
-            "`python -m finetune tune` does)"
-        )
+    try:
+        parent = lineage_parent(Path(child), base)
+    except LineageError as exc:
+        raise PairsError(str(exc)) from exc
     names = (lineage.get("parent") or Path(parent).name, meta.get("name") or Path(child).name)
     if names[0] == names[1]:
         names = (f"{names[0]} (parent)", names[1])

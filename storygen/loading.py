@@ -9,6 +9,7 @@ the functions that need it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import warnings
@@ -270,3 +271,41 @@ def load_model(spec: ModelSpec | None = None) -> LoadedModel:
             raise LoadError(f"could not load adapter {adir}: {type(exc).__name__}: {exc}") from exc
         model.eval()
     return LoadedModel(model, tokenizer, spec, base_id, device, meta)
+
+
+class LineageError(ValueError):
+    """A tuned adapter whose parent cannot be found as it was tuned from."""
+
+
+def weights_sha256(adapter_dir: Path) -> str:
+    """SHA-256 of an adapter folder's weights (``adapter_model.safetensors``)."""
+    return hashlib.sha256(
+        (Path(adapter_dir) / "adapter_model.safetensors").read_bytes()
+    ).hexdigest()
+
+
+def lineage_parent(child: Path, base: str = "embedded") -> str:
+    """The parent adapter a tuned adapter's lineage names, as a model spec's ``adapter`` (as it
+    was given to ``tune``; older lineages: the folder it was read from). Raises
+    :class:`LineageError` when it names none, or when what that name loads now is not the
+    adapter it was tuned from (an adapter replaced in place, such as a retrained demo)."""
+    lineage = read_adapter_meta(Path(child)).get("lineage") or {}
+    parent = lineage.get("parent_adapter") or lineage.get("parent_dir")
+    if not parent:
+        raise LineageError(
+            f"{child}: its storygen_adapter.json names no parent (an adapter from "
+            "`python -m finetune tune` does)"
+        )
+    expected = lineage.get("parent_sha256")
+    if expected:
+        try:
+            folder = adapter_path(ModelSpec(base=base, adapter=parent))
+            found = weights_sha256(folder)
+        except (LoadError, OSError) as exc:
+            raise LineageError(f"{child}: its parent {parent!r} cannot be read: {exc}") from exc
+        if found != expected:
+            raise LineageError(
+                f"{child}: its parent {parent!r} ({folder}) is not the adapter it was tuned "
+                "from (its weights changed since); name that adapter's folder instead"
+            )
+    return parent

@@ -33,10 +33,13 @@ from finetune.preference import PreferenceConfig, tune
 from human_ratings.pairs import Item, item_row
 from human_ratings.store import Vote, VoteStore
 from storygen.config import ModelSpec, SamplingConfig, from_dict
+from storygen.loading import LineageError, lineage_parent
 from storygen.request import StoryRequest
 from study.config import StudyError
 
 ANNOTATOR = "scripted-adherence"
+CONFIG_FILE = "feedback_config.json"
+"""The round's settings, written when it starts; a later ``--check-only`` must match them."""
 
 
 def judged(checks: dict[str, bool], fields=None) -> dict[str, bool]:
@@ -153,9 +156,11 @@ def run_feedback(
     from storygen.backends import load_backend
 
     tuned_dir = out / "tuned"
+    recorded = json.loads(json.dumps(asdict(cfg)))
     if check_only:
         if not (tuned_dir / "metrics.json").exists():
             raise StudyError(f"{out} holds no tuned adapter to check; run the round first")
+        _same_round(cfg, recorded, out)
         report = json.loads((out / "prefer" / "report.json").read_text())
         metrics = json.loads((tuned_dir / "metrics.json").read_text())
     elif (out / "votes.csv").exists():
@@ -169,6 +174,8 @@ def run_feedback(
                 f"{cfg.requests}: no request sets a field the rule counts ({cfg.rule})"
             )
     out.mkdir(parents=True, exist_ok=True)
+    if not check_only:
+        (out / CONFIG_FILE).write_text(json.dumps(recorded, indent=2) + "\n")
     # Stories on the default engine (llama.cpp for the embedded GGUF base); perplexity on
     # transformers in fp32, which it needs.
     spec = ModelSpec(base=cfg.base, adapter=cfg.adapter)
@@ -226,6 +233,25 @@ def run_feedback(
             f.writelines(json.dumps({"system": name, **r}) + "\n" for r in rs)
     (out / "feedback.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _same_round(cfg: FeedbackConfig, recorded: dict, out: Path) -> None:
+    """Refuse to check a round with other settings than it ran with, or whose parent adapter is
+    no longer the one its child was tuned from: the figures would mix two experiments."""
+    saved_path = out / CONFIG_FILE
+    if not saved_path.exists():
+        raise StudyError(f"{out} has no {CONFIG_FILE}: the round's settings are unknown")
+    saved = json.loads(saved_path.read_text())
+    differ = sorted(k for k in saved.keys() | recorded.keys() if saved.get(k) != recorded.get(k))
+    if differ:
+        raise StudyError(
+            f"{out} ran with other settings than this config ({', '.join(differ)}); check it "
+            f"with the config it ran with"
+        )
+    try:
+        lineage_parent(out / "tuned", cfg.base)
+    except LineageError as exc:
+        raise StudyError(str(exc)) from exc
 
 
 def _vote(cfg: FeedbackConfig, parent, requests, out: Path, progress: bool) -> None:

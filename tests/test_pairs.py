@@ -34,8 +34,11 @@ def test_the_arena_refuses_a_system_that_plans_first(tmp_path):
 def test_the_arena_finds_a_tuned_adapters_parent_as_it_was_given_to_tune(tmp_path):
     """A committed child of the demo adapter names its parent "demo", which loads on any
     machine; the folder it was read from (an absolute path on the tuning machine) is the
-    fallback for lineages written before."""
+    fallback for lineages written before. If "demo" no longer loads the weights the child was
+    tuned from (the demo adapter retrained in place), the arena refuses."""
     from human_ratings.pairs import arena_systems
+    from storygen.config import demo_adapter_dir
+    from storygen.loading import weights_sha256
 
     child = tmp_path / "kid"
     child.mkdir()
@@ -49,3 +52,10 @@ def test_the_arena_finds_a_tuned_adapters_parent_as_it_was_given_to_tune(tmp_pat
             ("smollm2-135m-wp-demo", parent),
             ("kid", str(child)),
         ]
+    demo = {"parent_adapter": "demo", "parent_sha256": weights_sha256(demo_adapter_dir())}
+    (child / "storygen_adapter.json").write_text(json.dumps({"lineage": {**lineage, **demo}}))
+    assert arena_systems(child)[0].model.adapter == "demo"
+    demo["parent_sha256"] = "0" * 64
+    (child / "storygen_adapter.json").write_text(json.dumps({"lineage": {**lineage, **demo}}))
+    with pytest.raises(PairsError, match="'demo' .* is not the adapter it was tuned from"):
+        arena_systems(child)

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -13,7 +14,7 @@ from finetune.config import TrainConfig
 from finetune.preference import PreferenceConfig, PreferenceDataError, tune
 from finetune.train import train
 from storygen.config import ModelSpec
-from storygen.loading import load_model, read_adapter_meta
+from storygen.loading import load_model, read_adapter_meta, weights_sha256
 
 from .conftest import FIXTURES
 
@@ -67,7 +68,7 @@ def _cfg(tiny_model_dir, sft, tmp_path, **kw):
 
 
 def test_dpo_moves_the_adapter_towards_the_chosen_stories_and_records_its_lineage(
-    tiny_model_dir, sft, tmp_path
+    tiny_model_dir, sft, tmp_path, monkeypatch
 ):
     (tmp_path / "prefer").mkdir()
     rows = [
@@ -76,13 +77,18 @@ def test_dpo_moves_the_adapter_towards_the_chosen_stories_and_records_its_lineag
     ]
     (tmp_path / "prefer" / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     # QLoRA: the NF4 base, as on the real model (TRL leaves bf16 adapter weights; saved fp16).
-    metrics = tune(_cfg(tiny_model_dir, sft, tmp_path, quantization="nf4"), progress=False)
+    # The parent is named relative to the working folder; the lineage keeps it so.
+    monkeypatch.chdir(sft.parent)
+    cfg = _cfg(tiny_model_dir, sft, tmp_path, quantization="nf4", parent=sft.name)
+    metrics = tune(cfg, progress=False)
     out = tmp_path / "tuned"
     assert metrics["steps"] == 4 and metrics["held_out_examples"] > 0
     assert metrics["eval_rewards_margins"] > 0 and metrics["eval_rewards_accuracies"] > 0.5
     meta = read_adapter_meta(out)
     assert meta["lineage"]["parent"] == "tiny-sft" and meta["lineage"]["method"] == "dpo"
-    assert meta["lineage"]["parent_adapter"] == str(sft)  # as given to tune
+    assert meta["lineage"]["parent_adapter"] == sft.name  # as given to tune
+    assert meta["lineage"]["parent_dir"] == sft.name  # the folder it was read from
+    assert meta["lineage"]["parent_sha256"] == weights_sha256(sft)
     assert meta["lineage"]["train_examples"] + meta["lineage"]["held_out_examples"] == 16
     assert len(meta["lineage"]["data_sha256"]) == 64
     assert meta["base_model"] == read_adapter_meta(sft)["base_model"]
@@ -114,7 +120,7 @@ def test_dpo_moves_the_adapter_towards_the_chosen_stories_and_records_its_lineag
     items = load_items(arena / "pairs.jsonl")
     assert len(items) == 2 and all(set(it.stories) == {"tiny-sft", "tiny-dpo"} for it in items)
     systems = {s.name: s.model.adapter for s in load_systems(arena / "systems.yaml")}
-    assert systems == {"tiny-sft": str(sft), "tiny-dpo": str(out)}
+    assert systems == {"tiny-sft": sft.name, "tiny-dpo": str(out)}
     assert main(["arena", str(sft), str(requests), "--out", str(tmp_path / "x")]) == 2  # no parent
 
 
@@ -148,10 +154,14 @@ def test_the_simulated_feedback_loop_runs_end_to_end(tiny_model_dir, sft, tmp_pa
     counts ending and point of view only: a request without them makes no item."""
     from eval.adherence import check
     from eval.compare import load_test_set
+    from human_ratings.pairs import load_items
+    from human_ratings.store import VoteStore
     from storygen.request import StoryRequest
     from study.config import StudyError
-    from study.feedback import FeedbackConfig, rule_checks, run_feedback
+    from study.feedback import FeedbackConfig, adherence_of, rule_checks, run_feedback
 
+    parent = tmp_path / "parent"  # a copy: the test changes its weights at the end
+    shutil.copytree(sft, parent)
     requests = tmp_path / "requests.jsonl"
     asks = [
         {"genre": g, "pov": p, "ending": e, "tone": t}
@@ -172,7 +182,7 @@ def test_the_simulated_feedback_loop_runs_end_to_end(tiny_model_dir, sft, tmp_pa
     cfg = FeedbackConfig(
         requests=str(requests),
         test=str(test_set),
-        adapter=str(sft),
+        adapter=str(parent),
         base=str(tiny_model_dir),
         requests_limit=12,  # the first 12 the rule judges: all but the horror request
         test_limit=3,
@@ -207,6 +217,15 @@ def test_the_simulated_feedback_loop_runs_end_to_end(tiny_model_dir, sft, tmp_pa
     assert len(items) == 12 and all(len(i["stories"]) == 2 for i in items)
     horror = StoryRequest(genre="horror")
     assert horror not in [StoryRequest.from_dict(i["request"]) for i in items]
+    # Each vote goes to the side whose story follows more of the rule's fields.
+    by_id = {i.item_id: i for i in load_items(tmp_path / "loop" / "items.jsonl")}
+    for v in VoteStore(tmp_path / "loop" / "votes.csv").votes():
+        item = by_id[v.item_id]
+        a, b = (
+            adherence_of(item.request, item.stories[s]["text"], cfg.rule_fields)
+            for s in (v.system_left, v.system_right)
+        )
+        assert v.choice == ("left" if a > b else "right" if b > a else "tie")
     # In the check, two stories per judged request and system, each judged on the rule's fields,
     # with the same seeds for parent and child; the unjudged request gets perplexity only.
     tests = {t["id"]: t["request"] for t in load_test_set(test_set, 3)}
@@ -220,6 +239,15 @@ def test_the_simulated_feedback_loop_runs_end_to_end(tiny_model_dir, sft, tmp_pa
         assert row["hits"] is None or 0 <= row["other_hits"] <= row["other_asked"]
         others = len(check(tests[row["id"]], "")) - fields
         assert row.get("other_asked") == (2 * others if fields else None)
+    for name in ("parent", "child"):  # the figures are the rows' pooled shares
+        mine = [r for r in rows if r["system"] == name and r["asked"] is not None]
+        pooled = {
+            k: sum(r[k] for r in mine) for k in ("hits", "asked", "other_hits", "other_asked")
+        }
+        assert result["adherence"][name] == pooled["hits"] / pooled["asked"]
+        assert (
+            result["adherence_other_fields"][name] == pooled["other_hits"] / pooled["other_asked"]
+        )
     seeds = {(r["system"], r["id"]): r.get("seeds") for r in rows}
     assert all(seeds["parent", i] == seeds["child", i] for i in tests)
     check_seeds = [s for i in tests for s in seeds["parent", i] or []]
@@ -232,18 +260,28 @@ def test_the_simulated_feedback_loop_runs_end_to_end(tiny_model_dir, sft, tmp_pa
     with pytest.raises(StudyError, match="holds a round already"):
         run_feedback(cfg, tmp_path / "loop", progress=False)
     # The check alone, again: the same seeds give the same stories, so the same figures.
+    for written in ("feedback.json", "per_item.jsonl"):
+        (tmp_path / "loop" / written).unlink()
     again = run_feedback(cfg, tmp_path / "loop", progress=False, check_only=True)
-    assert again == json.loads(json.dumps(result))
+    assert again == json.loads(json.dumps(result)) == saved
     assert [json.loads(line) for line in (tmp_path / "loop" / "per_item.jsonl").open()] == rows
     with pytest.raises(StudyError, match="holds no tuned adapter to check"):
         run_feedback(cfg, tmp_path / "none", progress=False, check_only=True)
+    # ... but only as the round ran: not with other settings, nor once the parent has changed.
+    with pytest.raises(StudyError, match=r"ran with other settings than this config \(samples\)"):
+        run_feedback(replace(cfg, samples=4), tmp_path / "loop", progress=False, check_only=True)
+    with (parent / "adapter_model.safetensors").open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(StudyError, match="is not the adapter it was tuned from"):
+        run_feedback(cfg, tmp_path / "loop", progress=False, check_only=True)
     with pytest.raises(StudyError, match="no request sets a field the rule counts"):
         run_feedback(replace(cfg, rule_fields=["era"]), tmp_path / "era", progress=False)
 
 
 def test_the_feedback_item_is_the_rules_best_and_worst_story():
+    from human_ratings.pairs import Item
     from storygen.request import Character, StoryRequest
-    from study.feedback import FeedbackConfig, adherence_of, extreme_pair
+    from study.feedback import FeedbackConfig, adherence_of, extreme_pair, scripted_choice
 
     request = StoryRequest(characters=[Character("Mara"), Character("Jonah")], pov="first person")
     stories = {
@@ -277,6 +315,11 @@ def test_the_feedback_item_is_the_rules_best_and_worst_story():
     some = {k: stories[k] for k in ("seed-3", "seed-4", "seed-5")}
     assert list(extreme_pair(request, some)) == ["seed-4", "seed-5"]  # a tie at best: the last
     assert list(extreme_pair(request, some, names)) == ["seed-3", "seed-4"]
+    item = Item("x", request, {k: stories[k] for k in ("seed-3", "seed-5")})
+    assert scripted_choice(item, "seed-3", "seed-5") == "tie"  # a name against first person
+    assert scripted_choice(item, "seed-3", "seed-5", names) == "left"
+    assert scripted_choice(item, "seed-5", "seed-3", names) == "right"
+    assert scripted_choice(item, "seed-5", "seed-3", ["pov"]) == "left"
     pov_only = FeedbackConfig(requests="r.jsonl", test="t.jsonl", rule_fields=["pov"])
     assert pov_only.judges(request) and not pov_only.judges(StoryRequest(genre="horror"))
     assert pov_only.annotator == "scripted-adherence:pov"
