@@ -209,7 +209,7 @@ def run_feedback(
     result = {
         "simulation": f"a scripted annotator ({cfg.rule}), not people",
         "annotator": cfg.annotator,
-        "config": asdict(cfg),
+        "config": recorded,  # as feedback_config.json holds it
         "votes": {c: sum(v.choice == c for v in votes) for c in ("left", "right", "tie")},
         "preference_data": report,
         "tune": metrics,
