@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import re
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -25,14 +24,13 @@ from storygen.arcs import extract_beats
 from storygen.prompt_format import PROMPT_FORMAT_VERSION, render_example, render_plan_example
 from storygen.request import MAX_PLOT_POINT, MAX_PROMPT, RequestError, Setting, validate
 from storygen.tagger import length_bucket, tag_story
+from storygen.text import sentences
 
 PLAN_WORDS = 150
 """Planned examples are the story's first words up to this many (at a sentence end)."""
 PLANNED_SHARE = 0.5
 """The share of stories whose story example is written from their plan (the others straight
 from the request), so the adapter learns both ways to write."""
-
-_SENTENCE = re.compile(r"[^.!?\n]+[.!?]")
 
 
 @dataclass
@@ -74,8 +72,7 @@ def _unit(key: str, salt: str) -> float:
 def plot_point(story: str) -> str:
     """One event sentence from the middle third of the story, to train "must happen"."""
     middle = story[len(story) // 3 : 2 * len(story) // 3]
-    for m in _SENTENCE.finditer(middle):
-        sentence = m.group(0).strip()
+    for sentence in sentences(middle):
         if 6 <= len(sentence.split()) <= 25 and sentence[0].isupper():
             return sentence[:MAX_PLOT_POINT]
     return ""

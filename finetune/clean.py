@@ -6,6 +6,8 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from storygen.text import cut_to_sentence
+
 _TAG_RUN = re.compile(r"^\s*((?:[\[({]\s*[A-Za-z]{2,8}\s*[\])}]\s*)+)")
 _ONE_TAG = re.compile(r"[\[({]\s*([A-Za-z]{2,8})\s*[\])}]")
 _XPOST = re.compile(r"[\[(]\s*x-?post[^\])]*[\])]", re.I)
@@ -51,7 +53,6 @@ _BARE_LINK = re.compile(
 )
 _CARET = re.compile(r"(?<!\S)\^+(?=[^\W_])")
 _WORD_RUNS: dict[int, re.Pattern] = {}
-_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]*]*(?=\s|$)")
 
 
 def split_prompt(prompt: str) -> tuple[list[str], str]:
@@ -215,8 +216,7 @@ def truncate_words(text: str, budget: int, n_words: int | None = None) -> str:
     if budget not in _WORD_RUNS:  # one C-level match finds the end of word number ``budget``
         _WORD_RUNS[budget] = re.compile(rf"\s*(?:\S+\s+){{{budget - 1}}}\S+")
     cut = _WORD_RUNS[budget].match(text).group(0)
-    ends = list(_SENTENCE_END.finditer(cut))
-    return cut[: ends[-1].end()] if ends else cut
+    return cut_to_sentence(cut)
 
 
 @dataclass

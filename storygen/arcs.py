@@ -27,6 +27,7 @@ from functools import cache
 import numpy as np
 
 from storygen.request import ARCS, BEAT_NAMES, MAX_BEAT, Plan
+from storygen.text import sentences
 
 WINDOWS = 4
 MIN_SENTENCES = 5
@@ -53,11 +54,7 @@ SHAPES = {
 }
 assert set(SHAPES) == set(ARCS)
 
-_SENTENCE = re.compile(r"[^.!?…\n]+(?:[.!?…]+[\"'”’)\]]*|\n|$)")
 _WORD = re.compile(r"[a-z][a-z'’]+")
-TITLE_END = re.compile(  # a title's period ("Mr.") ends no sentence
-    r"(?<![A-Za-z])(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|Capt|Lt|Sgt|Col|Gen|Rev)\.$"
-)
 STOPWORDS = frozenset(
     """a an the and or but if then so of to in on at by for with from as into onto upon about
     over under after before again than that this these those there here it its it's is are was
@@ -73,26 +70,6 @@ def shape(arc: str, points: int = WINDOWS) -> np.ndarray:
     """The arc's template read at ``points`` evenly spaced positions."""
     xs, ys = zip(*SHAPES[arc], strict=True)
     return np.interp(np.linspace(0.0, 1.0, points), xs, ys)
-
-
-def sentences(text: str) -> list[str]:
-    """The story's sentences (and lines), stripped, without empty ones; a title's period ("Mr.
-    Walters") ends no sentence."""
-    out: list[str] = []
-    end = 0  # where the last piece ended: a line break after it starts a new sentence anyway
-    for m in _SENTENCE.finditer(text):
-        piece, gap, end = m.group(0).strip(), text[end : m.start()], m.end()
-        if (
-            out
-            and "\n" not in gap
-            and out[-1].endswith(".")
-            and piece[:1].isupper()
-            and TITLE_END.search(out[-1])
-        ):
-            out[-1] += " " + piece
-        elif piece:
-            out.append(piece)
-    return out
 
 
 @cache

@@ -12,12 +12,12 @@ from storygen.arcs import (
     content_words,
     extract_beats,
     fit_arc,
-    sentences,
     shape,
     story_arc,
     trajectory,
 )
 from storygen.request import ARCS, BEAT_NAMES, MAX_BEAT, validate_plan
+from storygen.text import sentences
 
 GOOD = [
     "Mara laughed with joy in the warm sunny garden.",
