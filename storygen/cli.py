@@ -137,8 +137,9 @@ def outline_from_file(path: Path) -> Plan:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from storygen.backends import BackendError, load_backend
-    from storygen.generation import render_plan_text, stream_plan, stream_story
+    from storygen.generation import stream_plan, stream_story
     from storygen.loading import LoadError
+    from storygen.prompt_format import render_plan
 
     try:
         request = request_from_args(args)
@@ -162,7 +163,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 elif not args.json:
                     print(update.delta, end="", flush=True)
             if not args.json:
-                print(f"\n\n--- plan ---\n{render_plan_text(plan)}\n\n--- story ---\n")
+                print(f"\n\n--- plan ---\n{render_plan(plan, person=True)}\n\n--- story ---\n")
         for update in stream_story(backend, request, sampling, plan=plan):
             if update.story is not None:
                 story = update.story

@@ -18,7 +18,6 @@ from contextlib import closing
 from dataclasses import dataclass, replace
 from typing import Any
 
-from storygen.arcs import TITLE_END
 from storygen.backends.base import Backend, BackendError, DecodeStats
 from storygen.config import SamplingConfig
 from storygen.prompt_format import (
@@ -28,6 +27,7 @@ from storygen.prompt_format import (
     REQUEST_MARKER,
     Prompt,
     parse_plan,
+    render_plan,
     strip_markers,
     unescape,
 )
@@ -43,6 +43,7 @@ from storygen.request import (
     validate,
     validate_plan,
 )
+from storygen.text import END_MARK, TITLE_END, cut_to_sentence
 
 __all__ = [
     "BackendError",
@@ -61,8 +62,6 @@ PLAN_TOKENS = 256
 """The most tokens a plan takes (a premise and five one-line beats need about 150)."""
 PLAN_LINE_TOKENS = 48
 """The most tokens one line of a plan takes (a beat is a sentence of at most 20 words)."""
-# Where a sentence may end: its stop, and the quote or bracket that closes it.
-_END_MARK = re.compile(r"[.!?…]+[\"'”’)\]]*")
 _OPENS = "\"'“‘([*"
 """What may open a sentence, besides a capital or a digit."""
 _LINE_BREAK = re.compile(r"[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]")  # as str.splitlines
@@ -71,7 +70,6 @@ MAX_PREFIX_TOKENS = 2048
 _CHARS_PER_TOKEN_MAX = 12  # no tokenizer needs this many characters a token: a cheap first check
 _FORMAT_ESCAPE = re.compile(r"\\([\\;,()|])")
 """A backslash before a character the prompt format escapes: format, never story text."""
-_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]*]*(?=\s|$)")
 
 
 @dataclass
@@ -205,10 +203,7 @@ def clean_story(text: str, finished: bool) -> str:
         lines.pop(0)  # an echo of the request
     text = "\n".join(line.rstrip() for line in lines).strip()
     text = re.sub(r"\n{3,}", "\n\n", text)
-    ends = list(_SENTENCE_END.finditer(text))
-    if ends and not finished:  # (cutting at the last end when it is the text's end is a no-op)
-        text = text[: ends[-1].end()]
-    return text
+    return text if finished else cut_to_sentence(text)
 
 
 def check_prefix(backend: Backend, prefix: str) -> None:
@@ -356,7 +351,7 @@ def plan_line(text: str) -> tuple[str, bool]:
         return text[: min(ends)].rstrip(), True
     if text.endswith("<"):  # perhaps a marker's start
         text = text[:-1]
-    for m in _END_MARK.finditer(text):
+    for m in END_MARK.finditer(text):
         head, rest = text[: m.end()], text[m.end() :]
         if len(head.split()) < 3 or TITLE_END.search(head):
             continue
@@ -462,13 +457,7 @@ def stream_plan(
         "new_tokens": used,
         "seconds": round(seconds, 3),
     }
-    yield PlanUpdate("", render_plan_text(plan), plan, provenance)
-
-
-def render_plan_text(plan: Plan) -> str:
-    """A plan as a person reads and edits it (no escapes): ``Premise: ...``, numbered beats."""
-    lines = [f"Premise: {plan.premise}"] if plan.premise else []
-    return "\n".join(lines + [f"{i}. {b}" for i, b in enumerate(plan.beats, 1)])
+    yield PlanUpdate("", render_plan(plan, person=True), plan, provenance)
 
 
 def generate_plan(

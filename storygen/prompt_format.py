@@ -181,12 +181,17 @@ def request_fields(request: StoryRequest, version: str = PROMPT_FORMAT_VERSION) 
     return {k: values[k] for k in (FIELDS_V1 if version == V1 else FIELDS) if values[k]}
 
 
-def render_plan(plan: Plan, version: str = PROMPT_FORMAT_VERSION) -> str:
-    """A validated plan as text: the premise line (when there is one), then numbered beats."""
-    free = _free_text(version)
-    lines = [f"{PREMISE}: {free(plan.premise)}"] if plan.premise else []
+def render_plan(plan: Plan, version: str = PROMPT_FORMAT_VERSION, person: bool = False) -> str:
+    """A validated plan as text: the premise line (when there is one), then numbered beats.
+
+    As the model reads it (``version``'s escapes, a line break at the end), or with
+    ``person=True`` as a person reads and edits it (``Premise: ...``, no escapes), which
+    :func:`parse_plan` with ``escaped=False`` reads back."""
+    free = str if person else _free_text(version)
+    head = "Premise" if person else PREMISE
+    lines = [f"{head}: {free(plan.premise)}"] if plan.premise else []
     lines += [f"{i}. {free(beat)}" for i, beat in enumerate(plan.beats, 1)]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + ("" if person else "\n")
 
 
 def parse_plan(text: str, origin: str = "model", escaped: bool = True, check: bool = True) -> Plan:

@@ -4,7 +4,6 @@ import re
 
 import pytest
 
-from storygen.generation import render_plan_text
 from storygen.prompt_format import (
     FIELDS,
     MARKERS,
@@ -18,6 +17,7 @@ from storygen.prompt_format import (
     parse_plan,
     parse_request,
     render_example,
+    render_plan,
     render_request,
 )
 from storygen.request import Character, Plan, Setting, StoryRequest, validate, validate_plan
@@ -162,7 +162,7 @@ def test_a_persons_plan_reads_back_as_written(beats, premise):
     assume(not any(re.match(r"\s*(\d{1,2}[.)]|[-*•])\s", b) for b in plan.beats))
     assume(not plan.premise.lower().startswith("premise:"))
     assume(not any(b.lower().startswith("premise:") for b in plan.beats))
-    typed = render_plan_text(plan)
+    typed = render_plan(plan, person=True)
     assert parse_plan(typed, "person", escaped=False) == plan
 
 
