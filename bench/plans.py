@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     from storygen.backends import load_backend
     from storygen.config import ModelSpec, SamplingConfig
     from storygen.generation import generate_plan
+    from storygen.items import story_seed
     from storygen.request import RequestError
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
         write = free_plan if name == "free" else generate_plan
         for i, item in enumerate(items):
             try:
-                plans.append(write(backend, item["request"], SamplingConfig(seed=1000 + i)))
+                sampling = SamplingConfig(seed=story_seed(1000, i))
+                plans.append(write(backend, item["request"], sampling))
             except RequestError:  # no usable plan
                 plans.append(None)
         rows.append({"path": name, **shape(plans, time.perf_counter() - t0)})

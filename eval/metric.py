@@ -52,8 +52,6 @@ class Item:
     index: int = 0
     scorer: Any = None
     """The system's weights on the transformers backend (for metrics that need logits)."""
-    nll: Any = None
-    """The engine that scores token NLLs of those weights (:class:`eval.scoring.Engine`)."""
     prompts: list[str] = field(default_factory=list)
     """Every item's prompt text under the scorer, in item order (this item's is
     ``prompts[index]``; prompt ranking reads the others)."""

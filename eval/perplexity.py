@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from eval.metric import Figure, Item, Metric, exp, ratio_of
-from eval.scoring import TorchNLL
+from eval.scoring import TorchNLL, default_window
 from storygen.loading import prompt_ids
 
 
@@ -44,10 +44,6 @@ class NLL:
         }
 
 
-def default_window(model) -> int:
-    return int(min(getattr(model.config, "max_position_embeddings", 2048) or 2048, 2048))
-
-
 def story_nll(
     model,
     tokenizer,
@@ -60,8 +56,7 @@ def story_nll(
     """NLL of ``story`` given ``prompt``, summed over the story's tokens (its first
     ``max_tokens`` only, when given: the words counted are then those of that part).
 
-    ``model`` is a transformers model or a token-NLL engine of :mod:`eval.scoring` (the same
-    numbers, faster on a CPU)."""
+    ``model`` is a transformers model or a token-NLL function (:class:`eval.scoring.TorchNLL`)."""
     nll_of = TorchNLL(model) if isinstance(model, torch.nn.Module) else model
     window = window or default_window(nll_of)
     stride = stride or window // 2
@@ -106,7 +101,7 @@ def _score(item: Item) -> dict[str, float]:
     """The reference story's NLL under the system's weights, after the system's own prompt."""
     lm, o = item.scorer.lm, item.options
     nll = story_nll(
-        item.nll or lm.model,
+        lm.model,
         lm.tokenizer,
         item.prompts[item.index],
         item.reference,

@@ -62,9 +62,7 @@ def _score(item: Item) -> dict[str, float]:
     lm = item.scorer.lm
     return {
         "prompt_ranking": float(
-            ranks_first(
-                item.nll or lm.model, lm.tokenizer, item.prompts, item.index, item.reference
-            )
+            ranks_first(lm.model, lm.tokenizer, item.prompts, item.index, item.reference)
         )
     }
 

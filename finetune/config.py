@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from storygen.config import QUANTIZATIONS, from_dict
+from storygen.config import QUANTIZATIONS, load_config
 
 # LoRA on every linear projection, named per architecture (model.config.model_type).
 TARGET_MODULES = {
@@ -93,17 +93,7 @@ class TrainConfig:
         cls, path: str | Path | None = None, overrides: dict[str, Any] | None = None
     ) -> TrainConfig:
         """Read a YAML file (optional) and apply overrides on top (unknown keys are named)."""
-        return load_settings(cls, path, overrides, "training settings")
+        return load_config(cls, path, overrides)
 
     def save(self, path: Path) -> None:
         path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-
-
-def load_settings(cls, path: str | Path | None, overrides: dict[str, Any] | None, what: str):
-    """A run's settings dataclass from a YAML file (optional) with flags laid over it; unknown
-    keys are named (``finetune train`` and ``finetune tune`` read theirs this way)."""
-    data: dict[str, Any] = {}
-    if path:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return from_dict(cls, data, str(path or what))

@@ -20,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from storygen.config import QUANTIZATIONS
+from storygen.config import QUANTIZATIONS, load_config
+from storygen.curves import PREFERENCE_COLUMNS, PREFERENCE_PANELS, write_curves
 
 METHODS = ("dpo", "kto")
 
@@ -80,9 +81,7 @@ class PreferenceConfig:
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: dict | None = None):
         """Read a YAML file (optional) and apply overrides on top (unknown keys are named)."""
-        from finetune.config import load_settings
-
-        return load_settings(cls, path, overrides, "preference settings")
+        return load_config(cls, path, overrides)
 
 
 def read_examples(
@@ -226,7 +225,9 @@ def tune(cfg: PreferenceConfig, progress: bool = True) -> dict[str, Any]:
     (out / ADAPTER_META).write_text(json.dumps(meta, indent=2) + "\n")
     (out / "preference_config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    write_preference_curves(_curve_rows(history), out / "preference_curve.csv")
+    write_curves(
+        _curve_rows(history), out / "preference_curve.csv", PREFERENCE_COLUMNS, PREFERENCE_PANELS
+    )
     write_gguf_form(out)
     (out / "README.md").unlink(missing_ok=True)  # peft's blank model card
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
@@ -260,48 +261,3 @@ def _curve_rows(history: list[dict]) -> list[dict]:
         if len(row) > 1:
             rows.append(row)
     return rows
-
-
-CURVE_COLUMNS = (
-    "step",
-    "loss",
-    "rewards_margins",
-    "rewards_accuracies",
-    "eval_loss",
-    "eval_rewards_margins",
-    "eval_rewards_accuracies",
-)
-
-
-def write_preference_curves(rows: list[dict], csv_path: Path) -> None:
-    """The curves as CSV, and a PNG beside it: loss, reward margin and preference accuracy
-    (training steps, and the held-out examples where evaluated)."""
-    import csv
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CURVE_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows({k: r.get(k, "") for k in CURVE_COLUMNS} for r in rows)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    for ax, name, title in zip(
-        axes,
-        ("loss", "rewards_margins", "rewards_accuracies"),
-        ("loss", "reward margin (chosen - rejected)", "preference accuracy"),
-        strict=True,
-    ):
-        for prefix, label in (("", "train"), ("eval_", "held out")):
-            points = [(r["step"], r[prefix + name]) for r in rows if prefix + name in r]
-            if points:
-                ax.plot(*zip(*points), marker="o" if prefix else None, label=label)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("step")
-        if ax.lines:  # KTO logs no margin or accuracy
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(csv_path.with_suffix(".png"), dpi=100)
-    plt.close(fig)

@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 from finetune.build import read_examples, training_pairs
 from finetune.config import TARGET_MODULES, TrainConfig
-from finetune.curves import write_curves
 from storygen.config import ModelSpec
+from storygen.curves import write_curves
 from storygen.loading import ADAPTER_META, load_base, prompt_ids
 from storygen.prompt_format import PROMPT_FORMAT_VERSION
 
@@ -373,7 +373,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     }
     save_adapter(model, out, cfg, base_id, metrics)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    write_curves(history, out / "loss_curve.csv", out / "loss_curve.png")
+    write_curves(history, out / "loss_curve.csv")
     if (data / "report.json").exists():
         shutil.copy(data / "report.json", out / "data_report.json")
     shutil.rmtree(ckpt, ignore_errors=True)

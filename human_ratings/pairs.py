@@ -13,11 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-from tqdm import tqdm
-
 from human_ratings.applog import AppendLog
-from storygen.config import ConfigError, SystemSpec
+from storygen.config import ConfigError, SystemSpec, read_yaml
 from storygen.request import RequestError, StoryRequest
 
 
@@ -71,10 +68,10 @@ def load_requests(path: Path) -> list[StoryRequest]:
 
 def load_systems(path: Path) -> list[SystemSpec]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml(path)
+        if not isinstance(data, dict) or not isinstance(data.get("systems"), list):
+            raise ConfigError(f"{path}: expected 'systems:' with two entries")
         systems = [SystemSpec.from_dict(s, str(path)) for s in data["systems"]]
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
-        raise PairsError(f"{path}: expected 'systems:' with two entries ({exc})") from exc
     except ConfigError as exc:
         raise PairsError(str(exc)) from exc
     if len(systems) != 2 or systems[0].name == systems[1].name:
@@ -91,24 +88,16 @@ def load_systems(path: Path) -> list[SystemSpec]:
 def build_pairs(
     requests: list[StoryRequest], systems: list[SystemSpec], out: Path, seed: int = 7000
 ) -> int:
-    """Generate both systems' stories for every request; returns the number of items."""
-    from storygen.backends import load_backend
-    from storygen.generation import generate_story
+    """Both systems' stories for every request (:mod:`storygen.items`: request i's on seed
+    ``seed + i``), one A/B item per request; returns the number of items."""
+    from storygen.items import story_seed, write_for_systems
 
-    stories: dict[str, list[dict]] = {}
-    for system in systems:
-        backend = load_backend(system.spec())
-        stories[system.name] = []
-        for i, request in enumerate(tqdm(requests, desc=f"stories {system.name}")):
-            story = generate_story(backend, request, system.sampling_for(seed + i))
-            stories[system.name].append({"text": story.text, "provenance": story.provenance})
-        backend.close()
+    stories = write_for_systems(systems, requests, seed)
     with out.open("w") as f:
         for i, request in enumerate(requests):
-            stories_i = {s.name: stories[s.name][i] for s in systems}
-            f.write(
-                json.dumps(item_row(Item(item_id(request, seed + i), request, stories_i))) + "\n"
-            )
+            stories_i = {s.name: stories[s.name][i].as_story() for s in systems}
+            item = Item(item_id(request, story_seed(seed, i)), request, stories_i)
+            f.write(json.dumps(item_row(item)) + "\n")
     return len(requests)
 
 

@@ -81,6 +81,32 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
         raise ConfigError(f"{where}{exc}") from exc
 
 
+def read_yaml(path: str | Path) -> Any:
+    """The data of a YAML file; :class:`ConfigError` ``cannot read PATH: why`` when the file
+    is missing, unreadable or not YAML. The one way a config file is read."""
+    import yaml
+
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ConfigError(f"cannot read {path}: {why}") from exc
+
+
+def load_config(
+    cls: type[T], path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> T:
+    """The dataclass ``cls`` from a YAML file (optional) with ``overrides`` (flags given on the
+    command line) laid over it; errors name the file, an unknown key and the known ones."""
+    data = read_yaml(path) if path else {}
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    data = {**data, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    return from_dict(cls, data, str(path or cls.__name__))
+
+
 @dataclass
 class ModelSpec:
     """Which weights to load, and which engine runs them."""

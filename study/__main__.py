@@ -49,15 +49,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "feedback":
-            import yaml
-
-            from storygen.config import ConfigError, from_dict
+            from storygen.config import ConfigError, load_config
             from study.feedback import FeedbackConfig, run_feedback
 
             try:
-                cfg = from_dict(
-                    FeedbackConfig, yaml.safe_load(args.config.read_text()), str(args.config)
-                )
+                cfg = load_config(FeedbackConfig, args.config)
             except ConfigError as exc:
                 raise StudyError(str(exc)) from exc
             result = run_feedback(cfg, args.out, check_only=args.check_only)

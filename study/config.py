@@ -6,10 +6,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from finetune.config import TrainConfig
-from storygen.config import ConfigError, from_dict
+from storygen.config import ConfigError, from_dict, read_yaml
 
 STUDY_ADAPTER = "study"
 """A system's ``adapter`` that means the adapter this study trains."""
@@ -70,9 +68,9 @@ class StudyConfig:
     @classmethod
     def load(cls, path: Path) -> StudyConfig:
         try:
-            data = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise StudyError(f"cannot read {path}: {exc}") from exc
+            data = read_yaml(path)
+        except ConfigError as exc:
+            raise StudyError(str(exc)) from exc
         return cls.from_dict(data, str(path))
 
     @classmethod

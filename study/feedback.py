@@ -32,12 +32,15 @@ from finetune.prefer import build_preferences
 from finetune.preference import PreferenceConfig, tune
 from human_ratings.pairs import Item, item_row
 from human_ratings.store import Vote, VoteStore
-from storygen.config import ModelSpec, SamplingConfig, from_dict
+from storygen.config import ModelSpec, SystemSpec, from_dict
+from storygen.items import write_stories
 from storygen.loading import LineageError, lineage_parent
 from storygen.request import StoryRequest
 from study.config import StudyError
 
 ANNOTATOR = "scripted-adherence"
+CHECK_SEED = 100_000
+"""The check's run seed is the items' plus this, so its stories never reuse an item's seed."""
 CONFIG_FILE = "feedback_config.json"
 """The round's settings, written when it starts; a later ``--check-only`` must match them."""
 
@@ -137,13 +140,6 @@ def extreme_pair(request: StoryRequest, stories: dict[str, dict], fields=None) -
     scores highest (on ties, the first written and the last written), in name order."""
     ranked = sorted(stories, key=lambda name: adherence_of(request, stories[name]["text"], fields))
     return {name: stories[name] for name in sorted({ranked[0], ranked[-1]})}
-
-
-def _story(backend, request, sampling):
-    from storygen.generation import generate_story
-
-    story = generate_story(backend, request, sampling)
-    return {"text": story.text, "provenance": story.provenance}
 
 
 def run_feedback(
@@ -258,16 +254,15 @@ def _vote(cfg: FeedbackConfig, parent, requests, out: Path, progress: bool) -> N
     """A/B items from the current adapter, the rule's best and worst of ``samples`` seeds per
     request, and the scripted votes, into ``items.jsonl`` and ``votes.csv``."""
     store = VoteStore(out / "votes.csv")
+    system = SystemSpec("parent", sampling=cfg.sampling)
+    stories_of: dict[int, dict[str, dict]] = {}
+    for w in write_stories(
+        parent, system, requests, cfg.items_seed, cfg.samples, progress=progress
+    ):
+        stories_of.setdefault(w.index, {})[f"seed-{w.seed}"] = w.as_story()
     with (out / "items.jsonl").open("w") as f:
-        for i, request in enumerate(
-            tqdm(requests, desc="A/B items", unit="request", disable=not progress)
-        ):
-            seeds = [cfg.items_seed + cfg.samples * i + k for k in range(cfg.samples)]
-            written = {
-                f"seed-{s}": _story(parent, request, SamplingConfig(**{**cfg.sampling, "seed": s}))
-                for s in seeds
-            }
-            stories = extreme_pair(request, written, cfg.rule_fields)
+        for i, request in enumerate(requests):
+            stories = extreme_pair(request, stories_of[i], cfg.rule_fields)
             item = Item(f"sim-{i}", request, stories)
             f.write(json.dumps(item_row(item)) + "\n")
             left, right = sorted(stories)
@@ -284,6 +279,8 @@ def _check(cfg: FeedbackConfig, systems: dict, progress: bool) -> dict[str, list
     from storygen.loading import load_model
 
     items = load_test_set(Path(cfg.test), cfg.test_limit)
+    requests = [it["request"] for it in items]
+    system = SystemSpec("check", sampling=cfg.sampling)
     rows: dict[str, list[dict]] = {}
     for name, (backend, adapter) in systems.items():
         lm = load_model(ModelSpec(base=cfg.base, adapter=str(adapter), quantization="fp32"))
@@ -295,13 +292,21 @@ def _check(cfg: FeedbackConfig, systems: dict, progress: bool) -> dict[str, list
             row["tokens"] = nll.tokens
             if cfg.judges(request):
                 row.update(hits=0, asked=0, other_hits=0, other_asked=0)
-                row["seeds"] = [
-                    cfg.items_seed + 100_000 + cfg.test_samples * i + k
-                    for k in range(cfg.test_samples)
-                ]
-                for seed in row["seeds"]:
-                    sampling = SamplingConfig(**{**cfg.sampling, "seed": seed})
-                    checks = check(request, _story(backend, request, sampling)["text"])
+                todo = [(i, k) for k in range(cfg.test_samples)]
+                written = list(
+                    write_stories(
+                        backend,
+                        system,
+                        requests,
+                        CHECK_SEED + cfg.items_seed,
+                        cfg.test_samples,
+                        todo=todo,
+                        progress=False,
+                    )
+                )
+                row["seeds"] = [w.seed for w in written]
+                for w in written:
+                    checks = check(request, w.text)
                     counted = judged(checks, cfg.rule_fields)
                     row["hits"] += sum(counted.values())
                     row["asked"] += len(counted)

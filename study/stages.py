@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from eval.compare import Comparison, markdown_table, settings_key
+from eval.compare import Comparison, markdown_table
 from eval.compare import run as run_comparison
+from eval.compare.generate import settings_key
 from finetune.build import build, read_examples
 from finetune.config import TrainConfig
 from storygen.prompt_format import PROMPT_FORMAT_VERSION

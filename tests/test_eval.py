@@ -14,8 +14,9 @@ from eval.adherence import FIELD_KINDS, adherence, check
 from eval.compare import EvalError, load_test_set, run
 from eval.diversity import distinct_n, repeated_ngram_rate, self_bleu
 from eval.overlap import bleu, lcs_length, rouge, rouge_pair
-from eval.perplexity import NLL, default_window, perplexity, story_nll
+from eval.perplexity import NLL, perplexity, story_nll
 from eval.registry import figures_for
+from eval.scoring import default_window
 from finetune.build import build, read_examples
 from storygen.request import Character, Setting, StoryRequest
 
@@ -251,7 +252,6 @@ def test_comparison_writes_reports_and_resumes(comparison, tmp_path, monkeypatch
         assert math.isfinite(r["token_ppl"]) and r["token_ppl"] > 1 and r["word_ppl"] > 1
         assert 0 <= r["bleu"] <= 100 and 0 <= r["rougeL"] <= r["rouge1"] <= 1
         assert 0 <= r["distinct_2"] <= 1 and 0 <= r["adherence"] <= 1
-        assert r["scoring_engine"] == {"transformers": 3}  # the default engine
     table = (out / "results.md").read_text()
     for r in results:  # each system's row, with its own figures
         ci, wci = r["ci95"]["token_ppl"], r["ci95"]["word_ppl"]
@@ -424,7 +424,6 @@ def test_a_comparison_resumes_each_stage_and_redoes_only_what_a_changed_setting_
     assert calls == {"nll": 1, "story": 1}
     for a, b in zip(first, again, strict=True):
         assert a["token_ppl"] == pytest.approx(b["token_ppl"], rel=1e-9) and a["bleu"] == b["bleu"]
-        assert b["scoring_engine"] == {"transformers": 3}  # saved rows keep their engine
     assert all(json.loads(line)["score"] for line in path.read_text().splitlines())
     calls.update(nll=0, story=0)
     run(comparison, out)  # and nothing is redone once it is whole again
@@ -474,20 +473,6 @@ def test_results_are_written_system_by_system_and_a_failed_system_leaves_no_empt
     ]
 
 
-def test_both_scoring_engines_give_a_comparison_the_same_perplexity(comparison, tmp_path):
-    config = yaml.safe_load(comparison.read_text())
-    config.update(metrics=["perplexity"], systems=config["systems"][:1])
-    got = {}
-    for engine in ("transformers", "ctranslate2"):
-        path = tmp_path / f"{engine}.yaml"
-        path.write_text(yaml.safe_dump({**config, "scoring_engine": engine}))
-        (result,) = run(path, tmp_path / engine)
-        assert result["scoring_engine"] == {engine: 3}
-        got[engine] = result
-    for figure in ("token_ppl", "word_ppl"):
-        assert got["ctranslate2"][figure] == pytest.approx(got["transformers"][figure], rel=1e-5)
-
-
 @pytest.mark.parametrize(
     "settings, message",
     [
@@ -495,7 +480,6 @@ def test_both_scoring_engines_give_a_comparison_the_same_perplexity(comparison, 
         ({"stride": "half"}, "stride must be a whole number"),
         ({"window": 16, "stride": 32}, "stride \\(32\\) exceeds window"),
         ({"max_story_tokens": -5}, "max_story_tokens must be at least 1"),
-        ({"scoring_engine": "fast"}, "scoring_engine must be one of auto, transformers"),
     ],
 )
 def test_bad_perplexity_settings_are_named(comparison, settings, message):
@@ -521,7 +505,6 @@ def test_a_new_metric_is_one_registration_and_the_comparison_reports_it(
         lambda rows: [Figure("exclaim_rate", mean_of("exclaims"), "exclaims")],
     )
     monkeypatch.setitem(registry.METRICS, "exclaims", exclaims)
-    monkeypatch.setattr(compare, "METRICS", tuple(registry.METRICS))
     config = yaml.safe_load(comparison.read_text())
     config["metrics"] = ["exclaims"]
     comparison.write_text(yaml.safe_dump(config))

@@ -189,49 +189,6 @@ def test_every_tokenization_of_a_prompt_starts_with_one_bos(tiny_gemma_dir, tiny
 # -- training and export -----------------------------------------------------------------------
 
 
-def test_ctranslate2_scores_gemma_as_its_forward_pass_does(tmp_path):
-    """Sliding and full attention layers, the embedding scale, one KV head: CTranslate2's
-    Gemma 3 gives the forward pass's NLLs; a text longer than the sliding window (which
-    CTranslate2 fails on) is scored by the forward pass."""
-    from transformers import AutoTokenizer, Gemma3ForCausalLM
-
-    from eval.perplexity import story_nll
-    from eval.scoring import Engine
-
-    # The released Gemma 3 models scale attention by the head size, as CTranslate2 assumes.
-    folder = build_tiny_gemma(tmp_path / "gemma", query_pre_attn_scalar=16)
-    tok = AutoTokenizer.from_pretrained(folder)
-    model = Gemma3ForCausalLM.from_pretrained(folder)
-    engine = Engine(model, tok)
-    assert engine.name == "ctranslate2"  # auto: an fp32 model on the CPU
-    story = " ".join(["The dragon flew over the kingdom and the wizard cast a spell."] * 12)
-    for window, too_long in ((8, False), (16, False), (64, True)):  # sliding window: 16 tokens
-        before = engine.texts["transformers"]
-        ref = story_nll(model, tok, "A prompt:", story, window=window, stride=window // 2)
-        fast = story_nll(engine, tok, "A prompt:", story, window=window, stride=window // 2)
-        assert fast.tokens == ref.tokens and fast.nll == pytest.approx(ref.nll, rel=1e-5)
-        assert engine.name == "ctranslate2" and engine.texts["ctranslate2"] > 0
-        assert (engine.texts["transformers"] > before) == too_long
-
-
-def test_a_gemma_that_ctranslate2_would_convert_wrongly_keeps_its_forward_pass(tiny_gemma_dir):
-    """This tiny Gemma scales attention by 256, not by its head size (16): CTranslate2's
-    converter ignores that setting, and its check catches the other model it made."""
-    from transformers import AutoTokenizer, Gemma3ForCausalLM
-
-    from eval.scoring import Engine, ScoringError
-
-    tok = AutoTokenizer.from_pretrained(tiny_gemma_dir)
-    model = Gemma3ForCausalLM.from_pretrained(tiny_gemma_dir)
-    ids = tok("The dragon flew over the kingdom.").input_ids
-    with pytest.raises(ScoringError, match="scores differently"):
-        Engine(model, tok, "ctranslate2")(ids)
-    auto = Engine(model, tok)
-    with pytest.warns(UserWarning, match="scoring with transformers"):
-        auto(ids)
-    assert auto.name == "transformers"
-
-
 def test_lora_on_every_gemma_projection_trains_in_nf4(tiny_gemma_dir, tmp_path):
     from finetune.build import build
     from finetune.config import TARGET_MODULES, TrainConfig
