@@ -22,13 +22,8 @@ from human_ratings.reactions import Reaction, ReactionLog, system_of
 from human_ratings.store import VoteStore
 from storygen.backends import Backend, load_backend
 from storygen.config import ModelSpec, SamplingConfig, SystemSpec
-from storygen.generation import (
-    PlanUpdate,
-    StoryUpdate,
-    generate_story,
-    stream_plan,
-    stream_story,
-)
+from storygen.generation import PlanUpdate, StoryUpdate, stream_plan, stream_story
+from storygen.items import write_one
 from storygen.request import Plan, StoryRequest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,10 +175,9 @@ class Services:
         systems = load_systems(self.config.live_systems)
         request = random.SystemRandom().choice(load_requests(self.config.live_requests))
         seed = random.SystemRandom().randrange(2**31)
-        stories = {}
-        for system in systems:
-            story = generate_story(self.model_for(system), request, system.sampling_for(seed))
-            stories[system.name] = {"text": story.text, "provenance": story.provenance}
+        stories = {
+            s.name: write_one(self.model_for(s), s, request, seed).as_story() for s in systems
+        }
         item = Item(f"live-{item_id(request, seed)}", request, stories)
         self.live_items.append(item)
         with self._items_lock:

@@ -11,65 +11,14 @@ from pathlib import Path
 
 import gradio as gr
 
+from story_ui.forms import MAX_FIELD_CHARS, SamplingForm, StoryForm
 from storygen.backends.base import BackendError
-from storygen.config import ConfigError, SamplingConfig
-from storygen.generation import render_plan_text
-from storygen.prompt_format import parse_plan
-from storygen.request import Character, Plan, RequestError, Setting, StoryRequest, validate
+from storygen.config import ConfigError
+from storygen.prompt_format import parse_plan, render_plan
+from storygen.request import Plan, RequestError, StoryRequest
 
 MAX_SEED = 2**31 - 1
 """Random seeds are drawn below this."""
-MAX_PAGE_SEED = 2**53 - 1
-"""The largest whole number a browser's number field holds exactly."""
-
-
-MAX_FIELD_CHARS = 10_000
-"""A first bound on every form field, before it is parsed; validation has the precise ones
-(8 characters of 60-character names, a 2000-character prompt, ...)."""
-
-
-def parse_characters(text: str) -> list[Character]:
-    """One character per line: ``Name: trait, trait``."""
-    return [Character.parse(line) for line in (text or "").splitlines() if line.strip()]
-
-
-def form_request(
-    characters: str,
-    place: str,
-    era: str,
-    genre: str,
-    tone: str,
-    plot_points: str,
-    ending: str,
-    pov: str,
-    length: str,
-    prompt: str,
-    arc: str = "",
-) -> StoryRequest:
-    """Build and validate a request from the form fields (raises RequestError)."""
-    fields = locals()
-    errors = {}
-    for name, value in fields.items():
-        if value is not None and not isinstance(value, str):
-            errors[name] = f"must be text, not {type(value).__name__}"
-        elif len(value or "") > MAX_FIELD_CHARS:
-            errors[name] = f"is too long: {len(value)} characters, at most {MAX_FIELD_CHARS}"
-    if errors:
-        raise RequestError(errors)
-    return validate(
-        StoryRequest(
-            characters=parse_characters(characters),
-            setting=Setting(place or "", era or ""),
-            genre=genre or "",
-            tone=tone or "",
-            plot_points=[p for p in (plot_points or "").splitlines() if p.strip()],
-            ending=ending or "",
-            pov=pov or "",
-            length=length or "short",
-            prompt=prompt or "",
-            arc=arc or "",
-        )
-    )
 
 
 def plan_from_box(text, model_plan: str | None) -> Plan:
@@ -106,74 +55,50 @@ KEEP = gr.skip()
 """An output value that leaves the component as it is."""
 
 
-def seed_value(seed) -> int:
-    """The form's seed as an int the page can show exactly, or a ConfigError saying why not."""
-    if isinstance(seed, float) and seed.is_integer():
-        seed = int(seed)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ConfigError(f"the seed must be a whole number, not {str(seed)[:40]!r}")
-    if not 0 <= seed <= MAX_PAGE_SEED:
-        raise ConfigError(f"the seed must be between 0 and {MAX_PAGE_SEED}")
-    return seed
-
-
 MAX_DOWNLOAD_CHARS = 200_000
 """Far above any story the app writes (4096 new tokens after a 2048-token Continue text)."""
 
 
-def sampling_settings(values: dict) -> dict:
-    """The sampling controls' values as SamplingConfig fields, which checks each one and names
-    it; a max_new_tokens of 0 means "from the length"."""
-    v = values.get("max_new_tokens")
-    if v is None:  # the slider always sends a number; None would silently mean "from the length"
-        raise ConfigError("max_new_tokens must be a number, not 'None'")
-    return {**values, "max_new_tokens": None if v == 0 and not isinstance(v, bool) else v}
-
-
 def write(
     services,
-    form: dict,
-    settings: dict,
-    seed: int,
-    randomize: bool,
-    prefix: str,
+    form: StoryForm,
+    sampling: SamplingForm,
     drafts: list[dict],
+    prefix: str = "",
     session: str | None = None,
     plan_text: str | None = None,
     model_plan: str | None = None,
     same_plan: Plan | None = None,
+    new_seed: bool = False,
 ):
-    """Stream a story for the form (form_request's fields by name); yields (story, status,
-    seed, drafts, provenance). With ``plan_text`` (the plan box) the story follows that plan;
-    ``model_plan`` is the plan as the model wrote it, to tell whether it was edited;
-    ``same_plan`` is the plan of the story being continued or regenerated.
+    """Stream a story for the form; yields (story, status, seed, drafts, provenance). With
+    ``plan_text`` (the plan box) the story follows that plan; ``model_plan`` is the plan as the
+    model wrote it, to tell whether it was edited; ``same_plan`` is the plan of the story being
+    continued or regenerated; ``prefix`` the story text to continue; ``new_seed`` draws a seed
+    whatever the form says (Regenerate).
 
     ``session`` names the visitor, so that Stop ends this visitor's story only. A seed that
     cannot be used is answered with a message and left on screen as typed (echoing a number
     beyond what the page can hold would end the request without one)."""
+    seed = sampling.seed
     try:
-        request = form_request(**form)
+        request = form.request()
         plan = plan_from_box(plan_text, model_plan) if plan_text is not None else same_plan
-        if randomize:
+        if sampling.randomize or new_seed:
             seed = random.SystemRandom().randrange(MAX_SEED)
-        sampling = SamplingConfig(seed=seed_value(seed), **sampling_settings(settings))
+        config = sampling.sampling(seed)
         if not isinstance(prefix, (str, type(None))):
             raise ConfigError("the story to continue must be text")
     except (RequestError, ConfigError) as exc:
-        yield (
-            KEEP,
-            error_text(exc),
-            KEEP,
-            drafts,
-            KEEP,
-        )  # the story on screen stays, and its provenance
+        # The story on screen stays, and its provenance.
+        yield KEEP, error_text(exc), KEEP, drafts, KEEP
         return
     yield prefix or "", "Writing…", seed, drafts, None
     text, story = prefix or "", None
     shown_at = float("-inf")  # the first piece is shown at once
     try:
         # closing(): Stop closes this handler, and with it the story's engine, at once.
-        with closing(services.write(request, sampling, prefix or "", session, plan)) as updates:
+        with closing(services.write(request, config, prefix or "", session, plan)) as updates:
             for update in updates:
                 if update.story is not None:
                     story = update.story
@@ -209,10 +134,8 @@ PLAN_WORDS = {"model": "the model's plan", "edited": "your edited plan", "person
 
 def make_plan(
     services,
-    form: dict,
-    settings: dict,
-    seed: int,
-    randomize: bool,
+    form: StoryForm,
+    sampling: SamplingForm,
     model_plan: str | None,
     session: str | None = None,
     plan_now: str | None = None,
@@ -220,21 +143,22 @@ def make_plan(
     """Stream the model's plan for the form (plan-then-write, stage 1) into the plan box;
     yields (plan text, status, seed, the model's plan). A refusal or failure puts back what
     the plan box held before (``plan_now``) and says why."""
+    seed = sampling.seed
     try:
-        request = form_request(**form)
-        if randomize:
+        request = form.request()
+        if sampling.randomize:
             seed = random.SystemRandom().randrange(MAX_SEED)
-        sampling = SamplingConfig(seed=seed_value(seed), **sampling_settings(settings))
+        config = sampling.sampling(seed)
     except (RequestError, ConfigError) as exc:
         yield KEEP, error_text(exc), KEEP, model_plan
         return
     yield KEEP, "Planning…", seed, model_plan
     text, shown_at = "", float("-inf")
     try:
-        with closing(services.plan(request, sampling, session)) as updates:
+        with closing(services.plan(request, config, session)) as updates:
             for update in updates:
                 if update.plan is not None:
-                    plan_text = render_plan_text(update.plan)
+                    plan_text = render_plan(update.plan, person=True)
                     status = (
                         f"Plan ready: {len(update.plan.beats)} beats (seed {seed}). Change, add "
                         "or remove beats, one a line, then press **Write from plan**."

@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from human_ratings.store import VoteStore
+from story_ui.forms import SamplingForm, StoryForm
 from story_ui.layout import build_app
 from story_ui.services import AppConfig, Services
 
@@ -118,10 +119,10 @@ def test_markup_and_unicode_are_kept_as_text(app):
     out = _write(app["client"], characters="Zoë: brave, 勇敢", prompt=prompt).result()
     assert out[1].startswith("Done:")
     # What reached the model is what was typed: the request kept in the story's provenance.
-    form = {**FORM_DEFAULTS, "characters": "Zoë: brave, 勇敢", "prompt": prompt}
+    form = StoryForm(**{**FORM_DEFAULTS, "characters": "Zoë: brave, 勇敢", "prompt": prompt})
     names = ["temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens"]
-    settings = dict(zip(names, SAMPLING))
-    *_, last = write.write(app["services"], form, settings, 5, False, "", [])
+    sampling = SamplingForm(**dict(zip(names, SAMPLING)), seed=5)
+    *_, last = write.write(app["services"], form, sampling, [])
     request = last[4]["request"]
     assert request["characters"] == [{"name": "Zoë", "traits": ["brave", "勇敢"]}]
     assert request["prompt"] == prompt
@@ -254,10 +255,9 @@ def test_the_page_is_refreshed_at_most_every_stream_interval(tiny_backend, tmp_p
 
     config = AppConfig(votes_csv=tmp_path / "v.csv", pairs=None, stream_every_s=3600)
     services = Services(config, backend=tiny_backend)
-    form = {**FORM_DEFAULTS, "characters": "Mara: kind", "genre": "mystery"}
-    settings = {"temperature": 0.8, "top_p": 0.9, "top_k": 50, "repetition_penalty": 1.1}
-    settings["max_new_tokens"] = 30
-    outs = list(write.write(services, form, settings, 5, False, "", []))
+    form = StoryForm(**{**FORM_DEFAULTS, "characters": "Mara: kind", "genre": "mystery"})
+    sampling = SamplingForm(0.8, 0.9, 50, 1.1, max_new_tokens=30, seed=5)
+    outs = list(write.write(services, form, sampling, []))
     statuses = [o[1] for o in outs]
     assert statuses[:2] == ["Writing…", "Writing…"] and statuses[-1].startswith("Done:")
     assert len(outs) == 3 and outs[1][0] and outs[-1][0].startswith(outs[1][0].strip()[:3])

@@ -206,7 +206,7 @@ def test_the_write_path_imports_no_torch():
     """The UI, its handlers and a story on llama.cpp run without torch or transformers."""
     code = (
         "import sys\n"
-        "import story_ui.layout, story_ui.services, story_ui.write, story_ui.rate\n"
+        "import story_ui.layout, story_ui.services, story_ui.write, story_ui.rate, story_ui.tabs.write\n"
         "from storygen.backends import load_backend\n"
         "from storygen.generation import generate_story\n"
         "from storygen.config import SamplingConfig\n"
