@@ -16,7 +16,6 @@ from storygen.generation import (
     generate_story,
     plan_from_text,
     plan_line,
-    render_plan_text,
     repetition_start,
     stream_plan,
     stream_story,
@@ -342,7 +341,7 @@ def test_the_plan_streams_then_arrives_parsed_with_provenance(tiny_backend):
     assert partial and all(u.plan is None for u in partial)
     assert all(b.text.startswith(a.text) for a, b in zip(partial, partial[1:], strict=False))
     assert last.plan is not None and last.plan.beats and last.plan.origin == "model"
-    assert last.text == render_plan_text(last.plan)
+    assert last.text == render_plan(last.plan, person=True)
     assert last.provenance["request"]["arc"] == "man in a hole"
     assert last.provenance["prompt_format"] == V3 and 0 < last.provenance["new_tokens"] <= 40
     assert (
@@ -484,8 +483,8 @@ def test_provenance_names_exactly_what_made_the_story_and_the_plan(tiny_backend)
     assert planned.delta == "" and planned.provenance["seconds"] == round(
         planned.provenance["seconds"], 3
     )
-    assert render_plan_text(Plan("", ["a", "b"])) == "1. a\n2. b"
-    assert render_plan_text(Plan("P", ["a"])) == "Premise: P\n1. a"
+    assert render_plan(Plan("", ["a", "b"]), person=True) == "1. a\n2. b"
+    assert render_plan(Plan("P", ["a"]), person=True) == "Premise: P\n1. a"
 
 
 class ScriptedBackend(Backend):
@@ -619,7 +618,7 @@ def test_the_plan_holds_its_shape_one_sentence_a_line_whatever_the_model_rambles
         ["Mara, alone, waits.", "A ship is lost at sea and", "Mr. Smith comes home.", "The light"],
         "model",
     )
-    assert last.plan == plan and last.text == render_plan_text(plan)
+    assert last.plan == plan and last.text == render_plan(plan, person=True)
     # Every update adds text, shows no escape or half sentence, and is where the plan ends up.
     texts = [u.text for u in updates]
     assert all(b.startswith(a) and b != a for a, b in zip(texts, texts[1:], strict=False))
