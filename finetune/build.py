@@ -78,12 +78,20 @@ def plot_point(story: str) -> str:
     return ""
 
 
+def source_key(raw: RawPair) -> str:
+    """A story's key as the source gives it (a hash of the raw prompt and story, before any
+    cleaning): its split and its per-story draws (fields dropped, plot point, planned) follow
+    this, so that a change to cleaning or tagging never moves a story between splits."""
+    text = f"{raw.prompt}\x1f{raw.story}"
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+
+
 def make_example(raw: RawPair, word_budget: int, field_dropout: float) -> tuple[dict | None, str]:
     """One raw pair -> (training example, "") or (None, why it was dropped)."""
     pair, why = clean_pair(raw.prompt, raw.story, raw.source_id, word_budget)
     if pair is None:
         return None, why
-    key = fingerprint(pair)
+    key = source_key(raw)
     request = tag_story(pair.story, pair.prompt, pair.tags, pair.words).request
     request.prompt = request.prompt[:MAX_PROMPT]
     if _unit(key, "plot") < 0.5:
@@ -121,7 +129,8 @@ def make_example(raw: RawPair, word_budget: int, field_dropout: float) -> tuple[
         prompt, completion = render_example(request, pair.story)
     return {
         "id": raw.source_id,
-        "fingerprint": key,
+        "fingerprint": fingerprint(pair),
+        "source_key": key,
         "prompt": prompt,
         "completion": completion,
         "request": request.to_dict(),
@@ -150,7 +159,7 @@ def _work(args: tuple[tuple[list[str], ...], int, float, dict[str, tuple[float, 
         if example is None:
             out.append((None, why, (), (), "", ""))
             continue
-        key = example["fingerprint"]
+        key = example["fingerprint"]  # duplicates: the same text once cleaned
         out.append(
             (
                 key,
@@ -160,7 +169,7 @@ def _work(args: tuple[tuple[list[str], ...], int, float, dict[str, tuple[float, 
                 + ["plan task"] * bool(example["tasks"])
                 + ["written from plan"] * example["planned"],
                 json.dumps(example),
-                _split_of(key, origin, bands),
+                _split_of(example["source_key"], origin, bands),
             )
         )
     return out
@@ -257,7 +266,7 @@ def build(
     The original release's valid and test splits are kept as they are, but for a story that
     repeats an earlier one (counted as a duplicate: no test story is one the model trained
     on); a split the source does not have is carved out of train by its fraction (seeded by
-    each story's fingerprint). The
+    each story's :func:`source_key`, so cleaning never moves a story between splits). The
     files appear only once the whole input is read: a failed run leaves none behind (nor an
     earlier run's split that this one does not write).
     """

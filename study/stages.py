@@ -168,7 +168,8 @@ def run_study(cfg: StudyConfig, out: Path, progress: bool = True) -> dict[str, A
     stages.append(_stage("train", train_key, train_dir, train_adapter, log))
     metrics = json.loads((train_dir / "metrics.json").read_text())
     manifest["figures"]["train"] = {k: metrics[k] for k in TRAIN_FIGURES if k in metrics}
-    manifest["seeds"] = {"split": "each story's fingerprint (no seed)", "train": train_cfg.seed}
+    split = "each story's source_key: a hash of its raw prompt and story (no seed)"
+    manifest["seeds"] = {"split": split, "train": train_cfg.seed}
     save()
 
     # 3. The comparison report, on the test split, with the adapter trained here.

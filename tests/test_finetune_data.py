@@ -480,3 +480,32 @@ def test_field_accuracy_on_real_rows_reads_them_by_id_and_gives_the_majority_bas
     )
     assert report["character_recall"] == 1.0  # Mara found; story 8 was labelled with none
     assert report["character_precision"] < 1.0  # ... so the names found there count against
+
+
+def test_a_change_to_cleaning_moves_no_story_between_splits(tmp_path, monkeypatch):
+    """The split is keyed on the raw prompt and story, so changing how stories are cleaned
+    (here: every story gains a sentence) leaves every story in its split."""
+    import finetune.build as b
+
+    def splits(out):
+        build(FIXTURES / "wp_hf.csv", out, valid_fraction=0.4, progress=False)
+        return {
+            r["id"]: name
+            for name in ("train", "valid")
+            for r in read_examples(out / f"{name}.jsonl")
+        }
+
+    before = splits(tmp_path / "a")
+    real = b.clean_pair
+
+    def cleaned_otherwise(*args, **kwargs):
+        pair, why = real(*args, **kwargs)
+        if pair is not None:
+            pair.story += " And that was that."
+        return pair, why
+
+    monkeypatch.setattr(b, "clean_pair", cleaned_otherwise)
+    after = splits(tmp_path / "b")
+    assert after == before and set(before.values()) == {"train", "valid"}
+    rows = read_examples(tmp_path / "b" / "train.jsonl")
+    assert all(r["completion"].rstrip().endswith("that was that.") for r in rows)
