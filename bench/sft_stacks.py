@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -149,15 +150,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base", default="embedded")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--config", type=Path, default=Path("finetune/demo.yaml"), help="training settings"
+    )
+    parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
     if not (args.data / "train.jsonl").exists():
         raise SystemExit(f"{args.data}/train.jsonl not found: run python -m finetune preprocess")
-    # finetune/demo.yaml's settings, for a few steps
+    # the config's settings (finetune/demo.yaml's by default), for a few steps
     overrides = {"data_dir": str(args.data), "base": args.base, "max_steps": args.steps}
     overrides |= {"eval_steps": 10_000, "save_steps": 10_000, "threads": args.threads}
-    cfg = TrainConfig.load(Path("finetune/demo.yaml"), overrides)
+    cfg = TrainConfig.load(args.config, overrides)
     rows = measure(cfg)
-    print(f"{args.steps} steps of finetune/demo.yaml's settings on {args.base}, {args.data}:\n")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    print(f"{args.steps} steps of {args.config}'s settings on {args.base}, {args.data}:\n")
     cols = ["stack", "tokens_per_s", "peak_rss_mib", "val_loss_initial", "val_loss", "steps"]
     print(table(rows, cols))
 

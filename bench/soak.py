@@ -17,6 +17,7 @@ log must hold no traceback. Prints votes/s and the counts, and returns them.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import re
 import tempfile
@@ -263,8 +264,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--annotators", type=int, default=6)
     parser.add_argument("--writers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     r = run(args.seconds, args.annotators, args.writers, args.seed)
+    if args.json:
+        args.json.write_text(json.dumps(r, indent=2) + "\n")
     for k, v in r.items():
         print(f"{k:>16}: {v}")
     bad = r["lost"] + r["altered"] + r["duplicates"] + r["errors"] + r["app_tracebacks"]

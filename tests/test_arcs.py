@@ -201,3 +201,14 @@ def test_a_titles_period_ends_no_sentence():
         "He lived on Baker St.",
         "The next day it rained.",
     ]
+
+
+def test_a_trajectory_needs_exactly_min_sentences():
+    """The boundary itself: one sentence short has no trajectory, the minimum has one."""
+    from storygen.arcs import MIN_SENTENCES
+
+    assert MIN_SENTENCES >= WINDOWS
+    lines = [f"Sentence number {i} was happy and sad." for i in range(MIN_SENTENCES)]
+    assert trajectory(" ".join(lines[:-1])) is None
+    values = trajectory(" ".join(lines))
+    assert values is not None and len(values) == WINDOWS

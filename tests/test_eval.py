@@ -18,6 +18,7 @@ from eval.perplexity import NLL, perplexity, story_nll
 from eval.registry import figures_for
 from eval.scoring import default_window
 from finetune.build import build, read_examples
+from storygen.config import ModelSpec
 from storygen.request import Character, Setting, StoryRequest
 
 from .conftest import CORPUS, FIXTURES, copy_text
@@ -264,7 +265,8 @@ def test_comparison_writes_reports_and_resumes(comparison, tmp_path, monkeypatch
         # measurement of the engine, not a figure over items.
         numbers = [k for k, v in r.items() if isinstance(v, float) and k != "memory_mib"]
         assert set(numbers) <= set(r["ci95"]) and r["n_per_figure"]["bleu"] == 3
-        assert r["memory_mib"] >= 0
+        saved = json.loads((out / "generations" / f"{r['system']}.memory.json").read_text())
+        assert r["memory_mib"] == saved["memory_mib"]  # the writing run's figure, kept
     png = out / "metrics.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from PIL import Image
@@ -366,7 +368,18 @@ def test_a_comparison_generates_on_llamacpp_and_scores_on_the_same_weights(tmp_p
     rows = (tmp_path / "out" / "generations" / "demo.jsonl").read_text().splitlines()
     provenance = json.loads(rows[0])["provenance"]
     assert provenance["backend"] == "llamacpp" and provenance["adapter_name"]
-    assert 5 < result["token_ppl"] < 200  # scored by the real model, not a tiny one
+    # Scored by the real model's fp32 twin with the demo adapter, after the adapter's own
+    # tagged prompt: the same figure as scoring those two stories directly.
+    from eval.perplexity import perplexity
+    from storygen.loading import load_model
+    from storygen.prompt_format import render_request
+
+    lm = load_model(ModelSpec(adapter="demo", backend="transformers", quantization="fp32"))
+    items = load_test_set(data / "train.jsonl", 2)
+    pairs = [(render_request(it["request"]), it["reference"]) for it in items]
+    want = perplexity(lm.model, lm.tokenizer, pairs, progress=False)
+    assert result["token_ppl"] == pytest.approx(want["token_ppl"], rel=1e-6)
+    assert result["word_ppl"] == pytest.approx(want["word_ppl"], rel=1e-6)
     config["systems"][0]["max_tokens"] = 5
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(EvalError, match="unknown setting 'max_tokens'.*known: base, adapter"):

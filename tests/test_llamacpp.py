@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from bench import parity
+from eval import parity
 from storygen.backends import load_backend
 from storygen.backends.base import DecodeStats
 from storygen.config import ModelSpec, SamplingConfig, demo_adapter_dir
@@ -152,21 +152,36 @@ def test_chat_prompt_equals_transformers_apply_chat_template(base):
     assert ours.style == "chat" and ours.text == expected
 
 
+def fixture_stories() -> list[tuple[str, str]]:
+    """(tagged prompt, story) of the last four fixture stories preprocessing keeps, as
+    training renders them."""
+    import csv
+
+    from finetune.build import make_example
+    from finetune.data import RawPair
+
+    path = parity.ROOT / "tests" / "fixtures" / "wp_hf.csv"
+    out = []
+    for row in reversed(list(csv.DictReader(path.open(encoding="utf-8")))):
+        raw = RawPair(row["prompt"], row["story"], str(row.get("row_id", len(out))))
+        example, _ = make_example(raw, word_budget=1000, field_dropout=0.15)
+        if example is not None:
+            out.append((example["prompt"], example["completion"]))
+        if len(out) == 4:
+            break
+    return out
+
+
 @pytest.fixture(scope="module")
 def parity_figures():
-    """bench.parity's figures: on 20 real stories from ../shared when it is there (as in CI),
-    else on the fixture stories; greedy continuations of 10 example requests either way."""
-    if parity.SHARED_SAMPLE.exists():
-        stories = parity.real_stories(20)
-        # measured (v2 demo adapter): 0.11% / 0.12%, 0.61%, 96.6% / 96.7%, effect 0.1433 vs
-        # 0.1438; the v3 adapter: 0.13% mean, its worst story 1.15% (quantized activations)
-        limits = {"loss": 0.002, "story": 0.015, "top1": 0.96, "effect": 0.02}
-    else:
-        stories = parity.real_stories(4, parity.ROOT / "tests" / "fixtures" / "wp_hf.csv")
-        # 4 short stories (3 before session 9's link cleaning), the v3 adapter / the base:
-        # measured 0.10% / 0.41%, worst story 1.19% / 1.93%, top-1 97.9% / 98.7%, adapter effect
-        # 0.242 vs 0.248 (correlation 0.985)
-        limits = {"loss": 0.006, "story": 0.025, "top1": 0.95, "effect": 0.06}
+    """eval.parity's figures on the fixture stories (the same in CI and here, whether or not
+    the shared sample is there; ``python -m bench.parity`` measures the 20 real ones), and
+    greedy continuations of 10 example requests."""
+    stories = fixture_stories()
+    assert len(stories) == 4
+    # 4 short stories, the v3 adapter / the base: measured 0.10% / 0.41%, worst story 1.19% /
+    # 1.93%, top-1 97.9% / 98.7%, adapter effect 0.242 vs 0.248 (correlation 0.985)
+    limits = {"loss": 0.006, "story": 0.025, "top1": 0.95, "effect": 0.06}
     return parity.measure(stories, n_prompts=10, n_tokens=32), limits
 
 
@@ -203,10 +218,12 @@ def test_greedy_continuations_agree(parity_figures):
 
 
 def test_the_write_path_imports_no_torch():
-    """The UI, its handlers and a story on llama.cpp run without torch or transformers."""
+    """The UI, its handlers, a story on llama.cpp and the judges run without torch or
+    transformers."""
     code = (
         "import sys\n"
-        "import story_ui.layout, story_ui.services, story_ui.write, story_ui.rate, story_ui.tabs.write\n"
+        "import story_ui.layout, story_ui.services, story_ui.write, story_ui.rate\n"
+        "from storygen.judges import judge\n"
         "from storygen.backends import load_backend\n"
         "from storygen.generation import generate_story\n"
         "from storygen.config import SamplingConfig\n"
@@ -214,6 +231,8 @@ def test_the_write_path_imports_no_torch():
         "b = load_backend()\n"
         "s = generate_story(b, StoryRequest(genre='horror'), SamplingConfig(max_new_tokens=8))\n"
         "assert s.provenance['backend'] == 'llamacpp'\n"
+        "j = judge('Mara ran up the stairs of the old lighthouse. ' * 8, {'genre': 'horror'})\n"
+        "assert not j.cannot_judge and j.verdicts\n"
         "bad = [m for m in ('torch', 'transformers', 'peft', 'bitsandbytes') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
@@ -238,3 +257,32 @@ def test_the_committed_feedback_child_loads_here_and_meets_its_parent_in_the_are
         ("smollm2-135m-wp-demo", "demo"),
         ("smollm2-135m-wp-demo-dpo", str(folder)),
     ]
+
+
+def test_a_fresh_export_of_the_demo_adapter_is_the_committed_file(tmp_path):
+    """The GGUF form llama.cpp loads is what export_gguf writes from the peft adapter now:
+    every header field (the LoRA alpha among them) and every tensor, bit for bit. (The other
+    llama.cpp tests load the committed file, so an export bug would hide there.)"""
+    import numpy as np
+    from gguf import GGUFReader
+
+    from finetune.export_gguf import export_gguf
+
+    fresh = GGUFReader(export_gguf(demo_adapter_dir(), tmp_path / "fresh.gguf"))
+    committed = GGUFReader(demo_adapter_dir() / GGUF_ADAPTER)
+
+    def fields(reader):
+        return {
+            name: [bytes(p) for p in f.parts[-1:]] if f.types else None
+            for name, f in reader.fields.items()
+        }
+
+    assert fields(fresh) == fields(committed)
+    alpha = fresh.fields["adapter.lora.alpha"]
+    assert float(alpha.parts[alpha.data[0]][0]) == 16.0  # peft's lora_alpha, not alpha / r
+    a = {t.name: t for t in fresh.tensors}
+    b = {t.name: t for t in committed.tensors}
+    assert a.keys() == b.keys() and len(a) > 0
+    for name in a:
+        assert a[name].tensor_type == b[name].tensor_type
+        assert np.array_equal(np.asarray(a[name].data), np.asarray(b[name].data)), name

@@ -59,3 +59,19 @@ def test_the_arena_finds_a_tuned_adapters_parent_as_it_was_given_to_tune(tmp_pat
     (child / "storygen_adapter.json").write_text(json.dumps({"lineage": {**lineage, **demo}}))
     with pytest.raises(PairsError, match="'demo' .* is not the adapter it was tuned from"):
         arena_systems(child)
+
+
+def test_sides_are_swapped_about_half_the_time():
+    """A/B sides are random per viewing: each system is on the left about half the time (a
+    side that never swapped would hide position bias)."""
+    import random
+
+    from human_ratings.pairs import Item, assign_sides
+    from storygen.request import StoryRequest
+
+    item = Item("x", StoryRequest(genre="horror"), {"tuned": {}, "base": {}})
+    rng = random.Random(3)
+    lefts = [assign_sides(item, rng)[0] for _ in range(1000)]
+    assert set(lefts) == {"tuned", "base"}
+    assert 0.45 < lefts.count("base") / 1000 < 0.55
+    assert all(sorted(assign_sides(item, rng)) == ["base", "tuned"] for _ in range(20))

@@ -149,3 +149,23 @@ def test_prompts_are_rendered_for_the_parents_format_and_tuning_refuses_another(
     assert len(read_examples(cfg, V2)[0]) == 1
     with pytest.raises(PreferenceDataError, match=f"--prompt-format {PROMPT_FORMAT_VERSION}"):
         read_examples(cfg, PROMPT_FORMAT_VERSION)
+
+
+def test_the_held_out_share_is_the_share_asked_for(tmp_path):
+    """held_out is the share kept out of training (0.2 trains on 80%), not its complement;
+    chosen by a hash of each example, so it is the same on every run."""
+    import json
+
+    from finetune.preference import PreferenceConfig, read_examples
+
+    rows = [
+        {"prompt": f"p{i}", "chosen": f"good {i}", "rejected": f"bad {i}", "prompt_format": "x"}
+        for i in range(2000)
+    ]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for share in (0.1, 0.2, 0.5):
+        cfg = PreferenceConfig(data_dir=str(tmp_path), held_out=share)
+        train, held, _ = read_examples(cfg, "x")
+        assert len(train) + len(held) == 2000
+        assert abs(len(held) / 2000 - share) < 0.03, (share, len(held))
+        assert read_examples(cfg, "x")[1] == held

@@ -1,0 +1,183 @@
+"""Parity of the llama.cpp backend with the transformers reference: the same weights scored and
+written by both engines (``python -m bench.parity`` prints it on real stories; the tests hold it
+to the levels measured).
+
+Both sides run the same weights: transformers in fp32 dequantized from the embedded GGUF (Q4_1
+for SmolLM2, Q4_K_M for Gemma 3) with the peft demo adapter, llama.cpp on the GGUF itself with
+the adapter's GGUF form. They still differ, because llama.cpp multiplies 4-bit weights by
+8-bit-quantized activations. So this compares what matters and says how close:
+
+- the mean per-token loss of stories after their tagged prompts, with and without the adapter,
+  and the adapter's effect (loss without minus loss with) on each;
+- teacher-forced agreement: at how many story positions both pick the same most likely token;
+- greedy continuations of example requests through each backend's own generation path: how many
+  tokens agree before the first divergence.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from storygen.config import EMBEDDED, ModelSpec, SamplingConfig
+from storygen.loading import prompt_ids, with_leading
+from storygen.prompt_format import tagged_prompt
+from storygen.request import StoryRequest
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_TOKENS = 320  # prompt + story tokens scored per story, as in the demo adapter's validation
+
+
+def example_requests(n: int) -> list[StoryRequest]:
+    lines = (ROOT / "examples" / "requests.jsonl").read_text().splitlines()
+    requests = [StoryRequest.from_dict(json.loads(line)) for line in lines if line.strip()]
+    return (requests * (n // len(requests) + 1))[:n]
+
+
+def token_ids(prompt: str, story: str, scorer) -> tuple[list[int], int]:
+    """Prompt + story ids (capped at MAX_TOKENS), the prompt after the model's BOS if it has
+    one, and the number of prompt ids."""
+    p, s = scorer.prompt_ids(prompt), scorer.tokenize(story)
+    return (p + s)[:MAX_TOKENS], len(p)
+
+
+def nll_and_argmax(logits: np.ndarray, ids: list[int], n_prompt: int):
+    """Per-token NLL of the story tokens and the model's top token at each of those positions."""
+    logits = logits[n_prompt - 1 : len(ids) - 1].astype(np.float64)
+    targets = np.asarray(ids[n_prompt:])
+    top = logits.max(-1, keepdims=True)
+    logz = top[:, 0] + np.log(np.exp(logits - top).sum(-1))
+    return logz - logits[np.arange(len(targets)), targets], logits.argmax(-1)
+
+
+class HFScorer:
+    """Every position's logits from transformers (fp32 from the GGUF, peft adapter or none)."""
+
+    def __init__(self, adapter: str | None, base: str = EMBEDDED):
+        from storygen.backends.hf import TransformersBackend
+
+        self.backend = TransformersBackend.load(
+            ModelSpec(base=base, adapter=adapter, backend="transformers", quantization="fp32")
+        )
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.backend.lm.tokenizer(text, add_special_tokens=False).input_ids
+
+    def prompt_ids(self, text: str) -> list[int]:
+        return prompt_ids(self.backend.lm.tokenizer, text)
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.backend.lm.model(input_ids=torch.tensor([ids])).logits[0].numpy()
+
+
+class LlamaScorer:
+    """Every position's logits from llama.cpp (the GGUF base, the adapter's GGUF form or none)."""
+
+    def __init__(self, adapter: str | None, threads: int = 2, base: str = EMBEDDED):
+        from llama_cpp import Llama
+
+        from storygen.backends.llamacpp import gguf_adapter, resolve_gguf_base
+
+        spec = ModelSpec(base=base, adapter=adapter, backend="llamacpp")
+        model_path, base_id = resolve_gguf_base(spec.base)
+        lora, _ = gguf_adapter(spec, base_id)
+        kwargs = {"lora_path": str(lora)} if lora else {}
+        self.llm = Llama(
+            model_path=str(model_path),
+            n_ctx=MAX_TOKENS,
+            n_batch=MAX_TOKENS,
+            n_threads=threads,
+            logits_all=True,
+            verbose=False,
+            **kwargs,
+        )
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+    def prompt_ids(self, text: str) -> list[int]:
+        from storygen.backends.llamacpp import leading_tokens
+
+        return with_leading(leading_tokens(self.llm), self.tokenize(text))
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        self.llm.reset()
+        self.llm.eval(ids)
+        return np.array(self.llm.scores[: len(ids)])
+
+
+def story_losses(scorer, stories: list[tuple[str, str]]):
+    """Per story: (mean NLL of its story tokens, top-token ids at those positions)."""
+    out = []
+    for prompt, story in stories:
+        ids, n_prompt = token_ids(prompt, story, scorer)
+        nll, top = nll_and_argmax(scorer.logits(ids), ids, n_prompt)
+        out.append((float(nll.mean()), top))
+    return out
+
+
+def greedy_tokens(backend, request: StoryRequest, n: int) -> list[int]:
+    """The first ``n`` greedy tokens of a story, through the backend's own generation path."""
+    from storygen.generation import decode
+
+    greedy = SamplingConfig(temperature=0, repetition_penalty=1.0)
+    ids, _ = list(decode(backend, tagged_prompt(request), greedy, n, stop_on_eos=False))[-1]
+    return list(ids)
+
+
+def measure(
+    stories: list[tuple[str, str]],
+    n_prompts: int,
+    n_tokens: int,
+    threads: int = 2,
+    base: str = EMBEDDED,
+) -> dict:
+    """All parity figures in one dict (see the module docstring)."""
+    from storygen.backends.llamacpp import LlamaCppBackend, common_prefix
+
+    result: dict = {"stories": len(stories), "base": base}
+    hf_demo = HFScorer("demo", base)
+    if stories:
+        losses = {}
+        for adapter in ("demo", None):
+            hf = story_losses(hf_demo if adapter else HFScorer(None, base), stories)
+            lc = story_losses(LlamaScorer(adapter, threads, base), stories)
+            key = adapter or "base"
+            losses[key] = (hf, lc)
+            hf_mean = float(np.mean([x for x, _ in hf]))
+            lc_mean = float(np.mean([x for x, _ in lc]))
+            same = sum(int((a == b).sum()) for (_, a), (_, b) in zip(hf, lc))
+            total = sum(len(a) for _, a in hf)
+            result[key] = {
+                "hf_loss": hf_mean,
+                "llamacpp_loss": lc_mean,
+                "loss_rel_diff": abs(lc_mean - hf_mean) / hf_mean,
+                "max_story_rel_diff": max(abs(b[0] - a[0]) / a[0] for a, b in zip(hf, lc)),
+                "top1_agreement": same / total,
+            }
+        hf_effect = [b[0] - a[0] for a, b in zip(losses["demo"][0], losses["base"][0])]
+        lc_effect = [b[0] - a[0] for a, b in zip(losses["demo"][1], losses["base"][1])]
+        result["adapter_effect"] = {
+            "hf_mean": float(np.mean(hf_effect)),
+            "llamacpp_mean": float(np.mean(lc_effect)),
+            "effect_correlation": float(np.corrcoef(hf_effect, lc_effect)[0, 1]),
+        }
+    requests = example_requests(n_prompts)
+    hf = hf_demo.backend
+    lc = LlamaCppBackend(ModelSpec(base=base, adapter="demo", threads=threads))
+    prefixes = [
+        common_prefix(greedy_tokens(hf, r, n_tokens), greedy_tokens(lc, r, n_tokens))
+        for r in requests
+    ]
+    result["greedy"] = {
+        "prompts": len(requests),
+        "tokens": n_tokens,
+        "agreeing_prefix": prefixes,
+        "all_agree": sum(p == n_tokens for p in prefixes),
+    }
+    return result
