@@ -1,4 +1,12 @@
-"""``python -m human_ratings {stats,pairs,arena}``: vote statistics and A/B item building."""
+"""``python -m human_ratings VERB``: studies, invitations, export, vote statistics and A/B
+item building.
+
+study new|status|close FOLDER   a study: its file, its progress and decisions, its end
+invite FOLDER                   invite codes for a study's annotators (shown once)
+export FOLDER                   a study's votes and reactions as Parquet with a dataset card
+stats VOTES                     win rates, Bradley-Terry, agreement, position bias of a log
+pairs / arena                   A/B items from requests and two systems
+"""
 
 from __future__ import annotations
 
@@ -47,8 +55,30 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--max-new-tokens", type=int, default=300)
     a.add_argument("--out", type=Path, default=Path("runs/arena"))
     a.add_argument("--seed", type=int, default=7000)
+    st = sub.add_parser("study", formatter_class=HelpFormatter, help="new, status or close")
+    st.add_argument("action", choices=["new", "status", "close"])
+    st.add_argument("folder", type=Path, help="the study's folder")
+    st.add_argument("--items", type=Path, help="new: the A/B items (a pairs file)")
+    st.add_argument("--name", help="new: the study's name (default: the folder's)")
+    st.add_argument("--k", type=int, default=3, help="new: votes wanted per item")
+    st.add_argument("--access", default="invite", help="new: invite, oauth, open or local")
+    st.add_argument("--reveal", default="never", help="new: each, end or never")
+    st.add_argument("--gold", type=int, default=10, help="new: gold items to make")
+    st.add_argument("--json", action="store_true", help="status: print JSON")
+    i = sub.add_parser("invite", formatter_class=HelpFormatter, help="invite codes, shown once")
+    i.add_argument("folder", type=Path, help="the study's folder")
+    i.add_argument("--annotators", type=int, default=0, help="codes for this many new ids")
+    i.add_argument("--names", nargs="*", default=[], help="codes for these annotator ids")
+    i.add_argument("--owner", action="store_true", help="the codes open the Study tab too")
+    i.add_argument("--revoke", nargs="*", default=[], help="revoke these annotators' codes")
+    e = sub.add_parser("export", formatter_class=HelpFormatter, help="Parquet + dataset card")
+    e.add_argument("folder", type=Path, help="the study's folder")
+    e.add_argument("--out", type=Path, default=None, help="default: FOLDER/export")
+    e.add_argument("--real-ids", action="store_true", help="keep annotator ids as they are")
     args = parser.parse_args(argv)
 
+    if args.command in ("study", "invite", "export"):
+        return _study_command(args)
     if args.command == "stats":
         from human_ratings.report import markdown, save_figure
         from human_ratings.stats import summary
@@ -107,6 +137,63 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"wrote {n} items to {args.out}")
     return 0
+
+
+def _study_command(args) -> int:
+    from human_ratings.identity import IdentityError
+    from human_ratings.study import Study, StudyError, new_study
+
+    try:
+        if args.command == "study" and args.action == "new":
+            if args.items is None:
+                raise StudyError("study new needs --items (a pairs file)")
+            study = new_study(
+                args.folder, args.items, args.name, args.k, args.access, args.reveal, args.gold
+            )
+            print(
+                f"study {study.name!r} in {args.folder}: {len(study.items)} items, "
+                f"{len(study.gold_rows)} gold, k = {study.config.k}, access {study.config.access}"
+                f"; edit {args.folder / 'study.yaml'} and guidelines.md, then invite annotators"
+            )
+            return 0
+        study = Study(args.folder)
+        if args.command == "invite":
+            for name in args.revoke:
+                study.invites.revoke(name)
+                print(f"revoked: {name}")
+            taken = set(study.invites.annotators())
+            names = list(args.names)
+            n = 1
+            while len(names) < len(args.names) + args.annotators:
+                if f"annotator-{n}" not in taken and f"annotator-{n}" not in names:
+                    names.append(f"annotator-{n}")
+                n += 1
+            role = "owner" if args.owner else "annotator"
+            for name, code in study.invites.create(names, role):
+                print(f"{name}\t{code}")
+            if names:
+                print(
+                    "(each code is shown this once; the study keeps only its hash)", file=sys.stderr
+                )
+            return 0
+        if args.command == "export":
+            from human_ratings.export import export
+
+            out = args.out or args.folder / "export"
+            counts = export(study, out, args.real_ids)
+            print(f"{counts['votes']} votes and {counts['reactions']} reactions written to {out}")
+            return 0
+        status = study.close() if args.action == "close" else study.status()
+        if args.json:
+            print(json.dumps(_json_safe(status), indent=2, default=str))
+        else:
+            from human_ratings.report import study_markdown
+
+            print(study_markdown(status))
+        return 0
+    except (StudyError, IdentityError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _json_safe(value):

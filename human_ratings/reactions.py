@@ -21,13 +21,22 @@ from typing import Any
 
 from human_ratings.applog import AppendLog
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 KINDS = ("up", "down", "edit")
 MAX_TEXT = 100_000
 
 
 class ReactionError(ValueError):
     """A reaction that cannot be recorded, with a message for the reader."""
+
+
+class DuplicateReaction(ReactionError):
+    """This visitor already gave this story a thumb (or an edit)."""
+
+
+def family(kind: str) -> str:
+    """Thumbs up and down are one choice; an edit is another."""
+    return "edit" if kind == "edit" else "thumb"
 
 
 @dataclass
@@ -45,6 +54,9 @@ class Reaction:
     """The story's provenance: request, sampling (with the seed), backend, base, adapter..."""
     reader: str = ""
     """Empty unless the reader chose to give a name."""
+    visitor: str = ""
+    """A pseudonymous id of the visit (or the browser) that reacted: one thumb and one edit
+    per visitor and story."""
     schema_version: int = SCHEMA_VERSION
     timestamp_utc: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
@@ -100,9 +112,19 @@ class ReactionLog(AppendLog):
         self._cache: list[Reaction] = []
 
     def append(self, reaction: Reaction) -> Reaction:
+        """Keep ``reaction``; :class:`DuplicateReaction` when its visitor already gave this
+        story a reaction of the same family (a thumb, or an edit): the first one stands."""
         data = _encode(reaction)
         with self._locked():
-            self._read()  # a fresh offset, which the torn-tail cut relies on
+            current = self._read()  # a fresh offset, which the torn-tail cut relies on
+            if reaction.visitor and any(
+                r.visitor == reaction.visitor
+                and r.story == reaction.story
+                and family(r.kind) == family(reaction.kind)
+                for r in current
+            ):
+                said = "an edit" if reaction.kind == "edit" else "a thumb"
+                raise DuplicateReaction(f"you have given this story {said} already")
             self._cut_torn_tail()
             self._write(data)
         return reaction

@@ -108,3 +108,63 @@ def save_figure(summary: dict, png: Path) -> None:
     fig = figure(summary)
     fig.savefig(png, dpi=100)
     plt.close(fig)
+
+
+def decisions_markdown(rows: list[dict]) -> str:
+    """Per pair of systems: votes, win rate with its anytime-valid interval, the decision."""
+    if not rows:
+        return "No decisive votes yet."
+    out = [
+        "| A | B | A wins | B wins | ties | A's win rate [anytime-valid 95% CI] | decision | "
+        "decisive votes still needed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for d in rows:
+        lo, hi = d["ci95"]
+        needed = "—" if d["votes_needed"] is None else f"about {d['votes_needed']}"
+        out.append(
+            f"| {d['a']} | {d['b']} | {d['wins_a']} | {d['wins_b']} | {d['ties']} | "
+            f"{_fmt(d['win_rate'])} [{lo:.2f}, {hi:.2f}] | **{d['decision']}** | {needed} |"
+        )
+    return "\n".join(out)
+
+
+def annotators_markdown(people: dict[str, dict]) -> str:
+    if not people:
+        return "No annotator has voted yet."
+    out = [
+        "| annotator | votes | gold passed | median s / item | share of A | agrees with "
+        "majority | excluded because |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, f in people.items():
+        out.append(
+            f"| {name} | {f['votes']} | {f['gold_passed']}/{f['gold_seen']} | "
+            f"{_fmt(f['median_seconds'])} | {_fmt(f['share_a'])} | "
+            f"{_fmt(f['majority_agreement'])} ({f['majority_items']}) | "
+            f"{'; '.join(f['excluded']) or '—'} |"
+        )
+    return "\n".join(out)
+
+
+def study_markdown(status: dict) -> str:
+    """A study's status (``Study.status``) for its owner."""
+    p = status["progress"]
+    state = "closed" if status["closed"] else "complete" if status["complete"] else "running"
+    return "\n\n".join(
+        [
+            f"### Study `{status['study']}`: {state}",
+            f"{p['votes']} votes on {p['items']} items; {p['items_with_k']} items have their "
+            f"votes (fewest {p['min_votes']}, most {p['max_votes']}); {p['open']} shown and "
+            "not yet voted on.",
+            "#### Decisions, without the excluded annotators",
+            "Win rates come with a confidence sequence (Howard et al. 2021): valid however "
+            "often the results are looked at, so a pair is decided as soon as its interval "
+            "excludes 0.5 or lies within the study's margin.",
+            decisions_markdown(status["decisions"]),
+            "#### Decisions with every annotator",
+            decisions_markdown(status["decisions_with_excluded"]),
+            "#### Annotators",
+            annotators_markdown(status["annotators"]),
+        ]
+    )

@@ -211,12 +211,23 @@ def _choice_units(votes: list[Vote]) -> dict[tuple[str, str], dict[str, str]]:
     return units
 
 
+MIN_AGREEMENT_UNITS = 3
+"""Agreement resting on fewer units than this is undefined (one item rated twice says
+nothing about how annotators agree in general)."""
+
+
 def _agreement_row(criterion, statistic, unit, used, value=float("nan"), note="") -> dict:
     """One figure with what it rests on: the units and raters actually used, and, when it has
     no value, whether it does not apply (``n/a``, the note says why) or is undefined."""
     values = {x for u in used for x in u.values()}
     if note:
         status, value = "n/a", float("nan")
+    elif len(used) < MIN_AGREEMENT_UNITS:
+        status, value = "undefined", float("nan")
+        note = (
+            f"rests on {len(used)} {unit[:-1] if len(used) == 1 else unit}; at least "
+            f"{MIN_AGREEMENT_UNITS} are needed"
+        )
     elif len(values) < 2:
         status, value = "undefined", float("nan")
         only = next(iter(values), None)

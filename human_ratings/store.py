@@ -30,7 +30,7 @@ from pathlib import Path
 
 from human_ratings.applog import AppendLog
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 CHOICES = ("left", "right", "tie", "both_bad")
 CRITERIA = ("coherence", "engagement", "relevance", "personalization")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -72,6 +72,12 @@ class Vote:
     """Generation settings of both stories, as JSON."""
     replaces: bool = False
     """True when this vote deliberately replaces the annotator's earlier vote on the item."""
+    study: str = ""
+    """The study the vote belongs to ("" outside a study)."""
+    seconds: float | None = None
+    """Seconds from the item's being shown (assigned) to the vote, measured by the server."""
+    anonymous: bool = False
+    """Cast in an open study by a visitor known only by a browser-scoped id."""
     schema_version: int = SCHEMA_VERSION
     timestamp_utc: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
@@ -92,9 +98,25 @@ class Vote:
                 v = getattr(self, f"{side}_{c}")
                 if v is not None and (isinstance(v, bool) or v not in (1, 2, 3, 4, 5)):
                     errors.append(f"{side} {c} must be 1-5")
+        if self.seconds is not None and (
+            isinstance(self.seconds, bool)
+            or not isinstance(self.seconds, (int, float))
+            or not 0 <= self.seconds < 1e7
+        ):
+            errors.append("seconds must be a duration in seconds")
+        if not isinstance(self.study, str) or len(self.study) > 200:
+            errors.append("study must be a name of at most 200 characters")
         if not isinstance(self.comment, str) or len(self.comment) > 5000:
             errors.append("comment must be text of at most 5000 characters")
-        for name in ("annotator", "item_id", "system_left", "system_right", "comment", "settings"):
+        for name in (
+            "annotator",
+            "item_id",
+            "system_left",
+            "system_right",
+            "comment",
+            "settings",
+            "study",
+        ):
             value = getattr(self, name)
             bad = _CONTROL.search(value) if isinstance(value, str) else None
             if bad:
@@ -109,7 +131,12 @@ class Vote:
 
 
 COLUMNS = [f.name for f in fields(Vote)] + ["row_crc"]
+_NEW_IN_3 = ("study", "seconds", "anonymous")
+COLUMNS_2 = [c for c in COLUMNS if c not in _NEW_IN_3]
+"""Schema 1 and 2 rows: the same columns without those schema 3 added."""
 _INT_FIELDS = {f.name for f in fields(Vote) if "int" in str(f.type)}
+_FLOAT_FIELDS = {f.name for f in fields(Vote) if "float" in str(f.type)}
+_BOOL_FIELDS = {f.name for f in fields(Vote) if str(f.type) == "bool"}
 
 
 def neutralize(cell: str) -> str:
@@ -134,6 +161,8 @@ def _cells(vote: Vote) -> list[str]:
             cells.append(str(int(v)))
         elif isinstance(v, int):
             cells.append(str(v))
+        elif isinstance(v, float):
+            cells.append(repr(round(v, 3)))
         else:
             cells.append(neutralize(v))
     return cells
@@ -153,18 +182,21 @@ def _encode(vote: Vote) -> bytes:
 
 
 def _decode(row: list[str]) -> Vote | None:
-    """A row back into a Vote; None when it is torn, altered or from another schema."""
-    if len(row) != len(COLUMNS) or _crc(row[:-1]) != row[-1]:
+    """A row back into a Vote; None when it is torn, altered or from an unknown schema."""
+    columns = {len(COLUMNS): COLUMNS, len(COLUMNS_2): COLUMNS_2}.get(len(row))
+    if columns is None or _crc(row[:-1]) != row[-1]:
         return None
-    data = dict(zip(COLUMNS[:-1], row[:-1]))
+    data = dict(zip(columns[:-1], row[:-1]))
     schema_1 = data["schema_version"] == "1"
     try:
-        for name in COLUMNS[:-1]:
+        for name in columns[:-1]:
             v = data[name]
-            if name == "replaces":
+            if name in _BOOL_FIELDS:
                 data[name] = v == "1"
             elif name in _INT_FIELDS:
                 data[name] = int(v) if v != "" else None
+            elif name in _FLOAT_FIELDS:
+                data[name] = float(v) if v != "" else None
             elif schema_1:  # the old rule: only a formula start was quoted
                 data[name] = v[1:] if v.startswith("'") and v[1:].startswith(_FORMULA_START) else v
             else:
@@ -185,14 +217,23 @@ class VoteStore(AppendLog):
         """Record ``vote``; raises :class:`DuplicateVote` if the annotator already voted on the
         item and ``vote.replaces`` is not set."""
         data = _encode(vote)
+        header = ",".join(COLUMNS)
         with self._locked():
+            if self.path.exists() and self.path.stat().st_size:
+                with self.path.open("rb") as f:
+                    first = f.readline().decode("utf-8", "replace").rstrip("\r\n")
+                if first != header:
+                    raise VoteError(
+                        f"{self.path} was written with other columns (an older schema): it is "
+                        "still read, but new votes go to a new file; move it aside"
+                    )
             current = self._read()  # always: the torn-tail cut below relies on a fresh offset
             if not vote.replaces and any(
                 v.annotator == vote.annotator and v.item_id == vote.item_id for v in current
             ):
                 raise DuplicateVote(f"{vote.annotator} has already rated item {vote.item_id}")
             self._cut_torn_tail()
-            self._write(data, (",".join(COLUMNS) + "\n").encode())
+            self._write(data, (header + "\n").encode())
         return vote
 
     def _read(self) -> list[Vote]:

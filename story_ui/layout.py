@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import secrets
+
 import gradio as gr
 
 from story_ui.services import Services
-from story_ui.tabs import rate, results, write
+from story_ui.tabs import rate, results, study, write
 
 INTRO = """# Story studio
 Describe the story you want — characters, setting, genre, tone, events, ending — and a
 fine-tuned language model writes it. Annotators: the **Rate** tab compares two systems blind."""
+
+
+def visitor_id(kept: str) -> tuple[str, str]:
+    """The visitor's id, kept in their browser: made on their first visit."""
+    kept = kept if isinstance(kept, str) and 8 <= len(kept) <= 64 else secrets.token_hex(8)
+    return kept, kept
 
 
 def build_app(services: Services) -> gr.Blocks:
@@ -18,9 +26,17 @@ def build_app(services: Services) -> gr.Blocks:
         gr.Markdown(INTRO)
         with gr.Tab("Write"):
             write.build(services)
+        # Who is rating (server-side, per visit), shared by the tabs that check it; and the
+        # visitor's random id, kept in their browser (open studies).
+        rater = gr.State({})
+        browser = gr.BrowserState("", storage_key="storygen-visitor")
+        visitor = gr.State("")
+        demo.load(visitor_id, browser, [browser, visitor], api_visibility="private")
         with gr.Tab("Rate"):
-            rate.build(services)
+            rate.build(services, rater, visitor)
+        with gr.Tab("Study"):
+            study.build(services, rater)
         with gr.Tab("Results"):
-            results.build(services)
+            results.build(services, rater)
     demo.queue(default_concurrency_limit=services.config.concurrency)
     return demo

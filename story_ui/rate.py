@@ -1,13 +1,17 @@
-"""Rate tab handlers: blind A/B judging. Which system is on which side lives only in the
-server-side session state until the vote is cast."""
+"""Rate tab handlers: a study's blind A/B judging. Who the annotator is comes from the server
+(an invite code, a signed-in Hugging Face profile, a browser-scoped id, or on one's own machine
+a typed name); which item they get, and on which side each system is, from the study's
+assigner; which system wrote which story stays in the server-side session state, and is shown
+only as the study's ``reveal`` setting allows."""
 
 from __future__ import annotations
 
 import hmac
-import random
 import secrets
+import time
 
-from human_ratings.pairs import Item, assign_sides
+from human_ratings.identity import IdentityError, oauth_annotator
+from human_ratings.pairs import Item
 from human_ratings.store import CRITERIA, DuplicateVote, Vote, VoteError, settings_json
 from storygen.prompt_format import request_fields
 
@@ -20,54 +24,23 @@ CHOICE_LABELS = {
 EMPTY = ("", "", "")
 SCALE = "1 = poor, 5 = excellent; optional"
 """What a 1-5 rating means, shown beside every rating control."""
+SIGN_IN = {
+    "invite": "Enter the invite code you were given, then Start.",
+    "oauth": "Sign in with Hugging Face (the button above), then Start.",
+    "open": "Press Start: you vote anonymously (your browser keeps a random id).",
+    "local": "Enter your annotator ID, then Start.",
+}
 
 
 def request_markdown(item: Item) -> str:
     rows = "\n".join(f"- **{k}**: {v}" for k, v in request_fields(item.request).items())
-    return f"**The request** (item `{item.item_id}`)\n\n{rows}"
-
-
-def next_item(services, annotator: str) -> Item | None:
-    """An item this annotator has not rated yet (random order, so annotators spread out);
-    in live mode a new one is generated when none is left."""
-    done = services.store.rated_items(annotator)
-    todo = [it for it in list(services.items) if it.item_id not in done]
-    if todo:
-        return random.SystemRandom().choice(todo)
-    return services.live_item() if services.config.live else None
+    return f"**The request**\n\n{rows}"
 
 
 # Every handler returns (request, story A, story B, state, shown, start message, vote message).
 # The messages appear beside the control that caused them. ``shown`` changes only when a new
 # item (or none) replaces the one on screen, and only then is the answer form cleared: a refused
 # Start or a refused vote leaves everything the annotator typed in place.
-
-
-def show(services, annotator: str, note: str = "", where: str = "vote"):
-    """The annotator's next item; ``note`` goes beside Start (``where="start"``) or Submit."""
-    item = next_item(services, annotator)
-    if item is None:
-        total = len(services.items)
-        msg = (
-            "No items to rate: no pairs file is loaded (start the app with --live to generate "
-            "items on the spot)."
-            if not total
-            else f"You have rated all {total} items. Thank you!"
-        )
-        note = (note + "\n\n" + msg).strip()
-        return _say(*EMPTY, {"annotator": annotator}, where, note, shown=secrets.token_hex(8))
-    left, right = assign_sides(item, random.Random(random.SystemRandom().random()))
-    state = {"annotator": annotator, "item_id": item.item_id, "left": left, "right": right}
-    note = (note + "\n\n" + "Read both stories, then vote.").strip()
-    return _say(
-        request_markdown(item),
-        item.stories[left]["text"],
-        item.stories[right]["text"],
-        state,
-        where,
-        note,
-        shown=secrets.token_hex(8),
-    )
 
 
 def _say(request, a, b, state, where: str, message: str, shown=None):
@@ -81,50 +54,121 @@ def _keep(state, where: str, message: str):
     return _say(skip, skip, skip, state, where, message)
 
 
-def _hold(item: Item, state: dict, message: str):
-    """The item voted on, held on screen (and sent to API clients) with the message."""
-    return _say(
-        request_markdown(item),
-        item.stories[state["left"]]["text"],
-        item.stories[state["right"]]["text"],
-        state,
-        "vote",
-        message,
-    )
+def _show_item(item: Item, left: str, right: str) -> tuple[str, str, str]:
+    return request_markdown(item), item.stories[left]["text"], item.stories[right]["text"]
 
 
-def start(services, annotator: str, password: str, state: dict | None = None):
-    """Check the annotator's ID (and the password, when one is configured). A refusal leaves
-    the item on screen, if any, and the answers typed for it."""
-    state = state or {}
-    if not isinstance(annotator, str) or not isinstance(password, (str, type(None))):
-        return _keep(state, "start", "The annotator ID and password must be text.")
-    annotator = annotator.strip()
-    if not annotator or len(annotator) > 64 or not annotator.isprintable():
-        return _keep(state, "start", "Enter an annotator ID (up to 64 printable characters).")
-    expected = services.config.rater_password
+def identify(services, credential, password, profile, visitor: str) -> dict:
+    """The annotator behind a sign-in, as the study's access says; :class:`IdentityError`
+    with a message for the person otherwise."""
+    study = services.study
+    access = study.config.access
+    if access == "oauth":
+        return {"annotator": oauth_annotator(profile, study.config.allow), "via": "oauth"}
+    if access == "open":
+        return {"annotator": f"anon:{visitor}", "via": "open"}
+    if access == "invite":
+        invite = study.invites.sign_in(credential)
+        return {"annotator": invite.annotator, "via": "invite", "role": invite.role}
+    if not isinstance(credential, str) or not isinstance(password, (str, type(None))):
+        raise IdentityError("the annotator ID and password must be text")
+    name = credential.strip()
+    if not name or len(name) > 64 or not name.isprintable():
+        raise IdentityError("Enter an annotator ID (up to 64 printable characters).")
+    expected = study.password
     if expected and not hmac.compare_digest((password or "").encode(), expected.encode()):
-        return _keep(state, "start", "Wrong password.")
-    return show(services, annotator, where="start")
+        raise IdentityError("Wrong password.")
+    return {"annotator": name, "via": "local"}
 
 
-def next_one(services, state: dict):
-    """ "Next item": a new item after a vote (or instead of the one on screen)."""
+def start(services, credential, password, state=None, profile=None, visitor: str = ""):
+    """Sign in and show the first item; a refusal leaves the item on screen, if any, and the
+    answers typed for it. Failed sign-ins are rate-limited per visitor."""
+    state = state or {}
+    if services.study is None:
+        return _keep(state, "start", "No study is running on this app.")
+    wait = services.signin_limit.wait(visitor or "?", count=False)
+    if wait:
+        return _keep(state, "start", f"Too many failed sign-ins: try again in {wait:.0f} s.")
+    try:
+        who = identify(services, credential, password, profile, visitor)
+    except IdentityError as exc:
+        services.signin_limit.hit(visitor or "?")
+        return _keep(state, "start", str(exc))
+    if state.get("annotator") and state["annotator"] != who["annotator"] and state.get("item_id"):
+        services.study.assigner.skip(state["annotator"])  # a new person at this screen
+    note = "Read the guidelines above before your first item; they stay there to reread."
+    return show(services, {**who}, note, where="start")
+
+
+def show(services, state: dict, note: str = "", where: str = "vote"):
+    """The annotator's next item (the one they hold, if any); ``note`` goes beside Start
+    (``where="start"``) or Submit."""
+    study = services.study
+    annotator = state["annotator"]
+    a = None if study.closed or study.complete() else study.assigner.next(annotator)
+    if a is None and not study.closed and (services.config.live or study.config.live):
+        item = services.live_item()  # a live study: a new item, made now
+        study.add_item(item)
+        a = study.assigner.next(annotator)
+    keep = {k: state[k] for k in ("annotator", "via", "role") if k in state}
+    if a is None:
+        msg = (
+            "This study is closed. Thank you!"
+            if study.closed
+            else "Nothing needs your vote now: every item you may rate has its votes. Thank you!"
+        )
+        note = (note + "\n\n" + msg).strip()
+        return _say(*EMPTY, keep, where, note, shown=secrets.token_hex(8))
+    item = study.by_id[a.item_id]
+    state = {**keep, "item_id": a.item_id, "left": a.left, "right": a.right}
+    note = (note + "\n\n" + "Read both stories, then vote.").strip()
+    return _say(*_show_item(item, a.left, a.right), state, where, note, shown=secrets.token_hex(8))
+
+
+def _signed_in(services, state, profile) -> str | None:
+    """Why this request may not vote, or None. On a Hugging Face study the profile is checked
+    again at every vote: the page's state alone is not proof of who is asking."""
     if not state or not state.get("annotator"):
-        return _keep(state or {}, "vote", "Start with your annotator ID first (at the top).")
-    return show(services, state["annotator"])
+        return "Sign in first (at the top)."
+    if state.get("via") == "oauth":
+        try:
+            if oauth_annotator(profile, services.study.config.allow) != state["annotator"]:
+                return "You are signed in as someone else now: press Start again."
+        except IdentityError as exc:
+            return str(exc)
+    if state.get("via") == "invite":
+        current = services.study.invites.annotators().get(state["annotator"])
+        if current is None or current.revoked:
+            return "Your invite code has been revoked; ask the study's owner."
+    return None
 
 
-def vote(services, state: dict, choice_label: str, ratings: list, comment: str):
-    """Record the vote and reveal the systems beside the stories they wrote; the item stays on
-    screen until "Next item"."""
-    if not state or not state.get("annotator"):
-        return _keep(state or {}, "vote", "Start with your annotator ID first (at the top).")
+def next_one(services, state: dict, profile=None):
+    """ "Next item": a new item after a vote, or instead of the one on screen (which goes back
+    to the others)."""
+    why = _signed_in(services, state, profile)
+    if why:
+        return _keep(state or {}, "vote", why)
+    if state.get("item_id") and not state.get("voted"):
+        services.study.assigner.skip(state["annotator"])
+    return show(services, state)
+
+
+def vote(services, state: dict, choice_label, ratings: list, comment, profile=None):
+    """Record the vote on the item the annotator was given; the item stays on screen (with the
+    systems named if the study reveals them after each vote) until "Next item"."""
+    study = services.study
+    why = _signed_in(services, state, profile)
+    if why:
+        return _keep(state or {}, "vote", why)
     if "item_id" not in state:
         return _keep(state, "vote", "There is no item on screen to vote on.")
-    item = next(it for it in services.items if it.item_id == state["item_id"])
+    item = study.by_id[state["item_id"]]
     if state.get("voted"):
         return _hold(item, state, "This item is saved already. Press **Next item**.")
+    if study.closed:
+        return _keep(state, "vote", "This study is closed: no more votes are taken.")
     choice = CHOICE_LABELS.get(choice_label) if isinstance(choice_label, str) else None
     if choice is None:
         return _keep(state, "vote", "Pick A, B, tie or both bad first (the ratings are optional).")
@@ -133,16 +177,36 @@ def vote(services, state: dict, choice_label: str, ratings: list, comment: str):
             zip(
                 [f"{side}_{c}" for side in ("left", "right") for c in CRITERIA],
                 [_rating(r) for r in ratings],
+                strict=True,
             )
         )
     except ValueError as exc:
         return _keep(state, "vote", f"Vote not saved: {exc}")
-    left, right = state["left"], state["right"]
+    annotator = state["annotator"]
+    if item.item_id in study.store.rated_items(annotator):  # a second tab, or a double click
+        study.assigner.voted(annotator, item.item_id)
+        return _hold(
+            item,
+            {**state, "voted": True},
+            "You had already rated this item; your first vote stands. Press **Next item**.",
+        )
+    held = study.assigner.held(annotator, item.item_id)
+    if held is None:
+        return _keep(
+            state,
+            "vote",
+            "Vote not saved: this item is not yours to rate now (it was not given to you, or "
+            "it was given back after a long wait). Press **Next item**.",
+        )
+    wait = services.vote_limit.hit(annotator)
+    if wait:
+        return _keep(state, "vote", f"Too many votes in a minute: try again in {wait:.0f} s.")
+    left, right = held.left, held.right
     prov = {side: item.stories[s].get("provenance", {}) for side, s in (("l", left), ("r", right))}
     try:
-        services.store.append(
+        study.store.append(
             Vote(
-                annotator=state["annotator"],
+                annotator=annotator,
                 item_id=item.item_id,
                 system_left=left,
                 system_right=right,
@@ -153,10 +217,14 @@ def vote(services, state: dict, choice_label: str, ratings: list, comment: str):
                 settings=settings_json(
                     prov["l"].get("sampling", {}), prov["r"].get("sampling", {})
                 ),
+                study=study.name,
+                seconds=round(time.time() - held.at, 3),
+                anonymous=state.get("via") == "open",
                 **values,
             )
         )
     except DuplicateVote:  # a second tab, or a double click: the first vote stands
+        study.assigner.voted(annotator, item.item_id)
         return _hold(
             item,
             {**state, "voted": True},
@@ -164,11 +232,16 @@ def vote(services, state: dict, choice_label: str, ratings: list, comment: str):
         )
     except VoteError as exc:
         return _keep(state, "vote", f"Vote not saved: {exc}")
-    reveal = (
-        f"**Saved.** Story **A** was written by `{left}`, story **B** by `{right}`. "
-        "Press **Next item** for another."
-    )
-    return _hold(item, {**state, "voted": True}, reveal)
+    study.assigner.voted(annotator, item.item_id)
+    saved = "**Saved.**"
+    if study.config.reveal == "each" and item.item_id not in study.gold:
+        saved += f" Story **A** was written by `{left}`, story **B** by `{right}`."
+    return _hold(item, {**state, "voted": True}, saved + " Press **Next item** for another.")
+
+
+def _hold(item: Item, state: dict, message: str):
+    """The item voted on, held on screen (and sent to API clients) with the message."""
+    return _say(*_show_item(item, state["left"], state["right"]), state, "vote", message)
 
 
 def _rating(r) -> int | None:
@@ -178,6 +251,22 @@ def _rating(r) -> int | None:
     if str(r) not in ("1", "2", "3", "4", "5"):
         raise ValueError(f"a rating must be 1 to 5 or left out, not {str(r)[:20]!r}")
     return int(r)
+
+
+def is_owner(services, state, profile) -> bool:
+    """Whether this visitor may see the study's progress and results: signed in with an
+    owner's invite code, signed in with Hugging Face as an owner (or the Space's), or on
+    one's own machine (a local study)."""
+    study = services.study
+    if study is None:
+        return True
+    if study.config.access == "local":
+        return True
+    if (state or {}).get("role") == "owner" and not _signed_in(services, state, profile):
+        return True
+    username = getattr(profile, "username", None)
+    owners = set(study.config.owners) | ({services.space_owner} if services.space_owner else set())
+    return bool(username) and username in owners
 
 
 def gr_skip():

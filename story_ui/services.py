@@ -10,16 +10,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from human_ratings.identity import RateLimit
 from human_ratings.pairs import (
     Item,
     ItemLog,
     item_id,
-    load_items,
     load_requests,
     load_systems,
 )
 from human_ratings.reactions import Reaction, ReactionLog, system_of
 from human_ratings.store import VoteStore
+from human_ratings.study import Limits, Study, local_study
 from storygen.backends import Backend, load_backend
 from storygen.config import ModelSpec, SamplingConfig, SystemSpec
 from storygen.generation import PlanUpdate, StoryUpdate, stream_plan, stream_story
@@ -57,6 +58,11 @@ class AppConfig:
     the story so far; every token at 50 tokens/s costs the server more than it shows)."""
     hub_dataset: str | None = None
     """Push votes to this Hub dataset with scheduled commits (needs HF_TOKEN)."""
+    study: Path | None = None
+    """A study folder (``python -m human_ratings study new``) for the Rate tab. Without one,
+    the Rate tab runs a local study of ``pairs``: every annotator may rate every item, votes go
+    to ``votes_csv``; annotators type a name (and ``rater_password``, if set) on one's own
+    machine, and are anonymous visitors on a Hugging Face Space."""
 
     @classmethod
     def from_env(cls, **overrides) -> AppConfig:
@@ -69,6 +75,7 @@ class AppConfig:
             rater_password=env.get("STORYGEN_RATER_PASSWORD") or None,
             live=env.get("STORYGEN_LIVE_AB", "") in ("1", "true", "yes"),
             hub_dataset=env.get("STORYGEN_HUB_DATASET") or None,
+            study=Path(env["STORYGEN_STUDY"]) if env.get("STORYGEN_STUDY") else None,
         )
         for k, v in overrides.items():
             if v is not None:
@@ -81,15 +88,21 @@ class Services:
 
     def __init__(self, config: AppConfig, backend: Backend | None = None):
         self.config = config
-        self.store = VoteStore(config.votes_csv)
-        self.reactions = ReactionLog(
-            config.reactions_jsonl or Path(config.votes_csv).with_name("reactions.jsonl")
-        )
+        self.study = self._study(config)
+        votes = self.study.votes_path if self.study else Path(config.votes_csv)
+        self.store = self.study.store if self.study else VoteStore(votes)
+        self.reactions = ReactionLog(config.reactions_jsonl or votes.with_name("reactions.jsonl"))
+        limits = self.study.config.limits if self.study else Limits()
+        self.vote_limit = RateLimit(limits.votes, 60, limits.overall)
+        self.signin_limit = RateLimit(limits.signins, 60, 20 * limits.signins)
+        self.react_limit = RateLimit(limits.votes, 60, limits.overall)
+        self.space_owner = os.environ.get("SPACE_AUTHOR_NAME") or None
         # Live A/B items are kept beside the votes on them: their stories outlive a restart.
-        self.live_items = ItemLog(Path(config.votes_csv).with_name("live_items.jsonl"))
-        self.items: list[Item] = (
-            load_items(config.pairs) if config.pairs and Path(config.pairs).exists() else []
-        )
+        self.live_items = ItemLog(votes.with_name("live_items.jsonl"))
+        if self.study is not None:
+            for item in self.live_items.read_all()[0]:
+                if item.item_id not in self.study.by_id:
+                    self.study.add_item(item)
         self._backend = backend
         self._lock = threading.Lock()
         self._items_lock = threading.Lock()
@@ -98,6 +111,21 @@ class Services:
         self._stops_lock = threading.Lock()  # not _lock: Stop must not wait for a model load
         # Never the server's file path: the Results tab shows this line to every visitor.
         self.sync_status = "Votes are kept on this server only (not synced anywhere)."
+
+    @staticmethod
+    def _study(config: AppConfig) -> Study | None:
+        """The study the Rate tab runs: the one named, else a local one of the pairs file."""
+        if config.study is not None:
+            return Study(config.study)
+        pairs = config.pairs if config.pairs and Path(config.pairs).exists() else None
+        if pairs is None and not config.live:
+            return None
+        access = "open" if os.environ.get("SPACE_ID") else "local"
+        return local_study(pairs, config.votes_csv, access, config.rater_password, config.live)
+
+    @property
+    def items(self) -> list[Item]:
+        return self.study.items if self.study else []
 
     @property
     def backend(self) -> Backend:
@@ -126,11 +154,17 @@ class Services:
             yield from stream_story(self.backend, request, sampling, stop, prefix=prefix, plan=plan)
 
     def react(
-        self, kind: str, story: str, provenance: dict, edited: str = "", reader: str = ""
+        self,
+        kind: str,
+        story: str,
+        provenance: dict,
+        edited: str = "",
+        reader: str = "",
+        visitor: str = "",
     ) -> Reaction:
         """Keep a reader's reaction to a finished story, with what made it (raises
         :class:`~human_ratings.reactions.ReactionError` with a message for the reader)."""
-        reaction = Reaction(kind, story, edited, system_of(provenance), provenance, reader)
+        reaction = Reaction(kind, story, edited, system_of(provenance), provenance, reader, visitor)
         return self.reactions.append(reaction)
 
     def plan(
@@ -180,8 +214,6 @@ class Services:
         }
         item = Item(f"live-{item_id(request, seed)}", request, stories)
         self.live_items.append(item)
-        with self._items_lock:
-            self.items.append(item)
         return item
 
 
@@ -205,7 +237,7 @@ def start_hub_sync(services: Services) -> str:
         services.scheduler = CommitScheduler(
             repo_id=repo,
             repo_type="dataset",
-            folder_path=services.config.votes_csv.parent,
+            folder_path=services.store.path.parent,
             path_in_repo="votes",
             every=5,
             token=token,

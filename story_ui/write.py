@@ -235,16 +235,33 @@ REACTED = {
 }
 
 
-def react(services, kind: str, story, provenance: dict | None, edited="") -> str:
-    """A reader's reaction to the story on screen; the message to show."""
-    from human_ratings.reactions import ReactionError
+def story_of(provenance, drafts) -> str | None:
+    """The server's copy of the story whose provenance is on screen: its draft's text (never
+    text a client sends)."""
+    if not isinstance(provenance, dict) or not isinstance(drafts, list):
+        return None
+    for d in reversed(drafts):
+        if isinstance(d, dict) and d.get("provenance") == provenance:
+            return d.get("text")
+    return None
 
-    if not provenance:
+
+def react(services, kind: str, provenance, drafts, edited="", visitor: str = "") -> str:
+    """A reader's reaction to the story on screen (the server's copy of it); the message."""
+    from human_ratings.reactions import DuplicateReaction, ReactionError
+
+    story = story_of(provenance, drafts)
+    if not story:
         return "There is no finished story to react to yet: write one first."
-    if not isinstance(story, str) or not isinstance(edited, (str, type(None))):
-        return "The story and the edit must be text."
+    if not isinstance(edited, (str, type(None))):
+        return "The edit must be text."
+    wait = services.react_limit.hit(visitor or "?")
+    if wait:
+        return f"Not kept: too many reactions in a minute; try again in {wait:.0f} s."
     try:
-        services.react(kind, story, provenance, edited or "")
+        services.react(kind, story, provenance, edited or "", visitor=visitor)
+    except DuplicateReaction as exc:
+        return f"Not kept: {exc} (the first one stands)."
     except ReactionError as exc:
         return f"Not kept: {exc}."
     except OSError as exc:  # the disk, not the reader: say so, keep the text on screen

@@ -129,6 +129,8 @@ def test_markup_and_unicode_are_kept_as_text(app):
 
 
 def test_rating_needs_the_password_and_records_exactly_one_vote(app):
+    """The app's local study (one's own machine): a typed name and the password; the systems
+    are never revealed (the default), and the vote records its study and its seconds."""
     from gradio_client import Client
 
     client = Client(app["url"], verbose=False)
@@ -140,16 +142,16 @@ def test_rating_needs_the_password_and_records_exactly_one_vote(app):
         "B is better", "=SUM(A1)", "4", "3", "5", "2", "1", "2", "3", "4", api_name="/vote"
     )
     assert "Saved" in result[-1]
-    # The voted item stays on screen with the reveal, which names the systems of A and B.
+    # The voted item stays on screen; which system wrote which is not said.
     assert result[1:3] == shown[1:3]
-    assert f"**A** was written by `{shown[1].split()[0]}`" in result[-1]
-    assert f"**B** by `{shown[2].split()[0]}`" in result[-1]
+    assert "written by" not in result[-1] and "tuned" not in result[-1]
     again = client.predict("A is better", "", *[None] * 8, api_name="/vote")
     assert "saved already" in again[-1] and again[1:3] == shown[1:3]
     votes = [v for v in VoteStore(app["votes"]).votes() if v.annotator == "alice"]
     assert len(votes) == 1
     vote = votes[0]
     assert vote.choice == "right" and vote.comment == "=SUM(A1)" and vote.left_coherence == 4
+    assert vote.study == "local" and vote.seconds is not None and 0 <= vote.seconds < 60
     # The system on the right is the one whose story was shown as B.
     assert shown[2].startswith(vote.system_right)
     raw = [r for r in csv.reader(app["votes"].open()) if r[0] == "alice"]
@@ -163,10 +165,10 @@ def test_annotators_never_see_an_item_twice(app):
     shown = client.predict("bob", "s3cret", api_name="/start_rating")
     seen = []
     for _ in range(4):
-        seen.append(shown[0])
+        seen.append(shown[1])  # the story shown as A: each item's are its own
         assert "Saved" in client.predict("Tie", "", *[None] * 8, api_name="/vote")[-1]
         shown = client.predict(api_name="/next_item")
-    assert "rated all 4 items" in shown[-1] and len(set(seen)) == 4
+    assert "Nothing needs your vote" in shown[-1] and len(set(seen)) == 4
     assert len({v.item_id for v in VoteStore(app["votes"]).votes() if v.annotator == "bob"}) == 4
 
 
@@ -228,7 +230,7 @@ def test_live_mode_generates_a_new_item_when_all_are_rated(tiny_model_dir, tmp_p
         live_requests=requests,
     )
     services = Services(config)
-    request_md, a, b, state, _, _, status = rate.show(services, "carol")
+    request_md, a, b, state, _, _, status = rate.show(services, {"annotator": "carol"})
     assert state["item_id"].startswith("live-") and {state["left"], state["right"]} == {
         "fp32",
         "nf4",
@@ -309,6 +311,7 @@ BAD_VALUES = [None, "", "x" * 20_000, -1, 2**70, 10**400, [1, 2], {"a": 1}, "\x0
 GENERIC = "has raised an exception but has not enabled verbose error reporting"
 
 
+@pytest.mark.integration  # about 30 s of requests
 def test_every_input_of_every_endpoint_gets_a_message_never_a_bare_error(app):
     """Each parameter of each named endpoint in turn gets values of the wrong type, size or
     range, the others valid. The answer is a message in the endpoint's own message output
@@ -330,14 +333,15 @@ def test_every_input_of_every_endpoint_gets_a_message_never_a_bare_error(app):
         "/write_from_plan": ([*form, *SAMPLING, 5, False, "1. Mara finds a key."], 1),
         "/download": (["A story.", "Markdown"], 1),
         "/open_draft": ([1], 1),
-        "/thumbs_up": (["A story."], 0),
-        "/thumbs_down": (["A story."], 0),
-        "/save_edit": (["A story.", "A better story."], 0),
+        "/thumbs_up": ([], 0),
+        "/thumbs_down": ([], 0),
+        "/save_edit": (["A better story."], 0),
         "/start_rating": (["fuzzer", "s3cret"], 3),
         "/vote": (["A is better", "", *["3"] * 8], 4),
         "/stop": ([], 0),
         "/next_item": ([], 4),
         "/results": ([], 0),
+        "/study_status": ([], 0),
     }
     # The three story buttons share one handler: /write covers the form, /continue its text.
     fuzzed = {
@@ -422,22 +426,25 @@ def test_plan_first_then_write_from_the_plan_as_written_or_edited(app):
 
 
 def test_a_reader_reacts_to_the_finished_story_and_the_results_count_it(app):
-    """Thumbs and an edit are kept with the story's provenance (the one on screen: an opened
-    draft's, not the last written); the Results tab counts them per system."""
+    """Thumbs and an edit are kept with the server's copy of the story on screen (an opened
+    draft's, not the last written) and its provenance; one thumb per visitor and story; the
+    Results tab counts them per system."""
     from gradio_client import Client
 
     client = Client(app["url"], verbose=False)  # a visitor of its own: its own drafts
-    said = client.predict("A story.", api_name="/thumbs_up")
+    said = client.predict(api_name="/thumbs_up")
     assert said.startswith("There is no finished story")
     first = _write(client, seed=11, genre="mystery").result()
     second = _write(client, seed=12, genre="horror").result()
     log = app["services"].reactions
     before = len(log.read_all())
-    assert client.predict(second[0], api_name="/thumbs_down").startswith("Thank you")
+    assert client.predict(api_name="/thumbs_down").startswith("Thank you")
+    again = client.predict(api_name="/thumbs_up")  # the same visitor, the same story
+    assert again.startswith("Not kept") and "first one stands" in again
     client.predict(1, api_name="/open_draft")  # back to the first story
     edited = first[0] + "\nAnd then, at last, the lamp was lit."
-    assert client.predict(first[0], edited, api_name="/save_edit").startswith("Thank you")
-    assert client.predict(first[0], first[0], api_name="/save_edit").startswith("Not kept")
+    assert client.predict(edited, api_name="/save_edit").startswith("Thank you")
+    assert client.predict(first[0], api_name="/save_edit").startswith("Not kept")
     down, edit = log.read_all()[before:]
     assert (down.kind, down.story, down.provenance["sampling"]["seed"]) == ("down", second[0], 12)
     assert (edit.kind, edit.story, edit.edited) == ("edit", first[0], edited)
@@ -446,6 +453,23 @@ def test_a_reader_reacts_to_the_finished_story_and_the_results_count_it(app):
         and edit.provenance["request"]["genre"] == "mystery"
     )
     assert edit.reader == "" and edit.system == down.system == edit.provenance["base_model"]
+    assert edit.visitor == down.visitor and edit.visitor
     table = client.predict(api_name="/results")[0]
     counts = app["services"].reactions.counts()[edit.system]
     assert f"| {edit.system} | {counts['up']} | {counts['down']} | {counts['edit']} |" in table
+
+
+def test_a_reaction_names_the_servers_story_never_the_clients_text(app):
+    """The reaction endpoints take no story text: what a client might send as "the story" is
+    never stored under a real story's provenance."""
+    from gradio_client import Client
+
+    client = Client(app["url"], verbose=False)
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    for name in ("/thumbs_up", "/thumbs_down", "/save_edit"):
+        params = [p["parameter_name"] for p in api[name]["parameters"]]
+        assert "story" not in params, (name, params)
+    written = _write(client, seed=21, genre="mystery").result()
+    assert client.predict(api_name="/thumbs_up").startswith("Thank you")
+    last = app["services"].reactions.read_all()[-1]
+    assert last.story == written[0] and last.kind == "up"

@@ -41,7 +41,7 @@ def test_a_vote_appears_exactly_once_with_the_fixed_columns(tmp_path):
         4,
         "nice",
     )
-    assert vote.schema_version == 2 and vote.timestamp_utc.endswith("+00:00")
+    assert vote.schema_version == 3 and vote.timestamp_utc.endswith("+00:00")
 
 
 def test_one_vote_per_annotator_and_item_unless_replaced(tmp_path):

@@ -114,7 +114,7 @@ def test_a_log_written_by_schema_1_is_still_read_by_its_own_rule(tmp_path):
     by_annotator = {v.annotator: v for v in store.votes()}
     assert by_annotator["+1"].comment == "=sum" and by_annotator["+1"].schema_version == 1
     assert "'quoted" in by_annotator  # under schema 1 a leading ' before text was the text's own
-    assert by_annotator["new"].comment == "'=x" and by_annotator["new"].schema_version == 2
+    assert by_annotator["new"].comment == "'=x" and by_annotator["new"].schema_version == 3
 
 
 WRITER = """
@@ -147,6 +147,7 @@ with open(ack, "a", encoding="utf-8") as out:
 """
 
 
+@pytest.mark.integration  # kills writers for seconds
 def test_every_acknowledged_vote_survives_writers_killed_at_random(tmp_path):
     """10,000 votes of random text from 4 processes, writers killed with SIGKILL at random and
     restarted; then every acknowledged vote is read exactly once, by our reader and by pandas,
@@ -209,3 +210,32 @@ def test_any_text_round_trips_through_the_log(tmp_path_factory, comment, annotat
     assert (vote.annotator, vote.comment) == (annotator, comment)
     (row,) = pandas_votes(path)
     assert (row["annotator"], row["comment"]) == (annotator, comment)
+
+
+def test_a_schema_2_log_is_read_and_new_votes_are_refused_with_a_clear_message(tmp_path):
+    """Schema 3 added the study, the seconds and the anonymous flag: a schema 2 log keeps its
+    votes readable, and is never mixed with rows of other columns."""
+    from human_ratings.store import COLUMNS_2
+
+    cells = ["ann", "i1", "base", "tuned", "left", *[""] * 8, "ok", "3", "3", "{}", "0", "2"]
+    cells.append("2026-01-01T00:00:00+00:00")
+    path = tmp_path / "votes.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n", quoting=csv.QUOTE_ALL)
+        writer.writerow(COLUMNS_2)
+        writer.writerow([*cells, _crc(cells)])
+    before = path.read_bytes()
+    (vote,) = VoteStore(path).votes()
+    assert (vote.annotator, vote.schema_version, vote.study, vote.seconds) == ("ann", 2, "", None)
+    with pytest.raises(VoteError, match="older schema.*move it aside"):
+        VoteStore(path).append(make_vote(annotator="new"))
+    assert path.read_bytes() == before
+
+
+def test_study_seconds_and_anonymous_round_trip(tmp_path):
+    store = VoteStore(tmp_path / "votes.csv")
+    store.append(make_vote(study="s1", seconds=12.3456, anonymous=True))
+    (vote,) = VoteStore(tmp_path / "votes.csv").votes()
+    assert (vote.study, vote.seconds, vote.anonymous) == ("s1", 12.346, True)
+    with pytest.raises(VoteError, match="seconds"):
+        make_vote(seconds=-1)

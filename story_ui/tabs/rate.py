@@ -1,7 +1,8 @@
-"""The Rate tab: blind A/B judging of two stories written for the same request."""
+"""The Rate tab: a study's blind A/B judging of two stories written for the same request."""
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 
 import gradio as gr
@@ -11,19 +12,36 @@ from story_ui import rate
 from story_ui.services import Services
 
 
-def build(services: Services) -> None:
-    """The tab's layout and wiring."""
+def build(services: Services, rater: gr.State, visitor: gr.State) -> None:
+    """The tab's layout and wiring. ``rater`` is the signed-in annotator (server-side, per
+    session), shared with the Study and Results tabs; ``visitor`` the visitor's browser-scoped
+    id (empty for an API client, which is then known by its session)."""
+    study = services.study
+    if study is None:
+        gr.Markdown("No study is running on this app: start it with `--study FOLDER`.")
+        return
+    access = study.config.access
+    with gr.Accordion("Guidelines (read them before your first item)", open=True):
+        gr.Markdown(study.guidelines(), elem_id="guidelines")
     gr.Markdown(
-        "Compare two stories written for the same request. Which system wrote which is hidden "
-        "until you vote. **Required:** which story is better. **Optional:** the 1-5 ratings "
-        f"({rate.SCALE.split(';')[0]}) and a comment."
+        f"{rate.SIGN_IN[access]} Which system wrote which story is hidden. **Required:** which "
+        f"story is better. **Optional:** the 1-5 ratings ({rate.SCALE.split(';')[0]}) and a "
+        "comment."
     )
     with gr.Row(equal_height=True):
-        annotator = gr.Textbox(label="Annotator ID", max_length=64, elem_id="annotator")
+        if access == "oauth":
+            gr.LoginButton()
+        credential = gr.Textbox(
+            label={"invite": "Invite code", "local": "Annotator ID"}.get(access, ""),
+            type="password" if access == "invite" else "text",
+            max_length=100,
+            visible=access in ("invite", "local"),
+            elem_id="annotator",
+        )
         password = gr.Textbox(
             label="Password",
             type="password",
-            visible=bool(services.config.rater_password),
+            visible=access == "local" and bool(study.password),
             elem_id="password",
         )
         with gr.Column():
@@ -59,13 +77,22 @@ def build(services: Services) -> None:
         submit = gr.Button("Submit vote", variant="primary", elem_id="submit-vote")
         next_btn = gr.Button("Next item", elem_id="next-item")
     status = gr.Markdown(elem_id="rate-status")
-    state = gr.State({})
     item_shown = gr.State("")  # changes when a new item (or none) replaces the one on screen
-    shown = [request_md, stories[0], stories[1], state, item_shown, start_status, status]
+    shown = [request_md, stories[0], stories[1], rater, item_shown, start_status, status]
     answers = [choice, comment, *ratings.values()]
 
-    def start_rating(annotator_id, password, state):
-        return rate.start(services, annotator_id, password, state)
+    def start_rating(
+        credential,
+        password,
+        state,
+        browser_id,
+        request: gr.Request,
+        profile: gr.OAuthProfile | None = None,
+    ):
+        # Open studies vote under the browser's random id; a client without one (an API
+        # client) is known by its session.
+        who = browser_id or hashlib.sha256(request.session_hash.encode()).hexdigest()[:16]
+        return rate.start(services, credential, password, state, profile, who)
 
     def cast_vote(
         state,
@@ -79,21 +106,28 @@ def build(services: Services) -> None:
         b_engagement,
         b_relevance,
         b_personalization,
+        profile: gr.OAuthProfile | None = None,
     ):
         given = locals()
-        return rate.vote(services, state, choice, [given[k] for k in ratings], comment)
+        marks = [given[k] for k in ratings]
+        return rate.vote(services, state, choice, marks, comment, profile)
 
     # The vote's parameters are the rating controls, by name.
-    assert list(ratings) == list(inspect.signature(cast_vote).parameters)[3:]
+    assert list(ratings) == list(inspect.signature(cast_vote).parameters)[3:11]
 
-    def next_item(state):
-        return rate.next_one(services, state)
+    def next_item(state, profile: gr.OAuthProfile | None = None):
+        return rate.next_one(services, state, profile)
 
     def clear():
         return None, "", *([None] * len(ratings))
 
     # A new item comes with a clean form; a vote, or a refusal, leaves the answers in place.
     item_shown.change(clear, None, answers, api_visibility="private")
-    begin.click(start_rating, [annotator, password, state], shown, api_name="start_rating")
-    submit.click(cast_vote, [state, *answers], shown, api_name="vote")
-    next_btn.click(next_item, state, shown, api_name="next_item")
+    begin.click(
+        start_rating,
+        [credential, password, rater, visitor],
+        shown,
+        api_name="start_rating",
+    )
+    submit.click(cast_vote, [rater, *answers], shown, api_name="vote")
+    next_btn.click(next_item, rater, shown, api_name="next_item")

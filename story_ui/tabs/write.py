@@ -3,6 +3,8 @@ readers' reactions."""
 
 from __future__ import annotations
 
+import hashlib
+
 import gradio as gr
 
 from story_ui import write
@@ -225,23 +227,24 @@ def build(services: Services) -> None:
         open_draft, [pick, drafts], [story, draft_status, provenance], api_name="open_draft"
     )
 
-    # One handler for the three reactions; each button names its kind.
+    # One handler for the three reactions; each button names its kind. The story reacted to
+    # is the server's copy (the draft whose provenance is on screen), never text a client sends.
     def reaction(kind: str):
-        def handler(story, provenance, edited=""):
-            return write.react(services, kind, story, provenance, edited)
+        def handler(provenance, drafts, edited, request: gr.Request):
+            visitor = hashlib.sha256(request.session_hash.encode()).hexdigest()[:16]
+            return write.react(services, kind, provenance, drafts, edited, visitor)
 
         return handler
 
     status_md = reactions["status"]
+    empty = gr.State("")
     for kind, api_name in (("up", "thumbs_up"), ("down", "thumbs_down")):
-        reactions[kind].click(reaction(kind), [story, provenance], status_md, api_name=api_name)
+        reactions[kind].click(
+            reaction(kind), [provenance, drafts, empty], status_md, api_name=api_name
+        )
     reactions["start_edit"].click(lambda story: story, story, reactions["edit_box"], **PRIVATE)
-    reactions["save_edit"].click(
-        reaction("edit"),
-        [story, provenance, reactions["edit_box"]],
-        status_md,
-        api_name="save_edit",
-    )
+    edited = [provenance, drafts, reactions["edit_box"]]
+    reactions["save_edit"].click(reaction("edit"), edited, status_md, api_name="save_edit")
 
 
 def plan_section() -> dict[str, gr.Component]:
