@@ -42,6 +42,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--votes", default=None, help="votes CSV (default runs/votes.csv)")
     parser.add_argument("--pairs", default=None, help="A/B items JSONL for the Rate tab")
     parser.add_argument(
+        "--study",
+        default=None,
+        help="a study folder (python -m human_ratings study new) that the Rate tab runs; "
+        "without one, a local study of --pairs",
+    )
+    parser.add_argument(
         "--concurrency",
         type=int,
         default=AppConfig.concurrency,
@@ -67,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         model=spec,
         votes_csv=Path(args.votes) if args.votes else None,
         pairs=Path(args.pairs) if args.pairs else None,
+        study=Path(args.study) if args.study else None,
         concurrency=args.concurrency,
         live=args.live or None,
     )

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.app_serving import start_app
+from bench.app_serving import ROOT, start_app
 from story_ui.rate import CHOICE_LABELS
 
 PIECES = [
@@ -48,9 +48,10 @@ PIECES = [
     "",
 ]
 REVEAL = re.compile(r"Story \*\*A\*\* was written by `([^`]*)`, story \*\*B\*\* by `([^`]*)`")
-ITEM = re.compile(r"\(item `([^`]*)`\)")
+RECEIPT = re.compile(r"receipt `([0-9a-f]+)`")
 SAMPLING = [0.8, 0.92, 50, 1.15, 32]
 """temperature, top_p, top_k, repetition penalty, max new tokens: short stories."""
+PAIRS = ROOT / "human_ratings" / "demo_pairs.jsonl"
 NAMES = ["ann", "Zoë", "+1", "=x", "a,b", 'q"t']
 """Annotator ID stems (a counter follows): formulas, commas and quotes must round-trip too."""
 FORM = ["Mara: stubborn, kind", "a lighthouse", "", "mystery", "", "", "", "", "flash", "", ""]
@@ -71,9 +72,10 @@ class Tally:
 class App:
     """The app process, its URL, and whether it is down (being killed or restarted)."""
 
-    def __init__(self, votes: Path, log: Path):
-        self.votes, self.log = votes, log
-        self.proc, self.url, self.start_s = start_app(votes, log=log)
+    def __init__(self, study: Path, log: Path):
+        self.study, self.log = study, log
+        self.votes = study / "votes.csv"
+        self.proc, self.url, self.start_s = start_app(self.votes, "--study", str(study), log=log)
         self.restart_s = None
         self.down = threading.Event()
         self.epoch = 0  # bumped by each kill: a request that spans one was cut off
@@ -83,7 +85,9 @@ class App:
         self.epoch += 1
         self.proc.kill()  # SIGKILL: no clean-up of any kind
         self.proc.wait()
-        self.proc, self.url, self.restart_s = start_app(self.votes, log=self.log)
+        self.proc, self.url, self.restart_s = start_app(
+            self.votes, "--study", str(self.study), log=self.log
+        )
         self.down.clear()
 
     def stop(self) -> None:
@@ -126,8 +130,7 @@ def annotator(app: App, tally: Tally, stop: threading.Event, seed: int) -> None:
         start = client and client.predict
         shown = start and _call(app, tally, start, name, "", api_name="/start_rating")
         while shown and not stop.is_set():
-            item = ITEM.search(shown[0] or "")
-            if not item:
+            if not shown[1]:
                 name = None  # every item rated: start over under a new ID
                 break
             label = rng.choice(list(CHOICE_LABELS))
@@ -138,7 +141,8 @@ def annotator(app: App, tally: Tally, stop: threading.Event, seed: int) -> None:
             if res is None:
                 break  # cut off: the same annotator goes on after the restart
             reveal = REVEAL.search(res[-1] or "")
-            if not reveal:
+            receipt = RECEIPT.search(res[-1] or "")
+            if not reveal or not receipt:
                 with tally.lock:
                     tally.errors.append(f"vote not saved: {res[-1][:200]}")
                 break
@@ -146,7 +150,7 @@ def annotator(app: App, tally: Tally, stop: threading.Event, seed: int) -> None:
                 tally.acknowledged.append(
                     {
                         "annotator": name,
-                        "item_id": item.group(1),
+                        "receipt": receipt.group(1),
                         "system_left": reveal.group(1),
                         "system_right": reveal.group(2),
                         "choice": CHOICE_LABELS[label],
@@ -184,19 +188,22 @@ def check_log(votes: Path, acknowledged: list[dict]) -> dict:
     """Every acknowledged vote exactly once and exactly as typed, by both readers."""
     import pandas as pd
 
-    from human_ratings.store import CRITERIA, VoteStore, restore
+    from human_ratings.store import CRITERIA, VoteStore, receipt, restore
 
     stored = VoteStore(votes).read_all()
     keys = [(v.annotator, v.item_id) for v in stored]
-    by_key = {(v.annotator, v.item_id): v for v in stored}
+    by_key = {(v.annotator, receipt(v.study, v.annotator, v.item_id)): v for v in stored}
     if votes.exists():
         frame = pd.read_csv(votes, dtype=str, keep_default_na=False)
     else:
-        frame = pd.DataFrame({"annotator": [], "item_id": []})
-    pandas_keys = {(restore(a), i) for a, i in zip(frame["annotator"], frame["item_id"])}
+        frame = pd.DataFrame({"annotator": [], "item_id": [], "study": []})
+    pandas_keys = {
+        (restore(a), receipt(st, restore(a), i))
+        for a, i, st in zip(frame["annotator"], frame["item_id"], frame["study"])
+    }
     lost, altered = [], []
     for a in acknowledged:
-        key = (a["annotator"], a["item_id"])
+        key = (a["annotator"], a["receipt"])
         v = by_key.get(key)
         if v is None or key not in pandas_keys:
             lost.append(key)
@@ -216,9 +223,15 @@ def check_log(votes: Path, acknowledged: list[dict]) -> dict:
 
 
 def run(seconds: float = 180, annotators: int = 6, writers: int = 2, seed: int = 0) -> dict:
+    from human_ratings.study import new_study
+
     with tempfile.TemporaryDirectory() as d:
-        votes, log = Path(d) / "votes.csv", Path(d) / "app.log"
-        app = App(votes, log)
+        log = Path(d) / "app.log"
+        # A local study of the demo items that names the systems after each vote, so that the
+        # clients can say what they voted for (and k high enough for every annotator).
+        study = new_study(Path(d) / "study", PAIRS, k=1000, access="local", reveal="each", gold=0)
+        votes = study.votes_path
+        app = App(study.folder, log)
         tally, stop = Tally(), threading.Event()
         threads = [
             threading.Thread(target=annotator, args=(app, tally, stop, seed * 1000 + i))

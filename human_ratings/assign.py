@@ -124,12 +124,17 @@ class Assigner:
         gold_rate: float = 0.0,
         log: AssignmentLog | None = None,
         seed: int | None = None,
+        gold_first: int = 2,
     ):
-        """``items``: item id -> its two systems; ``gold``: the gold items likewise."""
+        """``items``: item id -> its two systems; ``gold``: the gold items likewise. Every
+        annotator meets ``gold_first`` gold items early (every second item until then), so that
+        the exclusion rule has evidence on everyone; after that, gold comes at ``gold_rate``."""
         if k < 1:
             raise ValueError("k (votes per item) must be at least 1")
         self.items, self.k, self.timeout = dict(items), k, timeout
         self.gold, self.gold_rate = dict(gold or {}), gold_rate
+        self.gold_first = gold_first
+        self._given: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # items, gold items
         self.log = log
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -159,6 +164,8 @@ class Assigner:
         with self._lock:
             for v in votes:
                 self._seen[v.annotator].add(v.item_id)
+                self._given[v.annotator][0] += 1
+                self._given[v.annotator][1] += v.item_id in self.gold
                 self._count_sides(v.annotator, v.system_left, v.system_right)
                 if v.item_id in self.items:
                     self._votes[v.item_id] += 1
@@ -184,7 +191,9 @@ class Assigner:
                 if who == annotator:
                     return a
             item, gold = None, False
-            if self.gold and self._rng.random() < self.gold_rate:
+            given, golds = self._given[annotator]
+            early = golds < self.gold_first and given % 2 == 1
+            if self.gold and (early or self._rng.random() < self.gold_rate):
                 unseen = [g for g in self.gold if g not in self._seen[annotator]]
                 if unseen:
                     item, gold = self._rng.choice(unseen), True
@@ -195,6 +204,8 @@ class Assigner:
             systems = self.gold[item] if gold else self.items[item]
             left, right = self._sides(annotator, *systems)
             a = Assignment(annotator, item, left, right, now, gold)
+            self._given[annotator][0] += 1
+            self._given[annotator][1] += gold
             self._hold(a)
             self._count_sides(annotator, left, right)
             if self.log is not None:

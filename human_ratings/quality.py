@@ -36,12 +36,15 @@ class Exclusion:
     """When an annotator's votes are left out (each test applies once its minimum is met)."""
 
     min_gold_pass: float = 0.7
-    """Excluded below this share of gold items passed (with at least ``min_gold`` seen)."""
+    """Excluded below this share of gold items passed, once ``min_gold`` are seen and two are
+    failed (one slip of a careful reader excludes no one)."""
     min_gold: int = 2
     min_median_seconds: float = 15.0
     """Excluded when the median time per item is below this (too fast to have read both)."""
     max_one_side: float = 0.85
-    """Excluded when more than this share of their decisive votes name the same side."""
+    """Excluded when more than this share of their decisive votes name the same side, and a
+    binomial test says so (p < 0.01: sides are counterbalanced, so a reader's choices fall on
+    both about equally)."""
     min_majority_agreement: float = 0.5
     """Excluded below this agreement with the majority (with at least ``min_votes`` items)."""
     min_votes: int = 6
@@ -133,6 +136,7 @@ def annotator_figures(votes, gold: dict[str, str]) -> dict[str, dict[str, Any]]:
             "gold_passed": passed,
             "gold_pass_rate": passed / len(golds) if golds else float("nan"),
             "median_seconds": statistics.median(seconds) if seconds else float("nan"),
+            "decisive": len(decisive),
             "share_a": (
                 sum(v.choice == "left" for v in decisive) / len(decisive)
                 if decisive
@@ -148,15 +152,23 @@ def annotator_figures(votes, gold: dict[str, str]) -> dict[str, dict[str, Any]]:
 def excluded(figures: dict[str, Any], rule: Exclusion) -> list[str]:
     """Why the rule excludes this annotator ([] when it does not)."""
     why = []
-    if figures["gold_seen"] >= rule.min_gold and figures["gold_pass_rate"] < rule.min_gold_pass:
+    failed = figures["gold_seen"] - figures["gold_passed"]
+    if (
+        figures["gold_seen"] >= rule.min_gold
+        and failed >= 2
+        and figures["gold_pass_rate"] < rule.min_gold_pass
+    ):
         why.append(f"passed {figures['gold_passed']} of {figures['gold_seen']} gold items")
     total = figures["votes"] + figures["gold_seen"]
     if total >= rule.min_votes:
         if figures["median_seconds"] < rule.min_median_seconds:
             why.append(f"median {figures['median_seconds']:.1f} s per item")
-        share = figures["share_a"]
+        share, n = figures["share_a"], figures["decisive"]
         if share == share and max(share, 1 - share) > rule.max_one_side:
-            why.append(f"chose the same side in {max(share, 1 - share):.0%} of decisive votes")
+            from scipy.stats import binomtest
+
+            if binomtest(round(share * n), n, 0.5).pvalue < 0.01:
+                why.append(f"chose the same side in {max(share, 1 - share):.0%} of decisive votes")
     if (
         figures["majority_items"] >= rule.min_votes
         and figures["majority_agreement"] < rule.min_majority_agreement

@@ -223,6 +223,7 @@ class Study:
             {g: tuple(sorted(it.stories)) for g, it in self.gold_items.items()},
             self.config.gold.rate,
             AssignmentLog(self.votes_path.with_name("assignments.jsonl")),
+            gold_first=self.config.exclusion.min_gold if self.gold_rows else 0,
         )
         self.assigner.restore([v for v in self.store.votes() if v.study == self.config.name])
 

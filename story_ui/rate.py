@@ -12,7 +12,14 @@ import time
 
 from human_ratings.identity import IdentityError, oauth_annotator
 from human_ratings.pairs import Item
-from human_ratings.store import CRITERIA, DuplicateVote, Vote, VoteError, settings_json
+from human_ratings.store import (
+    CRITERIA,
+    DuplicateVote,
+    Vote,
+    VoteError,
+    receipt,
+    settings_json,
+)
 from storygen.prompt_format import request_fields
 
 CHOICE_LABELS = {
@@ -233,7 +240,7 @@ def vote(services, state: dict, choice_label, ratings: list, comment, profile=No
     except VoteError as exc:
         return _keep(state, "vote", f"Vote not saved: {exc}")
     study.assigner.voted(annotator, item.item_id)
-    saved = "**Saved.**"
+    saved = f"**Saved** (receipt `{receipt(study.name, annotator, item.item_id)}`)."
     if study.config.reveal == "each" and item.item_id not in study.gold:
         saved += f" Story **A** was written by `{left}`, story **B** by `{right}`."
     return _hold(item, {**state, "voted": True}, saved + " Press **Next item** for another.")
