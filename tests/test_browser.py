@@ -205,3 +205,127 @@ def test_a_reader_likes_a_story_then_edits_it_and_both_are_kept(served, tmp_path
     up, edit = ReactionLog(votes.with_name("reactions.jsonl")).read_all()
     assert (up.kind, up.story, edit.kind, edit.story) == ("up", story, "edit", story)
     assert edit.edited == story + "\nThe lamp stayed lit."
+
+
+def _serve_study(tiny_backend, folder):
+    from story_ui.services import AppConfig, Services
+
+    demo = build_app(Services(AppConfig(study=folder, pairs=None), backend=tiny_backend))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    return demo, f"http://127.0.0.1:{port}/"
+
+
+def test_an_annotator_signs_in_with_an_invite_code_reads_the_guidelines_and_votes(
+    tiny_backend, tmp_path
+):
+    """Sign-in by invite code, the guidelines on screen before the first item, a vote with its
+    receipt, and the Study tab: closed to the annotator, open to the owner's code."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from human_ratings.study import new_study
+
+    from .test_rating_study import three_system_pairs
+
+    study = new_study(tmp_path / "s", three_system_pairs(tmp_path / "p.jsonl"), k=2, gold=3)
+    (_, code), (_, owner) = (
+        study.invites.create(["ann"])[0],
+        study.invites.create(["boss"], "owner")[0],
+    )
+    demo, url = _serve_study(tiny_backend, tmp_path / "s")
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page()
+            page.goto(url)
+            page.get_by_role("tab", name="Rate").click()
+            expect(page.locator("#guidelines")).to_contain_text("How to judge")
+            page.locator("#annotator input").fill("wrong-code")
+            page.locator("#start-rating").click()
+            expect(page.locator("#start-status")).to_contain_text("not an invitation")
+            page.locator("#annotator input").fill(code)
+            page.locator("#start-rating").click()
+            expect(page.locator("#start-status")).to_contain_text("Read both stories")
+            assert page.locator("#story-a textarea").input_value().strip()
+            page.locator("#choice label", has_text="B is better").click()
+            page.locator("#submit-vote").click()
+            expect(page.locator("#rate-status")).to_contain_text("receipt")
+            page.get_by_role("tab", name="Study").click()
+            page.locator("#refresh-study").click()
+            expect(page.locator("#study-status")).to_contain_text("study owner's")
+            page.get_by_role("tab", name="Rate").click()
+            page.locator("#annotator input").fill(owner)
+            page.locator("#start-rating").click()
+            expect(page.locator("#start-status")).to_contain_text("Read both stories")
+            page.get_by_role("tab", name="Study").click()
+            page.locator("#refresh-study").click()
+            expect(page.locator("#study-status")).to_contain_text("Decisions")
+            annotators = page.locator("#study-status table").last  # the annotators' table
+            expect(annotators).to_contain_text("ann")
+            page.screenshot(path=str(tmp_path / "study.png"), full_page=True)
+            browser.close()
+    finally:
+        demo.close()
+    (vote,) = study.store.votes()
+    assert vote.annotator == "ann" and vote.choice == "right" and vote.study == study.name
+
+
+def test_hugging_face_sign_in_through_gradios_local_mock(tiny_backend, tmp_path, monkeypatch):
+    """Off a Space, Gradio mocks "Sign in with Hugging Face" with the machine's own account,
+    which it asks the Hub for; here the account is given offline, and Gradio's mocked login
+    routes do the rest."""
+    import gradio.oauth
+    from playwright.sync_api import expect, sync_playwright
+
+    from human_ratings.study import new_study
+
+    from .test_rating_study import three_system_pairs
+
+    account = {
+        "access_token": "mock-oauth-token-for-local-dev",
+        "token_type": "bearer",
+        "expires_in": 3600,
+        "id_token": "AAAA",
+        "scope": "openid profile",
+        "expires_at": int(time.time()) + 3600,
+        "userinfo": {
+            "sub": "1",
+            "name": "Alice",
+            "preferred_username": "alice",
+            "profile": "https://huggingface.co/alice",
+            "picture": "",
+            "website": "",
+        },
+    }
+    monkeypatch.setattr(gradio.oauth, "_get_mocked_oauth_info", lambda: account)
+    new_study(tmp_path / "s", three_system_pairs(tmp_path / "p.jsonl"), access="oauth", gold=0)
+    demo, url = _serve_study(tiny_backend, tmp_path / "s")
+    # Gradio's session cookie is Secure: the browser keeps it for localhost, a secure context.
+    url = url.replace("127.0.0.1", "localhost")
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page()
+            page.goto(url)
+            page.get_by_role("tab", name="Rate").click()
+            page.locator("#start-rating").click()
+            expect(page.locator("#start-status")).to_contain_text("Sign in with Hugging Face")
+            page.get_by_role("button", name="Sign in with Hugging Face").click()
+            # The mocked login redirects through /login/callback back to the page, reloaded.
+            page.wait_for_timeout(3000)
+            page.get_by_role("tab", name="Rate").click()
+            expect(page.get_by_role("button", name="Logout (alice)")).to_be_visible(timeout=10_000)
+            page.locator("#start-rating").click()
+            expect(page.locator("#start-status")).to_contain_text("Read both stories")
+            page.locator("#choice label", has_text="Tie").click()
+            page.locator("#submit-vote").click()
+            expect(page.locator("#rate-status")).to_contain_text("receipt")
+            browser.close()
+    finally:
+        demo.close()
+    from human_ratings.study import Study
+
+    (vote,) = Study(tmp_path / "s").store.votes()
+    assert vote.annotator == "hf:alice" and vote.choice == "tie"
