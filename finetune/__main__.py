@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from finetune.cli import export_gguf, prefer, preprocess, tagger_accuracy, train, tune
+from finetune.cli import export_gguf, judges, prefer, preprocess, tagger_accuracy, train, tune
 from storygen.config import HelpFormatter
 
 VERBS = {
@@ -15,6 +15,7 @@ VERBS = {
     "tagger-accuracy": tagger_accuracy,
     "prefer": prefer,
     "tune": tune,
+    "judges": judges,
 }
 
 
