@@ -20,6 +20,8 @@ from storygen.request import RequestError, StoryRequest
 
 SETTINGS = SamplingConfig(seed=7, max_new_tokens=40)
 
+pytestmark = pytest.mark.integration  # the real embedded model, or a process
+
 
 @pytest.fixture(scope="module")
 def demo():

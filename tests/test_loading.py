@@ -93,6 +93,7 @@ def test_demo_adapter_only_fits_the_embedded_model(tiny_model_dir):
         load_model(ModelSpec(base=str(tiny_model_dir), adapter="demo"))
 
 
+@pytest.mark.integration  # a fresh process
 def test_wrapping_a_model_in_an_adapter_prints_no_library_deprecation_noise(tiny_model_dir):
     """peft reads a deprecated transformers property on every model it wraps; loading through
     storygen silences that FutureWarning (and only it). Without storygen's filter it shows."""

@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.integration  # the real embedded model, or a process
+
 
 def test_a_killed_and_restarted_app_loses_alters_and_doubles_no_vote(tmp_path):
     out = tmp_path / "soak.json"

@@ -209,6 +209,7 @@ def test_lora_targets_every_projection_per_architecture(
     assert metrics["steps"] == 2 and math.isfinite(metrics["val_loss"])  # no nan, no infinity
 
 
+@pytest.mark.integration  # two training processes
 def test_two_process_data_parallel_run_under_accelerate_launch(tiny_model_dir, data_dir, tmp_path):
     """`accelerate launch` (here 2 CPU processes over gloo) trains one adapter together."""
     import os
@@ -270,6 +271,7 @@ def _bench(module: str, *args: str) -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
 
 
+@pytest.mark.integration  # a benchmark process
 def test_gpu_benchmark_runs_end_to_end_on_a_tiny_shape(tmp_path):
     """bench/gpu_qlora.py is only timed on a GPU; here it runs on a tiny shape so it cannot rot:
     the plain stack and the trainer's own path start from the same model and the same loss."""
@@ -302,6 +304,7 @@ def test_data_preprocessed_for_another_prompt_format_is_refused(tiny_model_dir, 
     assert not (tmp_path / "run" / "adapter_model.safetensors").exists()
 
 
+@pytest.mark.integration  # three training processes
 def test_the_sft_stack_benchmark_trains_the_same_model_on_both_stacks(
     tiny_model_dir, data_dir, tmp_path
 ):
