@@ -1,81 +1,50 @@
-"""Personalization adherence: which requested fields a generated story actually follows.
+"""Personalization adherence: which requested fields a story follows, by the validated judges.
 
-The checks reuse the fine-tuning tagger, so "follows the request" means the same thing in
-training data and in evaluation.
+Every field is judged by :mod:`storygen.judges`, each judge measured on held-out labelled
+stories (``docs/judges/``). A field whose judge did not beat the majority baseline there is
+*not measured*: it counts in no figure and is listed as such (``adherence_not_measured``),
+never scored by a rule known to be wrong. A story the judges cannot read (empty, under 20
+words, not English) counts its fields as not followed: it follows none of them.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 
 from eval.metric import Figure, Item, Metric, ratio_of
-from storygen.lexicons import GENRE_WORDS, TONE_WORDS
+from storygen.judges import CLASS_FIELDS, PRESENCE_KINDS, asked, judges
 from storygen.request import StoryRequest
-from storygen.tagger import ending, lexicon_scores, lively, pov
 
-_CONTENT = re.compile(r"[a-z]{4,}")
-STOPWORDS = frozenset(
-    "that this with from have were they their there them then when what "
-    "which will would about into your been some just like than only also".split()
-)
-
-
-def _content_words(text: str) -> set[str]:
-    return {w for w in _CONTENT.findall(text.lower()) if w not in STOPWORDS}
-
-
-def _covered(phrase: str, story_words: set[str], share: float) -> bool:
-    words = _content_words(phrase)
-    return bool(words) and len(words & story_words) >= share * len(words)
-
-
-FIELD_KINDS = ("character", "genre", "tone", "setting", "era", "plot_point", "ending", "pov")
-"""The kinds of field :func:`check` judges (its keys' part before any ``:``)."""
-
-
-def check(request: StoryRequest, story: str) -> dict[str, bool]:
-    """For each field the request sets, whether the story follows it."""
-    tokens = re.findall(r"[A-Za-z][A-Za-z'’-]*", story.lower())
-    words, n_words = Counter(tokens), len(tokens)
-    story_words = _content_words(story)
-    # The tagger calls a lively story comedy and humorous, whatever its word lists say, so such
-    # a story follows a request for either (training tags and this check mean the same).
-    comic = lively(story, len(story.split()))
-    out: dict[str, bool] = {}
-    for c in request.characters:
-        out[f"character:{c.name}"] = re.search(rf"\b{re.escape(c.name)}\b", story) is not None
-    if request.genre:
-        scores = lexicon_scores(words, n_words, GENRE_WORDS)
-        out["genre"] = (comic and request.genre == "comedy") or (
-            scores[request.genre] >= 2.0 and scores[request.genre] >= 0.5 * max(scores.values())
-        )
-    if request.tone:
-        scores = lexicon_scores(words, n_words, TONE_WORDS)
-        out["tone"] = (comic and request.tone == "humorous") or (
-            scores[request.tone] >= 1.5 and scores[request.tone] >= 0.5 * max(scores.values())
-        )
-    if request.setting.place:
-        out["setting"] = _covered(request.setting.place, story_words, 0.5)
-    if request.setting.era:
-        out["era"] = request.setting.era.lower() in story.lower() or _covered(
-            request.setting.era, story_words, 0.5
-        )
-    for i, point in enumerate(request.plot_points):
-        out[f"plot_point:{i}"] = _covered(point, story_words, 0.5)
-    if request.ending:
-        out["ending"] = ending(story) == request.ending
-    if request.pov:
-        out["pov"] = pov(story) == request.pov
-    return out
+FIELD_KINDS = (*CLASS_FIELDS, *PRESENCE_KINDS)
+"""The kinds of field a request can set, as the judges name them (a key's part before
+``:``): genre, tone, ending, pov, arc, place, era, character, trait, event."""
 
 
 def field_kind(key: str) -> str:
     return key.split(":", 1)[0]
 
 
+def measured_kinds() -> list[str]:
+    """The kinds whose judge is measured (the others are reported as not measured)."""
+    j = judges()
+    return [k for k in FIELD_KINDS if j.measured(k)]
+
+
+def judged_fields(request: StoryRequest) -> list[str]:
+    """The keys of the fields ``request`` sets that a measured judge can judge."""
+    return [key for key, kind, _, _ in asked(request) if judges().measured(kind)]
+
+
+def check(request: StoryRequest, story: str) -> dict[str, bool]:
+    """For each field the request sets whose judge is measured, whether the story follows it
+    (a story that cannot be judged follows none)."""
+    j = judges().judge(story, request)
+    measured = judges().measured
+    return {v.key: bool(v.followed) for v in j.verdicts if measured(v.kind)}
+
+
 def adherence(requests: list[StoryRequest], stories: list[str]) -> dict[str, float]:
-    """Share of requested fields followed, overall and per kind of field."""
+    """Share of the measured requested fields followed, overall and per kind of field."""
     hits: Counter = Counter()
     asked: Counter = Counter()
     for request, story in zip(requests, stories, strict=True):
@@ -87,8 +56,14 @@ def adherence(requests: list[StoryRequest], stories: list[str]) -> dict[str, flo
     return out
 
 
+def not_measured(request: StoryRequest) -> list[str]:
+    """The kinds of field this request sets that no measured judge can judge."""
+    return sorted({kind for _, kind, _, _ in asked(request) if not judges().measured(kind)})
+
+
 def _score(item: Item) -> dict[str, int]:
-    """How many fields the request asks for and how many the story follows, also per kind."""
+    """How many measured fields the request asks for and how many the story follows, also
+    per kind."""
     out: Counter = Counter()
     for key, ok in check(item.request, item.story).items():
         kind = field_kind(key)

@@ -2,11 +2,12 @@
 and the tuned adapter is measured against its parent.
 
 This is a simulation, not people: the annotator is an explicit, deterministic rule taken from
-eval's metrics (it prefers the story that follows more of its request, by
-:func:`eval.adherence.check`, counting all of the request's fields or only the kinds named in
-``rule_fields``; equal is a tie). It votes on A/B items made from the current adapter, for the
-requests the rule can judge: ``samples`` stories per request (seeded), of which the item shows
-the one the rule scores highest and the one it scores lowest (with two samples, both).
+eval's metrics (it prefers the story that follows more of its request, by the validated judges
+of :func:`eval.adherence.check`, counting all of the request's measured fields or only the
+kinds named in ``rule_fields``; equal is a tie). It votes on A/B items made from the current
+adapter, for the requests the rule can judge: ``samples`` stories per request (seeded), of
+which the item shows the one the rule scores highest and the one it scores lowest (with two
+samples, both).
 Choosing the pair by an automatic metric is how a real arena would spend scarce votes on pairs
 that differ; here the metric and the voter are the same rule, which a study with people would
 not have. The loop then builds preference data from those votes (``finetune prefer``), tunes
@@ -25,7 +26,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from eval.adherence import FIELD_KINDS, check, field_kind
+from eval.adherence import FIELD_KINDS, check, field_kind, judged_fields
 from eval.intervals import interval, paired_difference
 from eval.metric import Figure, exp, ratio_of
 from finetune.prefer import build_preferences
@@ -132,7 +133,7 @@ class FeedbackConfig:
 
     def judges(self, request: StoryRequest) -> bool:
         """Whether the rule has a field of this request to judge."""
-        return bool(rule_checks(request, "", self.rule_fields))
+        return bool(judged({k: False for k in judged_fields(request)}, self.rule_fields))
 
 
 def extreme_pair(request: StoryRequest, stories: dict[str, dict], fields=None) -> dict[str, dict]:

@@ -98,13 +98,19 @@ def test_diversity_metrics_on_known_texts():
     assert self_bleu(TEXTS[:3]) < 20
 
 
-def test_adherence_checks_each_requested_field():
+def test_adherence_counts_the_measured_judges_and_leaves_the_others_out():
+    """Each field the request sets is judged by its validated judge; a field whose judge is not
+    measured (docs/judges: the ending, the era, the arc) is in no figure, and a story the
+    judges cannot read follows nothing."""
+    from eval.adherence import measured_kinds, not_measured
+    from storygen.judges import judges
+
     req = StoryRequest(
-        characters=[Character("Mara"), Character("Jonah")],
+        characters=[Character("Mara", ["stubborn"]), Character("Jonah")],
         setting=Setting("the old lighthouse", "1920s"),
         genre="fantasy",
         pov="first person",
-        plot_points=["the dragon burns the castle"],
+        plot_points=["a dragon burns the castle"],
         tone="dark",
         ending="happy",
         length="flash",
@@ -112,34 +118,27 @@ def test_adherence_checks_each_requested_field():
         arc="icarus",
     )
     story = (
-        "I watched Mara climb the lighthouse in the 1920s. The dragon came at night, and "
-        "its fire burned the castle while the wizard cast a spell. Magic filled the kingdom."
+        "I watched Mara climb the old lighthouse, stubborn as ever, while the storm came in. "
+        "The dragon came at night, and its fire burned the castle while the wizard cast a "
+        "spell. Magic filled the kingdom, and I knew the old king would not see the dawn. "
+        "Mara refused to leave the lamp, and I stayed beside her until the fire went out."
     )
     result = check(req, story)
-    assert result["character:Mara"] and not result["character:Jonah"]
-    assert result["setting"] and result["era"] and result["genre"] and result["pov"]
-    assert result["plot_point:0"]
-    # FIELD_KINDS names every kind of check (the feedback loop's rule picks from it); the
-    # request sets every field, so a check added for any of them shows here.
-    assert {key.split(":")[0] for key in result} == set(FIELD_KINDS)
+    kinds = {key.split(":")[0] for key in result}
+    assert kinds == set(measured_kinds()) & {
+        "character", "trait", "place", "era", "genre", "pov", "event", "tone", "ending", "arc"
+    }  # fmt: skip
+    unmeasured = not_measured(req)
+    assert unmeasured and not kinds & set(unmeasured)
+    assert all(not judges().measured(k) for k in unmeasured)
+    assert set(FIELD_KINDS) >= kinds | set(unmeasured)
+    if judges().measured("character"):
+        assert result["character:Mara"] and not result["character:Jonah"]
+    if judges().measured("pov"):
+        assert result["pov"]
     summary = adherence([req], [story])
-    assert summary["adherence"] == pytest.approx(6 / 9)
-    assert summary["adherence_character"] == 0.5
-
-
-def test_a_lively_story_follows_a_request_for_comedy_as_the_tagger_would_tag_it():
-    from storygen.tagger import tag_story
-
-    story = (
-        '"Where are my pants?" Bob yelled. "Gone!" said the dog. "Gone where?" '
-        '"To the moon!" "Why?!" "Because!" Bob sat down on the porch and sighed.'
-    )
-    tags = tag_story(story).request
-    assert (tags.genre, tags.tone) == ("comedy", "humorous")
-    asked = StoryRequest(genre="comedy", tone="humorous")
-    assert check(asked, story) == {"genre": True, "tone": True}
-    quiet = "Bob sat down on the porch and sighed. The dog slept. Nobody came that evening."
-    assert check(asked, quiet) == {"genre": False, "tone": False}
+    assert summary["adherence"] == pytest.approx(sum(result.values()) / len(result))
+    assert adherence([req], [""])["adherence"] == 0.0  # nothing to read: nothing followed
 
 
 def test_sliding_window_scores_every_token_once(tiny_lm):
@@ -351,6 +350,7 @@ def test_self_bleu_equals_the_sentence_bleu_definition():
     assert self_bleu(texts) == pytest.approx(expected, abs=1e-9)
 
 
+@pytest.mark.integration  # the real embedded model
 def test_a_comparison_generates_on_llamacpp_and_scores_on_the_same_weights(tmp_path):
     """A system on the embedded base writes through llama.cpp (the CPU default) and is scored by
     its transformers twin (fp32 from the same GGUF); an unknown key is named."""

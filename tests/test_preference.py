@@ -148,11 +148,32 @@ def test_kto_learns_from_unpaired_thumbs_and_refuses_one_sided_data(tiny_model_d
         tune(_cfg(tiny_model_dir, sft, tmp_path, data_dir=str(tmp_path / "none")))
 
 
-def test_the_simulated_feedback_loop_runs_end_to_end(tiny_model_dir, sft, tmp_path):
+def plain_judge(request, story: str) -> dict[str, bool]:
+    """A stand-in for the judges, for stories a tiny model writes (too short for the real
+    ones): a name is there, and the rule tagger's point of view and ending."""
+    from storygen.tagger import ending, pov
+
+    out = {f"character:{c.name}": c.name in story for c in request.characters}
+    if request.ending:
+        out["ending"] = ending(story) == request.ending
+    if request.pov:
+        out["pov"] = pov(story) == request.pov
+    return out
+
+
+@pytest.fixture
+def rule_judge(monkeypatch):
+    """The feedback loop's rule judged by :func:`plain_judge` (the loop is what is tested)."""
+    import study.feedback as fb
+
+    monkeypatch.setattr(fb, "check", plain_judge)
+    monkeypatch.setattr(fb, "judged_fields", lambda request: list(plain_judge(request, "")))
+
+
+def test_the_simulated_feedback_loop_runs_end_to_end(tiny_model_dir, sft, tmp_path, rule_judge):
     """Scripted votes on A/B items of the adapter, preference data, DPO, then child against
     parent on held-out items: every step's output is there and says what it is. The rule here
     counts ending and point of view only: a request without them makes no item."""
-    from eval.adherence import check
     from eval.compare import load_test_set
     from human_ratings.pairs import load_items
     from human_ratings.store import VoteStore
@@ -237,7 +258,7 @@ def test_the_simulated_feedback_loop_runs_end_to_end(tiny_model_dir, sft, tmp_pa
         assert row["asked"] == (2 * fields if fields else None)
         assert row["hits"] is None or 0 <= row["hits"] <= row["asked"]
         assert row["hits"] is None or 0 <= row["other_hits"] <= row["other_asked"]
-        others = len(check(tests[row["id"]], "")) - fields
+        others = len(plain_judge(tests[row["id"]], "")) - fields
         assert row.get("other_asked") == (2 * others if fields else None)
     for name in ("parent", "child"):  # the figures are the rows' pooled shares
         mine = [r for r in rows if r["system"] == name and r["asked"] is not None]
@@ -278,7 +299,7 @@ def test_the_simulated_feedback_loop_runs_end_to_end(tiny_model_dir, sft, tmp_pa
         run_feedback(replace(cfg, rule_fields=["era"]), tmp_path / "era", progress=False)
 
 
-def test_the_feedback_item_is_the_rules_best_and_worst_story():
+def test_the_feedback_item_is_the_rules_best_and_worst_story(rule_judge):
     from human_ratings.pairs import Item
     from storygen.request import Character, StoryRequest
     from study.feedback import FeedbackConfig, adherence_of, extreme_pair, scripted_choice
@@ -328,14 +349,14 @@ def test_the_feedback_item_is_the_rules_best_and_worst_story():
     with pytest.raises(ValueError, match="test_samples must be a whole number of at least 1"):
         FeedbackConfig(requests="r.jsonl", test="t.jsonl", test_samples=0)
     for bad in (["characters"], [], "pov", {"pov": 1}, [1]):
-        with pytest.raises(ValueError, match="rule_fields must be a list of kinds among character"):
+        with pytest.raises(ValueError, match="rule_fields must be a list of kinds among genre"):
             FeedbackConfig(requests="r.jsonl", test="t.jsonl", rule_fields=bad)
     # One rule, one annotator name, whatever the order and repeats it was written with.
     both = FeedbackConfig(
         requests="r.jsonl", test="t.jsonl", rule_fields=["pov", "character", "pov"]
     )
-    assert both.rule_fields == ["character", "pov"]
-    assert both.annotator == "scripted-adherence:character+pov"
+    assert both.rule_fields == ["pov", "character"]  # in FIELD_KINDS order
+    assert both.annotator == "scripted-adherence:pov+character"
 
 
 def test_an_interrupted_tuning_resumes_from_its_checkpoint_and_ends_as_an_unbroken_one(

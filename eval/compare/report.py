@@ -21,8 +21,6 @@ TABLE_COLUMNS = (
     "self_bleu",
     "repeated_4gram_rate",
     "adherence",
-    "arc_match",
-    "arc_correlation",
     "beat_coverage",
     "beat_order",
     "prompt_ranking_acc",
