@@ -22,7 +22,14 @@ from finetune.clean import clean_pair, fingerprint, truncate_words
 from finetune.data import SPLITS, DataError, RawPair, iter_pairs
 from storygen.arcs import extract_beats
 from storygen.prompt_format import PROMPT_FORMAT_VERSION, render_example, render_plan_example
-from storygen.request import MAX_PLOT_POINT, MAX_PROMPT, RequestError, Setting, validate
+from storygen.request import (
+    MAX_PLOT_POINT,
+    MAX_PROMPT,
+    RequestError,
+    Setting,
+    StoryRequest,
+    validate,
+)
 from storygen.tagger import length_bucket, tag_story
 from storygen.text import sentences
 
@@ -51,6 +58,11 @@ class BuildReport:
     def to_dict(self) -> dict:
         return {
             "prompt_format": PROMPT_FORMAT_VERSION,
+            "tags": {
+                "genre, tone, pov": f"storygen.judges (heads.json sha256 {heads_sha256()[:12]})",
+                "characters, place, era": "storygen.tagger (found in the story's text)",
+                "ending, arc": "left out: not measured (docs/judges)",
+            },
             "read": self.read,
             "kept": self.kept,
             "train": self.train,
@@ -61,6 +73,12 @@ class BuildReport:
             "prompt_tags": dict(self.prompt_tags.most_common()),
             "fields_present": dict(self.fields.most_common()),
         }
+
+
+def heads_sha256() -> str:
+    from storygen.judges import HEADS
+
+    return hashlib.sha256(HEADS.read_bytes()).hexdigest()
 
 
 def _unit(key: str, salt: str) -> float:
@@ -86,14 +104,36 @@ def source_key(raw: RawPair) -> str:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
 
 
+JUDGED = ("genre", "tone", "pov")
+"""The story's own fields its tags take from the validated judges (docs/judges). The ending and
+the arc are left out: no judge of them beat the majority baseline on held-out stories, so a
+tag would teach the model a label that means nothing."""
+
+
+def tag_request(pair) -> StoryRequest:
+    """A story's request: the tagger's characters, place and era (found in its text), and the
+    validated judges' genre, tone and point of view; no ending, no arc."""
+    from storygen.judges import CannotJudge, judges
+
+    request = tag_story(pair.story, pair.prompt, pair.tags, pair.words).request
+    request.prompt = request.prompt[:MAX_PROMPT]
+    request.ending, request.arc = "", ""
+    try:
+        labels = judges().labels(pair.story)
+    except CannotJudge:
+        labels = {}
+    for name in JUDGED:
+        setattr(request, name, labels.get(name, ""))
+    return request
+
+
 def make_example(raw: RawPair, word_budget: int, field_dropout: float) -> tuple[dict | None, str]:
     """One raw pair -> (training example, "") or (None, why it was dropped)."""
     pair, why = clean_pair(raw.prompt, raw.story, raw.source_id, word_budget)
     if pair is None:
         return None, why
     key = source_key(raw)
-    request = tag_story(pair.story, pair.prompt, pair.tags, pair.words).request
-    request.prompt = request.prompt[:MAX_PROMPT]
+    request = tag_request(pair)
     if _unit(key, "plot") < 0.5:
         request.plot_points = [p for p in [plot_point(pair.story)] if p]
     # Users fill in some fields, not all: drop each derived field now and then so the model

@@ -509,3 +509,33 @@ def test_a_change_to_cleaning_moves_no_story_between_splits(tmp_path, monkeypatc
     assert after == before and set(before.values()) == {"train", "valid"}
     rows = read_examples(tmp_path / "b" / "train.jsonl")
     assert all(r["completion"].rstrip().endswith("that was that.") for r in rows)
+
+
+def test_training_tags_come_from_the_validated_judges_and_leave_out_the_unmeasured(tmp_path):
+    """Genre, tone and point of view are the judges' reading of each story (before field
+    dropout); the ending and the arc, whose judges are not measured, are never tagged."""
+    from finetune.clean import clean_pair
+    from finetune.data import iter_pairs
+    from storygen.judges import CannotJudge, judges
+
+    report = build(
+        FIXTURES / "wp_hf.csv", tmp_path, valid_fraction=0.0, field_dropout=0.0, progress=False
+    )
+    rows = {r["id"]: r for r in read_examples(tmp_path / "train.jsonl")}
+    assert "storygen.judges" in report.to_dict()["tags"]["genre, tone, pov"]
+    checked = 0
+    for raw in iter_pairs(FIXTURES / "wp_hf.csv"):
+        pair, _ = clean_pair(raw.prompt, raw.story, raw.source_id)
+        if pair is None or raw.source_id not in rows:
+            continue
+        request = rows[raw.source_id]["request"]
+        assert request["ending"] == "" and request["arc"] == ""
+        try:
+            want = judges().labels(pair.story)
+        except CannotJudge:
+            want = {}
+        assert {k: request[k] for k in ("genre", "tone", "pov")} == {
+            k: want.get(k, "") for k in ("genre", "tone", "pov")
+        }
+        checked += 1
+    assert checked >= 3
