@@ -84,7 +84,7 @@ def one_user(url: str, form: list, tokens: int, seed: int, out: list) -> None:
 
     client = Client(url, verbose=False)
     t0 = time.perf_counter()
-    job = client.submit(*form, 0.8, 0.92, 50, 1.15, tokens, seed, False, "", api_name="/write")
+    job = client.submit(*form, 0.8, 0.92, 50, 1.15, tokens, seed, False, 1, "", api_name="/write")
     first = None
     for update in job:
         if first is None and update[0]:

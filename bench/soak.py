@@ -173,7 +173,7 @@ def writer(app: App, tally: Tally, stop: threading.Event, seed: int) -> None:
         while client and not stop.is_set():
             s = rng.randrange(2**31)
             out = _call(
-                app, tally, client.predict, *FORM, *SAMPLING, s, False, "", api_name="/write"
+                app, tally, client.predict, *FORM, *SAMPLING, s, False, 1, "", api_name="/write"
             )
             if out is None:
                 break

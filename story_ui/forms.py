@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 
 import gradio as gr
 
+from storygen.best_of import MAX_ATTEMPTS
 from storygen.config import ConfigError, SamplingConfig
 from storygen.request import Character, RequestError, Setting, StoryRequest, validate
 
@@ -88,6 +89,8 @@ class SamplingForm:
     seed: int = SamplingConfig.seed
     randomize: bool = False
     """A new random seed each time."""
+    attempts: int = 1
+    """Best-of-n: stories written for each press, of which the judges' best is kept."""
 
     def settings(self) -> dict:
         """The controls' values as SamplingConfig fields (without the seed), which checks each
@@ -106,6 +109,11 @@ class SamplingForm:
 
     def sampling(self, seed: int) -> SamplingConfig:
         """The settings with ``seed`` (raises :class:`ConfigError` naming a bad control)."""
+        a = self.attempts
+        if isinstance(a, float) and a.is_integer():
+            a = self.attempts = int(a)
+        if isinstance(a, bool) or not isinstance(a, int) or not 1 <= a <= MAX_ATTEMPTS:
+            raise ConfigError(f"attempts must be a whole number from 1 to {MAX_ATTEMPTS}")
         return SamplingConfig(seed=seed_value(seed), **self.settings())
 
 

@@ -22,6 +22,7 @@ from human_ratings.reactions import Reaction, ReactionLog, system_of
 from human_ratings.store import VoteStore
 from human_ratings.study import Limits, Study, local_study
 from storygen.backends import Backend, load_backend
+from storygen.best_of import stream_best
 from storygen.config import ModelSpec, SamplingConfig, SystemSpec
 from storygen.generation import PlanUpdate, StoryUpdate, stream_plan, stream_story
 from storygen.items import write_one
@@ -143,15 +144,24 @@ class Services:
         prefix: str = "",
         session: str | None = None,
         plan: Plan | None = None,
-    ) -> Iterator[StoryUpdate]:
+        attempts: int = 1,
+    ) -> Iterator[tuple[int | None, StoryUpdate]]:
         """The one way the UI reaches generation: stream a story for ``request`` (from
-        ``plan``, if given).
+        ``plan``, if given), as (attempt, update) pairs; with ``attempts`` > 1 (best-of-n, not
+        for a continued story) the attempts stream one after another and the last update
+        holds the one kept.
 
         :meth:`stop` with the same ``session`` ends it between two tokens; the story so far is
         still cleaned and returned, and the engine's slot is free at once.
         """
         with self._stoppable(session) as stop:
-            yield from stream_story(self.backend, request, sampling, stop, prefix=prefix, plan=plan)
+            if attempts > 1 and not prefix:
+                yield from stream_best(self.backend, request, sampling, attempts, stop, plan)
+                return
+            for update in stream_story(
+                self.backend, request, sampling, stop, prefix=prefix, plan=plan
+            ):
+                yield (None if update.story is not None else 0), update
 
     def react(
         self,

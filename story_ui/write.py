@@ -93,20 +93,27 @@ def write(
         # The story on screen stays, and its provenance.
         yield KEEP, error_text(exc), KEEP, drafts, KEEP
         return
+    attempts = 1 if prefix else sampling.attempts
     yield prefix or "", "Writing…", seed, drafts, None
     text, story = prefix or "", None
     shown_at = float("-inf")  # the first piece is shown at once
     try:
         # closing(): Stop closes this handler, and with it the story's engine, at once.
-        with closing(services.write(request, config, prefix or "", session, plan)) as updates:
-            for update in updates:
+        writing = services.write(request, config, prefix or "", session, plan, attempts)
+        with closing(writing) as updates:
+            for attempt, update in updates:
                 if update.story is not None:
                     story = update.story
                     continue
                 text = update.text
                 if time.monotonic() - shown_at >= services.config.stream_every_s:
                     shown_at = time.monotonic()
-                    yield text, "Writing…", seed, drafts, None
+                    doing = (
+                        f"Writing attempt {attempt + 1} of {attempts}…"
+                        if attempts > 1
+                        else "Writing…"
+                    )
+                    yield text, doing, seed, drafts, None
     except (BackendError, RequestError) as exc:  # keep what is on screen, say why
         yield text, error_text(exc), seed, drafts, None
         return
@@ -126,6 +133,13 @@ def write(
     )
     if plan is not None:
         status += f" Written from {PLAN_WORDS[plan.origin]} ({len(plan.beats)} beats)."
+    if p.get("attempts"):
+        a = p["attempts"]
+        scores = ", ".join("–" if x is None else f"{x:.2f}" for x in a["adherence"])
+        status += (
+            f" Kept attempt {a['chosen'] + 1} of {a['n']}, the one the judges found follows the "
+            f"request best (adherence {scores})."
+        )
     yield story.text, status, seed, drafts, p
 
 

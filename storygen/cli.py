@@ -89,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(an optional first line 'Premise: ...'; numbers or bullets are dropped)",
     )
     g.add_argument("--json", action="store_true", help="print one JSON object with provenance")
+    g.add_argument(
+        "--attempts",
+        type=int,
+        default=1,
+        help="best-of-n: write this many stories (seeds SEED, SEED+1, ...) and keep the one the "
+        "validated judges score best, if the base model finds it no less likely (1 to 8)",
+    )
     add_model_args(g)
     add_sampling_args(g)
     return parser
@@ -137,7 +144,8 @@ def outline_from_file(path: Path) -> Plan:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from storygen.backends import BackendError, load_backend
-    from storygen.generation import stream_plan, stream_story
+    from storygen.best_of import stream_best
+    from storygen.generation import stream_plan
     from storygen.loading import LoadError
     from storygen.prompt_format import render_plan
 
@@ -164,13 +172,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
                     print(update.delta, end="", flush=True)
             if not args.json:
                 print(f"\n\n--- plan ---\n{render_plan(plan, person=True)}\n\n--- story ---\n")
-        for update in stream_story(backend, request, sampling, plan=plan):
+        attempt_now = 0
+        for attempt, update in stream_best(backend, request, sampling, args.attempts, plan=plan):
             if update.story is not None:
                 story = update.story
             elif not args.json:
+                if attempt != attempt_now:
+                    attempt_now = attempt
+                    print(f"\n\n--- attempt {attempt + 1} of {args.attempts} ---\n")
                 print(update.delta, end="", flush=True)
                 streamed = update.text
-    except RequestError as exc:  # a feature the model's prompt format lacks, or no usable plan
+    except (RequestError, ValueError) as exc:  # a bad attempts count, a format's lack, no plan
         print(f"\nerror: {exc}", file=sys.stderr)
         return 2
     except BackendError as exc:
@@ -185,7 +197,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
     else:
         print()
-        if story.text != streamed.strip():
+        chosen = story.provenance.get("attempts")
+        if chosen:
+            print(
+                f"\n--- kept attempt {chosen['chosen'] + 1} of {chosen['n']} (judges' adherence "
+                f"{chosen['adherence']}; base perplexity {chosen['base_ppl']}) ---\n{story.text}"
+            )
+        elif story.text != streamed.strip():
             print("\n--- cleaned (request echo and unfinished sentence removed) ---\n" + story.text)
         p = story.provenance
         print(

@@ -254,6 +254,10 @@ class SystemSpec:
     """Plan-then-write: ``none`` (straight from the request), ``model`` (the model plans
     first) or ``reference`` (the beats extracted from the item's human story)."""
 
+    attempts: int = 1
+    """Best-of-n: write this many stories per request and keep the one the judges score best
+    (:mod:`storygen.best_of`)."""
+
     PLANS: ClassVar[tuple[str, ...]] = ("none", "model", "reference")
 
     @classmethod
@@ -261,7 +265,7 @@ class SystemSpec:
         """A system from its flat YAML form (unknown keys named in the error)."""
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: a system is a mapping with at least 'name'")
-        own = {"name", "sampling", "run_dir", "plan"}
+        own = {"name", "sampling", "run_dir", "plan", "attempts"}
         where = f"{where}: system {data.get('name', '?')!r}".lstrip(": ")
         model = from_dict(
             ModelSpec, {"adapter": None, **{k: v for k, v in data.items() if k not in own}}, where
@@ -272,11 +276,15 @@ class SystemSpec:
             sampling=data.get("sampling") or {},
             run_dir=data.get("run_dir"),
             plan=data.get("plan", "none"),
+            attempts=data.get("attempts", 1),
         )
         if not system.name:
             raise ConfigError(f"{where}: every system needs a name")
         if system.plan not in cls.PLANS:
             raise ConfigError(f"{where}: plan must be one of {', '.join(cls.PLANS)}")
+        a = system.attempts
+        if isinstance(a, bool) or not isinstance(a, int) or not 1 <= a <= 8:
+            raise ConfigError(f"{where}: attempts must be a whole number from 1 to 8, not {a!r}")
         system.sampling_for(0)  # a bad sampling setting fails here, not after an hour of work
         return system
 

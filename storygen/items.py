@@ -7,7 +7,9 @@ thing everywhere.
 **Seed rule.** In a run whose seed is ``seed``, sample ``k`` (of ``samples``) of request ``i``
 is written with seed ``seed + i * samples + k`` (modulo 2**63), whatever the system: every
 system writes request ``i``'s stories on the same seeds, and one request's samples never share
-a seed with another's. A system that plans first plans with the story's seed.
+a seed with another's. A system that plans first plans with the story's seed; a best-of-n
+system (``attempts``) writes its attempts on that seed plus 0 .. n-1, so its first attempt is
+the story the same system with one attempt writes.
 
 Every story keeps its provenance (:func:`storygen.generation.stream_story`: engine, weights,
 sampling with the seed, request, plan, timing) and, here, the plan it was written from.
@@ -87,7 +89,12 @@ def write_one(
         if reference_plan is None:
             raise RequestError({"plan": f"system {system.name!r} needs the item's plan"})
         plan = reference_plan
-    story = generate_story(backend, request, sampling, plan=plan)
+    if system.attempts > 1:
+        from storygen.best_of import generate_best
+
+        story = generate_best(backend, request, sampling, system.attempts, plan=plan)
+    else:
+        story = generate_story(backend, request, sampling, plan=plan)
     return Written(system.name, index, sample, seed, story.text, plan, plan_error, story.provenance)
 
 

@@ -78,7 +78,7 @@ def app(tiny_backend, tmp_path_factory):
 
 def _write(client, seed=5, api="/write", **form):
     values = {**FORM_DEFAULTS, **form}
-    return client.submit(*values.values(), *SAMPLING, seed, False, "", api_name=api)
+    return client.submit(*values.values(), *SAMPLING, seed, False, 1, "", api_name=api)
 
 
 def test_write_streams_and_is_reproducible(app):
@@ -275,10 +275,11 @@ def test_stop_ends_only_this_visitors_story_and_keeps_it(tiny_backend, tmp_path)
     theirs = services.write(request, SamplingConfig(seed=1, max_new_tokens=30), "", "them")
     next(mine), next(theirs)
     assert services.stop("me") and not services.stop("nobody")
-    *_, last = mine
+    *_, (kept, last) = mine
+    assert kept is None  # the last update holds the story kept
     assert last.story.stop_reason == "stopped" and last.story.provenance["new_tokens"] == 1
     assert not services.stop("me")  # finished: nothing left to stop
-    *_, other = theirs
+    *_, (_, other) = theirs
     assert other.story.stop_reason != "stopped"
 
 
@@ -298,7 +299,7 @@ def test_a_huge_continue_text_is_refused_fast(app):
     t0 = time.perf_counter()
     client = app["client"]
     values = {**FORM_DEFAULTS, "genre": "mystery"}.values()
-    out = client.predict(*values, *SAMPLING, 5, False, "word " * 20_000, api_name="/continue")
+    out = client.predict(*values, *SAMPLING, 5, False, 1, "word " * 20_000, api_name="/continue")
     assert "too long" in out[1] and time.perf_counter() - t0 < 5
 
 
@@ -323,14 +324,14 @@ def test_every_input_of_every_endpoint_gets_a_message_never_a_bare_error(app):
     from gradio_client.exceptions import AppError
 
     form = [*{**FORM_DEFAULTS, "genre": "mystery"}.values()]
-    write = [*form, *SAMPLING, 5, False, ""]
+    write = [*form, *SAMPLING, 5, False, 1, ""]
     # endpoint: (valid values, index of the output that carries its message)
     valid = {
         "/write": (write, 1),
         "/regenerate": (write, 1),
         "/continue": ([*write[:-1], "Once upon a time"], 1),
-        "/plan": ([*form, *SAMPLING, 5, False, ""], 1),
-        "/write_from_plan": ([*form, *SAMPLING, 5, False, "1. Mara finds a key."], 1),
+        "/plan": ([*form, *SAMPLING, 5, False, 1, ""], 1),
+        "/write_from_plan": ([*form, *SAMPLING, 5, False, 1, "1. Mara finds a key."], 1),
         "/download": (["A story.", "Markdown"], 1),
         "/open_draft": ([1], 1),
         "/thumbs_up": ([], 0),
@@ -410,18 +411,18 @@ def test_plan_first_then_write_from_the_plan_as_written_or_edited(app):
 
     client = Client(app["url"], verbose=False)  # one visitor: the model's plan is remembered
     form = [*{**FORM_DEFAULTS, "genre": "mystery", "characters": "Mara: kind"}.values()]
-    plan_text, status = client.predict(*form, *SAMPLING, 5, False, "", api_name="/plan")[:2]
+    plan_text, status = client.predict(*form, *SAMPLING, 5, False, 1, "", api_name="/plan")[:2]
     assert status.startswith("Plan ready") and plan_text.strip()
-    as_is = client.predict(*form, *SAMPLING, 5, False, plan_text, api_name="/write_from_plan")
+    as_is = client.predict(*form, *SAMPLING, 5, False, 1, plan_text, api_name="/write_from_plan")
     assert as_is[1].startswith("Done:") and "Written from the model's plan" in as_is[1]
     edited = plan_text + "\nMara opens the lighthouse door."
-    changed = client.predict(*form, *SAMPLING, 5, False, edited, api_name="/write_from_plan")
+    changed = client.predict(*form, *SAMPLING, 5, False, 1, edited, api_name="/write_from_plan")
     assert "Written from your edited plan" in changed[1]
     assert changed[0] != as_is[0]  # the extra beat is in the prompt: another story
-    empty = client.predict(*form, *SAMPLING, 5, False, "  ", api_name="/write_from_plan")
+    empty = client.predict(*form, *SAMPLING, 5, False, 1, "  ", api_name="/write_from_plan")
     assert "plan" in empty[1] and "empty" in empty[1]
     # Continue goes on from the story on screen, written from the same (edited) plan.
-    cont = client.predict(*form, *SAMPLING, 5, False, changed[0], api_name="/continue")
+    cont = client.predict(*form, *SAMPLING, 5, False, 1, changed[0], api_name="/continue")
     assert cont[0].startswith(changed[0].rstrip()) and "Written from your edited plan" in cont[1]
 
 

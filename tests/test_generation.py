@@ -709,3 +709,30 @@ def test_incremental_text_keeps_the_context_a_tokenizer_needs_past_a_token_that_
     pieces = [" Once", "", " upon", "", "", " a", " time."]
     texts = [text_of(pieces[: k + 1]) for k in range(len(pieces))]
     assert texts[-1] == "Once upon a time." == SentencePieceLike([]).detokenize(pieces)
+
+
+def test_best_of_n_keeps_the_judges_best_attempt_within_the_perplexity_guard(tiny_backend):
+    """Attempt k is written on seed + k (attempt 1 is the story n = 1 gives); the one kept
+    is the best judged, unless the base model finds it much less likely than attempt 1."""
+    import math
+
+    from storygen.best_of import choose, generate_best, stream_best
+
+    request = StoryRequest(genre="mystery", length="flash")
+    sampling = SamplingConfig(seed=3, max_new_tokens=20)
+    one = generate_story(tiny_backend, request, sampling)
+    best = generate_best(tiny_backend, request, sampling, 3)
+    a = best.provenance["attempts"]
+    assert a["n"] == 3 and a["seeds"] == [3, 4, 5] and 0 <= a["chosen"] < 3
+    firsts = [u.text for k, u in stream_best(tiny_backend, request, sampling, 3) if k == 0]
+    assert firsts[-1].strip() and one.text.startswith(firsts[-1].strip()[:20])
+    assert generate_best(tiny_backend, request, sampling, 1).text == one.text  # n = 1: as before
+    nan = float("nan")
+    cands = [{"score": (0.2, 0.5), "base_ppl": 10.0}, {"score": (0.9, 0.9), "base_ppl": 10.4}]
+    assert choose(cands) == 1  # better judged, within 5% of attempt 1's perplexity
+    cands[1]["base_ppl"] = 11.0
+    assert choose(cands) == 0  # better judged but less likely to the base model: guarded
+    assert choose([{"score": (0, 0), "base_ppl": nan}, {"score": (1, 0), "base_ppl": nan}]) == 1
+    assert math.isnan(nan)
+    with pytest.raises(ValueError, match="attempts"):
+        generate_best(tiny_backend, request, sampling, 0)

@@ -69,6 +69,8 @@ def generate_all(
             sampling=system.sampling_for(story_seed(seed, i)).to_dict(),
             plan=system.plan,
             item=story_inputs(it),
+            # (left out at one attempt: stories saved before best-of-n keep their keys)
+            **({"attempts": system.attempts} if system.attempts > 1 else {}),
         )
         for i, it in enumerate(items)
     }

@@ -11,6 +11,7 @@ from story_ui import write
 from story_ui.components import Number, Slider
 from story_ui.forms import SamplingForm, named_handler
 from story_ui.services import Services
+from storygen.best_of import MAX_ATTEMPTS
 from storygen.config import SamplingConfig
 from storygen.request import ARCS, ENDINGS, GENRES, LENGTHS, POVS, TONES
 
@@ -85,6 +86,14 @@ def sampling_form() -> dict[str, gr.Component]:
     with gr.Row():
         c["seed"] = Number(value=d.seed, label="Seed", precision=0, elem_id="seed")
         c["randomize"] = gr.Checkbox(value=False, label="New random seed each time")
+    c["attempts"] = Slider(
+        1,
+        MAX_ATTEMPTS,
+        value=1,
+        step=1,
+        label="Attempts: write this many, keep the one the judges find follows the request best",
+        elem_id="attempts",
+    )
     return c
 
 
