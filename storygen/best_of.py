@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from dataclasses import replace
 from functools import cache
 
@@ -141,6 +142,7 @@ def stream_best(
         raise ValueError(f"attempts must be a whole number from 1 to {MAX_ATTEMPTS}")
     guard = guard_for(backend) if attempts > 1 else None
     stories, candidates, seeds = [], [], []
+    t0 = time.perf_counter()
     for k in range(attempts):
         sampling_k = attempt_sampling(sampling, k)
         last = None
@@ -162,6 +164,8 @@ def stream_best(
     story = stories[chosen]
     if attempts > 1:
         story.provenance["attempts"] = provenance_of(candidates, chosen, seeds, guard)
+        # every attempt, the judging and the guard: what the reader waited for
+        story.provenance["attempts"]["seconds"] = round(time.perf_counter() - t0, 3)
     yield None, StoryUpdate("", story.text, story)
 
 
