@@ -1,9 +1,12 @@
-"""``python -m study {run,verify}``: the whole study, raw WritingPrompts to report, in one command.
+"""``python -m study VERB``: the whole study, raw WritingPrompts to report, in one command; the
+feedback loop; reference items.
 
 run CONFIG        preprocess -> train (+ GGUF) -> compare, each stage reused when finished
 verify MANIFEST   rerun a finished study from nothing and say, per figure, if it matches
 feedback CONFIG   one round of the feedback loop with a scripted annotator (a simulation);
                   --check-only reruns a finished round's child/parent check
+reference SYSTEMS A/B items of a system against GPT-4's or GPT-3.5's stories (a fixed,
+                  model-written reference for human studies)
 """
 
 from __future__ import annotations
@@ -39,7 +42,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run the child/parent check again on the round already in --out",
     )
+    rf = sub.add_parser(
+        "reference",
+        formatter_class=HelpFormatter,
+        help="A/B items of a system against a strong model's stories (a fixed reference)",
+    )
+    rf.add_argument("systems", type=Path, help="YAML with 'systems:'; the first is compared")
+    rf.add_argument("--shared", type=Path, required=True, help="the shared WritingPrompts folder")
+    rf.add_argument("--writer", default="gpt4", choices=["gpt4", "gpt35"])
+    rf.add_argument("--n", type=int, default=20)
+    rf.add_argument("--out", type=Path, default=Path("runs/reference_pairs.jsonl"))
     args = parser.parse_args(argv)
+    if args.command == "reference":
+        return _reference(args)
 
     from eval.compare import EvalError
     from finetune.data import DataError
@@ -88,6 +103,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"files: {len(report['files']) - len(differing)} identical, {len(differing)} not")
     print(json.dumps({"reproduced": report["reproduced"], "rerun": report["rerun"]}))
     return 0 if report["reproduced"] else 1
+
+
+def _reference(args) -> int:
+    from human_ratings.pairs import PairsError, item_row
+    from storygen.config import ConfigError, SystemSpec, read_yaml
+    from study.reference import reference_items
+
+    try:
+        data = read_yaml(args.systems)
+        if not isinstance(data, dict) or not data.get("systems"):
+            raise ConfigError(f"{args.systems}: expected 'systems:' with at least one entry")
+        system = SystemSpec.from_dict(data["systems"][0], str(args.systems))
+        items = reference_items(system, args.shared, args.writer, args.n)
+    except (PairsError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    args.out.write_text("".join(json.dumps(item_row(it)) + "\n" for it in items))
+    print(f"wrote {len(items)} items of {system.name} against {args.writer} to {args.out}")
+    return 0
 
 
 if __name__ == "__main__":

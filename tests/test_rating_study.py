@@ -465,3 +465,40 @@ def test_an_open_study_marks_votes_anonymous_and_reveals_as_its_setting_says(
     assert f"**A** was written by `{state['left']}`" in saved[-1]
     (vote,) = services.study.votes()
     assert vote.anonymous and vote.annotator == "anon:browser-1"
+
+
+def test_reference_items_set_a_system_beside_a_strong_models_stories(tmp_path, tiny_model_dir):
+    """The fixed reference's stories come from the shared folder (here a stand-in with the
+    same columns), keyed by the judge set's written requests; the system's are written now."""
+    import csv
+
+    from finetune.judge_set import GOLD, read_jsonl
+    from storygen.config import SystemSpec
+    from study.reference import reference_items
+
+    ids = [
+        w["id"].split(":")[1]
+        for w in read_jsonl(GOLD / "requests_written.jsonl")
+        if w["id"].startswith("gpt4:") and w.get("characters")
+    ][:3]
+    for name in ("train_sample_500.csv", "model_stories_gpt4.csv", "model_stories_gpt35.csv"):
+        with (tmp_path / name).open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["row_id", "prompt", "story", "writer"])
+            for i in ids:
+                story = f"A strong story number {i}. " * 20
+                w.writerow([i, "[ WP ] A prompt .", story, "gpt-4"])
+    system = SystemSpec.from_dict(
+        {
+            "name": "tiny",
+            "base": str(tiny_model_dir),
+            "quantization": "fp32",
+            "sampling": {"max_new_tokens": 8},
+        }
+    )
+    items = reference_items(system, tmp_path, "gpt4", n=2)
+    assert len(items) == 2
+    for item in items:
+        assert set(item.stories) == {"gpt-4", "tiny"}
+        assert item.stories["gpt-4"]["text"].startswith("A strong story number")
+        assert item.stories["gpt-4"]["provenance"]["writer"] == "gpt-4"

@@ -1,0 +1,55 @@
+"""A fixed, strong reference in A/B studies: a project system against GPT-4's (or GPT-3.5's)
+story for the same request.
+
+    python -m study reference human_ratings/demo_systems.yaml --shared ../shared/data/writingprompts
+
+The requests are those written from that model's stories in the labelled judge set
+(``finetune/gold/judges/requests_written.jsonl``, the true parts); the model's story is read
+from the shared folder (never copied into the repository); the system's is written now. The
+fixed system is named after the model (``gpt-4``): say in the study that it is model-written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from human_ratings.pairs import Item, PairsError, item_id
+from storygen.config import SystemSpec
+from storygen.request import StoryRequest
+
+REFERENCE_WRITERS = {"gpt4": "gpt-4", "gpt35": "gpt-3.5-turbo"}
+
+
+def reference_items(
+    system: SystemSpec, shared: Path, writer: str = "gpt4", n: int = 20, seed: int = 7000
+) -> list[Item]:
+    """A/B items of a project system against a strong model's story for the same request: the
+    requests written from that model's stories in the labelled judge set
+    (``finetune/gold/judges/requests_written.jsonl``), the model's story read from the shared
+    folder (never copied into the repository), the system's written now (seed ``seed + i``).
+    The fixed system is named after the model (``gpt-4``): it is model-written."""
+    from finetune.judge_set import GOLD, read_jsonl, shared_texts, system_request
+    from storygen.items import story_seed, write_for_systems
+
+    if writer not in REFERENCE_WRITERS:
+        raise PairsError(f"a reference writer is one of {', '.join(REFERENCE_WRITERS)}")
+    written = [
+        w for w in read_jsonl(GOLD / "requests_written.jsonl") if w["id"].startswith(f"{writer}:")
+    ]
+    texts = shared_texts(shared, {w["id"] for w in written})
+    chosen = [w for w in written if w["id"] in texts and (w.get("characters") or w.get("events"))][
+        :n
+    ]
+    if not chosen:
+        raise PairsError(f"no {writer} story of the judge set is in {shared}")
+    requests = [StoryRequest.from_dict(system_request(w)) for w in chosen]
+    ours = write_for_systems([system], requests, seed)[system.name]
+    name = REFERENCE_WRITERS[writer]
+    items = []
+    for i, (w, request) in enumerate(zip(chosen, requests, strict=True)):
+        stories = {
+            name: {"text": texts[w["id"]].text, "provenance": {"writer": name, "source": w["id"]}},
+            system.name: ours[i].as_story(),
+        }
+        items.append(Item(f"ref-{item_id(request, story_seed(seed, i))}", request, stories))
+    return items
