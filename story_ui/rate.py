@@ -211,7 +211,7 @@ def vote(services, state: dict, choice_label, ratings: list, comment, profile=No
     left, right = held.left, held.right
     prov = {side: item.stories[s].get("provenance", {}) for side, s in (("l", left), ("r", right))}
     try:
-        study.store.append(
+        recorded = study.store.append(
             Vote(
                 annotator=annotator,
                 item_id=item.item_id,
@@ -240,6 +240,8 @@ def vote(services, state: dict, choice_label, ratings: list, comment, profile=No
     except VoteError as exc:
         return _keep(state, "vote", f"Vote not saved: {exc}")
     study.assigner.voted(annotator, item.item_id)
+    if services.mirror is not None:
+        services.mirror.add("votes", recorded)
     saved = f"**Saved** (receipt `{receipt(study.name, annotator, item.item_id)}`)."
     if study.config.reveal == "each" and item.item_id not in study.gold:
         saved += f" Story **A** was written by `{left}`, story **B** by `{right}`."

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from human_ratings.identity import RateLimit
+from human_ratings.mirror import Mirror
 from human_ratings.pairs import (
     Item,
     ItemLog,
@@ -98,6 +99,8 @@ class Services:
         self.signin_limit = RateLimit(limits.signins, 60, 20 * limits.signins)
         self.react_limit = RateLimit(limits.votes, 60, limits.overall)
         self.space_owner = os.environ.get("SPACE_AUTHOR_NAME") or None
+        # What a Hub sync pushes: append-only copies, one file per process (on when syncing).
+        self.mirror = Mirror(votes.with_name("sync")) if config.hub_dataset else None
         # Live A/B items are kept beside the votes on them: their stories outlive a restart.
         self.live_items = ItemLog(votes.with_name("live_items.jsonl"))
         if self.study is not None:
@@ -106,7 +109,6 @@ class Services:
                     self.study.add_item(item)
         self._backend = backend
         self._lock = threading.Lock()
-        self._items_lock = threading.Lock()
         self._system_models: dict[str, Backend] = {}
         self._stops: dict[str | None, set[threading.Event]] = {}
         self._stops_lock = threading.Lock()  # not _lock: Stop must not wait for a model load
@@ -175,7 +177,10 @@ class Services:
         """Keep a reader's reaction to a finished story, with what made it (raises
         :class:`~human_ratings.reactions.ReactionError` with a message for the reader)."""
         reaction = Reaction(kind, story, edited, system_of(provenance), provenance, reader, visitor)
-        return self.reactions.append(reaction)
+        self.reactions.append(reaction)
+        if self.mirror is not None:
+            self.mirror.add("reactions", reaction)
+        return reaction
 
     def plan(
         self, request: StoryRequest, sampling: SamplingConfig, session: str | None = None
@@ -247,11 +252,12 @@ def start_hub_sync(services: Services) -> str:
         services.scheduler = CommitScheduler(
             repo_id=repo,
             repo_type="dataset",
-            folder_path=services.store.path.parent,
+            folder_path=services.mirror.folder,
             path_in_repo="votes",
             every=5,
             token=token,
-            allow_patterns=["*.csv"],
+            # Only the append-only copies: the vote CSV may have a torn record cut off.
+            allow_patterns=["*.jsonl"],
         )
         services.sync_status = f"Votes are pushed to the Hub dataset {repo} every 5 minutes."
     except Exception as exc:  # noqa: BLE001 - the app must still serve without the Hub

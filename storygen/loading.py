@@ -1,10 +1,11 @@
 """Model loading for the transformers backend, in one place: base model, quantization and LoRA.
 
-Nothing else in the project builds a ``BitsAndBytesConfig`` or a ``PeftModel``: the transformers
-backend, fine-tuning and evaluation all call :func:`load_model` (or :func:`load_base`) and pass
-the result around. The adapter checks (:func:`adapter_path`, :func:`read_adapter_meta`,
-:func:`check_adapter`) are shared with the llama.cpp backend, so torch is imported only inside
-the functions that need it.
+Nothing else builds a ``BitsAndBytesConfig``, and the transformers backend and evaluation load
+adapters only through :func:`load_model` (or :func:`load_base`) and pass the result around;
+training wraps the base with a new trainable LoRA (``finetune/train.py``) and preference tuning
+loads its parent adapter trainable (``finetune/preference.py``). The adapter checks
+(:func:`adapter_path`, :func:`read_adapter_meta`, :func:`check_adapter`) are shared with the
+llama.cpp backend, so torch is imported only inside the functions that need it.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ import csv
 import json
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -474,3 +475,42 @@ def test_a_reaction_names_the_servers_story_never_the_clients_text(app):
     assert client.predict(api_name="/thumbs_up").startswith("Thank you")
     last = app["services"].reactions.read_all()[-1]
     assert last.story == written[0] and last.kind == "up"
+
+
+def test_a_hub_sync_pushes_append_only_copies_one_file_per_process(
+    tmp_path, tiny_backend, monkeypatch
+):
+    """CommitScheduler uploads files while they grow: the app gives it one JSON Lines file per
+    process that is only ever appended to, written after the vote is in its log."""
+    import huggingface_hub
+
+    from human_ratings.mirror import Mirror
+    from story_ui import rate
+    from story_ui.services import start_hub_sync
+
+    made = {}
+
+    class StandIn:  # the huggingface_hub seam: what the app asks of the scheduler
+        def __init__(self, **kwargs):
+            made.update(kwargs)
+
+    monkeypatch.setattr(huggingface_hub, "CommitScheduler", StandIn)
+    monkeypatch.setenv("HF_TOKEN", "x")
+    config = AppConfig(
+        votes_csv=tmp_path / "votes.csv",
+        pairs=write_pairs(tmp_path / "p.jsonl"),
+        hub_dataset="me/v",
+    )
+    services = Services(config, backend=tiny_backend)
+    assert "every 5 minutes" in start_hub_sync(services)
+    assert made["repo_type"] == "dataset" and made["allow_patterns"] == ["*.jsonl"]
+    assert Path(made["folder_path"]) == tmp_path / "sync"
+    sizes = []
+    for who in ("ann", "bob"):
+        state = rate.start(services, who, "")[3]
+        rate.vote(services, state, "A is better", [None] * 8, who)
+        sizes.append(services.mirror.paths["votes"].stat().st_size)
+    assert sizes[0] < sizes[1]  # only appended to
+    mirrored = Mirror.read(tmp_path / "sync")
+    assert [(m["annotator"], m["comment"]) for m in mirrored] == [("ann", "ann"), ("bob", "bob")]
+    assert {v.annotator for v in services.store.votes()} == {"ann", "bob"}
