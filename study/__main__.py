@@ -7,6 +7,7 @@ feedback CONFIG   one round of the feedback loop with a scripted annotator (a si
                   --check-only reruns a finished round's child/parent check
 reference SYSTEMS A/B items of a system against GPT-4's or GPT-3.5's stories (a fixed,
                   model-written reference for human studies)
+requests          a test set of people-like held-out requests, for eval compare
 """
 
 from __future__ import annotations
@@ -52,9 +53,22 @@ def main(argv: list[str] | None = None) -> int:
     rf.add_argument("--writer", default="gpt4", choices=["gpt4", "gpt35"])
     rf.add_argument("--n", type=int, default=20)
     rf.add_argument("--out", type=Path, default=Path("runs/reference_pairs.jsonl"))
+    hq = sub.add_parser(
+        "requests",
+        formatter_class=HelpFormatter,
+        help="a test set of people-like held-out requests (the judge set's), for eval compare",
+    )
+    hq.add_argument("--shared", type=Path, required=True, help="the shared WritingPrompts folder")
+    hq.add_argument("--n", type=int, default=60)
+    hq.add_argument("--out", type=Path, default=Path("runs/bestof/test.jsonl"))
     args = parser.parse_args(argv)
     if args.command == "reference":
         return _reference(args)
+    if args.command == "requests":
+        from study.reference import heldout_requests
+
+        print(f"wrote {heldout_requests(args.shared, args.out, args.n)} requests to {args.out}")
+        return 0
 
     from eval.compare import EvalError
     from finetune.data import DataError

@@ -53,3 +53,35 @@ def reference_items(
         }
         items.append(Item(f"ref-{item_id(request, story_seed(seed, i))}", request, stories))
     return items
+
+
+def heldout_requests(shared: Path, out: Path, n: int = 60) -> int:
+    """A test set (``eval compare``'s form: id, request, completion) of ``n`` people-like
+    requests none of the project's adapters trained on: those written from the held-out
+    stories of the labelled judge set, with a genre, tone, ending, point of view and arc drawn
+    as people leave some empty (``system_request``); each story as the reference."""
+    import json
+
+    from finetune.judge_set import GOLD, read_jsonl, shared_texts, system_request, unit
+    from storygen.request import RequestError
+
+    split = {s["id"]: s["split"] for s in read_jsonl(GOLD / "stories.jsonl")}
+    written = [
+        w
+        for w in read_jsonl(GOLD / "requests_written.jsonl")
+        if split.get(w["id"]) == "heldout" and (w.get("characters") or w.get("events"))
+    ]
+    texts = shared_texts(shared, {w["id"] for w in written})
+    rows = []
+    for w in sorted(written, key=lambda w: unit(w["id"], "bestof")):
+        request = system_request(w)
+        try:
+            StoryRequest.from_dict(request)
+        except RequestError:
+            continue
+        rows.append({"id": w["id"], "request": request, "completion": texts[w["id"]].text})
+        if len(rows) == n:
+            break
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return len(rows)
