@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--live",
         action="store_true",
-        help="Rate tab: generate new A/B items when an annotator has rated all stored ones",
+        help="Rate tab, without --study: generate new A/B items when an annotator has rated "
+        "all stored ones (a study sets live: true in its study.yaml instead)",
     )
     parser.add_argument(
         "--lazy",
@@ -64,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
         help="load the model on the first request instead of at start-up",
     )
     args = parser.parse_args(argv)
+    if args.study and args.live:
+        parser.error("--live is for the local study: a study folder sets live: true in study.yaml")
     ensure_embedded_model()
     try:
         spec = model_spec(args)
@@ -84,6 +87,17 @@ def main(argv: list[str] | None = None) -> None:
         # (llama.cpp shares the cores out itself; an openai server runs elsewhere.)
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, args.concurrency)))
     services = Services(config)
+    if (
+        services.study is not None
+        and services.study.unnamed_votes
+        and services.study.name != "local"
+    ):
+        print(
+            f"note: {services.study.votes_path} holds {services.study.unnamed_votes} votes logged "
+            "before votes named their study; they count for the local study only, not for "
+            f"{services.study.name!r}",
+            flush=True,
+        )
     start_hub_sync(services)
     if not args.lazy:
         print(f"loading {config.model.base} on {config.model.resolved_backend()} ...", flush=True)

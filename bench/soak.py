@@ -188,18 +188,20 @@ def check_log(votes: Path, acknowledged: list[dict]) -> dict:
     """Every acknowledged vote exactly once and exactly as typed, by both readers."""
     import pandas as pd
 
+    from human_ratings.identity import folder_key
     from human_ratings.store import CRITERIA, VoteStore, receipt, restore
 
+    key = folder_key(votes.with_name("study.key"))
     stored = VoteStore(votes).read_all()
     keys = [(v.annotator, v.item_id) for v in stored]
-    by_key = {(v.annotator, receipt(v.study, v.annotator, v.item_id)): v for v in stored}
+    by_key = {(v.annotator, receipt(key, v.annotator, v.item_id)): v for v in stored}
     if votes.exists():
         frame = pd.read_csv(votes, dtype=str, keep_default_na=False)
     else:
         frame = pd.DataFrame({"annotator": [], "item_id": [], "study": []})
     pandas_keys = {
-        (restore(a), receipt(st, restore(a), i))
-        for a, i, st in zip(frame["annotator"], frame["item_id"], frame["study"])
+        (restore(a), receipt(key, restore(a), i))
+        for a, i in zip(frame["annotator"], frame["item_id"], strict=True)
     }
     lost, altered = [], []
     for a in acknowledged:

@@ -191,7 +191,7 @@ def run(
 
         votes = final.votes(with_gold=True)
         keys = [(v.annotator, v.item_id) for v in votes]
-        stored = {(codes[v.annotator], receipt(final.name, v.annotator, v.item_id)) for v in votes}
+        stored = {(codes[v.annotator], receipt(final.key, v.annotator, v.item_id)) for v in votes}
         counts = final.assigner.votes_per_item()
         status = final.status()
         excluded = set(status["excluded"])

@@ -62,8 +62,18 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--name", help="new: the study's name (default: the folder's)")
     st.add_argument("--k", type=int, default=3, help="new: votes wanted per item")
     st.add_argument("--access", default="invite", help="new: invite, oauth, open or local")
-    st.add_argument("--reveal", default="never", help="new: each, end or never")
-    st.add_argument("--gold", type=int, default=10, help="new: gold items to make")
+    st.add_argument(
+        "--reveal",
+        default="never",
+        choices=["each", "never"],
+        help="new: name the systems after each vote, or never (default: %(default)s)",
+    )
+    st.add_argument(
+        "--gold",
+        type=int,
+        default=None,
+        help="new: gold items to make (default: 10, or one per item when there are fewer)",
+    )
     st.add_argument("--json", action="store_true", help="status: print JSON")
     i = sub.add_parser("invite", formatter_class=HelpFormatter, help="invite codes, shown once")
     i.add_argument("folder", type=Path, help="the study's folder")

@@ -60,29 +60,45 @@ class AssignmentLog(AppendLog):
         if released:
             record["released"] = True
         with self._locked():
-            if self.path.exists():
+            # The file is read again only when it is not as this process left it (another
+            # process appended, or a torn tail): else each append costs one write.
+            size = self.path.stat().st_size if self.path.exists() else 0
+            if size != self._offset:
                 self._offset = self.path.read_bytes().rfind(b"\n") + 1
             self._cut_torn_tail()
-            self._write((json.dumps(record) + "\n").encode())
+            line = (json.dumps(record) + "\n").encode()
+            self._write(line)
+            self._offset += len(line)
 
-    def read_all(self) -> list[Assignment]:
-        """The assignments still standing: each one logged, less those given back."""
+    def records(self) -> list[tuple[Assignment, bool]]:
+        """Every logged record, in order: (assignment, whether it is a release)."""
         if not self.path.exists():
             return []
-        out: dict[tuple[str, str, float], Assignment] = {}
+        out = []
         for line in self.path.read_bytes().split(b"\n"):
             try:
                 record = json.loads(line)
-                released = record.pop("released", False)
-                a = Assignment(**record)
+                released = bool(record.pop("released", False))
+                out.append((Assignment(**record), released))
             except (ValueError, TypeError):
                 continue  # a torn last line
-            key = (a.annotator, a.item_id, a.at)
-            if released:
-                out.pop(key, None)
-            else:
-                out[key] = a
-        return list(out.values())
+        return out
+
+    def read_all(self) -> list[Assignment]:
+        """The assignments still standing: each one logged, less those given back."""
+        return standing(self.records())
+
+
+def standing(records: list[tuple[Assignment, bool]]) -> list[Assignment]:
+    """The assignments of a log's records not given back."""
+    out: dict[tuple[str, str, float], Assignment] = {}
+    for a, released in records:
+        key = (a.annotator, a.item_id, a.at)
+        if released:
+            out.pop(key, None)
+        else:
+            out[key] = a
+    return list(out.values())
 
 
 class _Buckets:
@@ -125,15 +141,19 @@ class Assigner:
         log: AssignmentLog | None = None,
         seed: int | None = None,
         gold_first: int = 2,
+        gold_from: dict[str, str] | None = None,
     ):
         """``items``: item id -> its two systems; ``gold``: the gold items likewise. Every
         annotator meets ``gold_first`` gold items early (every second item until then), so that
-        the exclusion rule has evidence on everyone; after that, gold comes at ``gold_rate``."""
+        the exclusion rule has evidence on everyone; after that, gold comes at ``gold_rate``.
+        ``gold_from``: gold item -> the item its stories come from; an annotator gets at most
+        one of the two (having read one, they would recognise the other)."""
         if k < 1:
             raise ValueError("k (votes per item) must be at least 1")
         self.items, self.k, self.timeout = dict(items), k, timeout
         self.gold, self.gold_rate = dict(gold or {}), gold_rate
         self.gold_first = gold_first
+        self.gold_from = dict(gold_from or {})
         self._given: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # items, gold items
         self.log = log
         self._rng = random.Random(seed)
@@ -143,6 +163,7 @@ class Assigner:
             self._counts.add(item)
         self._votes: dict[str, int] = defaultdict(int)
         self._seen: dict[str, set[str]] = defaultdict(set)
+        self._voted: set[tuple[str, str]] = set()
         self._open: dict[tuple[str, str], Assignment] = {}
         self._expiry: list[tuple[float, str, str]] = []  # a heap of (release time, annotator, item)
         self._left: dict[tuple[str, frozenset], dict[str, int]] = defaultdict(
@@ -159,21 +180,28 @@ class Assigner:
     # -- rebuilding after a restart --------------------------------------------------------
 
     def restore(self, votes, now: float | None = None) -> None:
-        """Count ``votes`` (the vote log) and reopen the logged assignments still open."""
+        """Count ``votes`` (the vote log), mark every item ever given to an annotator as seen
+        by them (given back or expired too: they read it), and reopen the logged assignments
+        still open."""
         now = time.time() if now is None else now
         with self._lock:
+            records = self.log.records() if self.log else []
+            for a, _ in records:
+                self._see(a.annotator, a.item_id)
             for v in votes:
-                self._seen[v.annotator].add(v.item_id)
+                if (v.annotator, v.item_id) in self._voted:
+                    continue
+                self._voted.add((v.annotator, v.item_id))
+                self._see(v.annotator, v.item_id)
                 self._given[v.annotator][0] += 1
                 self._given[v.annotator][1] += v.item_id in self.gold
                 self._count_sides(v.annotator, v.system_left, v.system_right)
                 if v.item_id in self.items:
                     self._votes[v.item_id] += 1
                     self._counts.move(v.item_id, +1)
-            voted = {(v.annotator, v.item_id) for v in votes}
-            for a in self.log.read_all() if self.log else []:
+            for a in standing(records):
                 key = (a.annotator, a.item_id)
-                if key in voted or key in self._open or a.at + self.timeout <= now:
+                if key in self._voted or key in self._open or a.at + self.timeout <= now:
                     continue
                 if a.item_id not in self.items and a.item_id not in self.gold:
                     continue
@@ -195,6 +223,7 @@ class Assigner:
             early = golds < self.gold_first and given % 2 == 1
             if self.gold and (early or self._rng.random() < self.gold_rate):
                 unseen = [g for g in self.gold if g not in self._seen[annotator]]
+                unseen = [g for g in unseen if self.gold_from.get(g) not in self._seen[annotator]]
                 if unseen:
                     item, gold = self._rng.choice(unseen), True
             if item is None:
@@ -220,10 +249,17 @@ class Assigner:
             return self._open.get((annotator, item_id))
 
     def voted(self, annotator: str, item_id: str) -> None:
-        """The annotator voted on the item: it counts, and the assignment closes."""
+        """The annotator voted on the item: it counts (once, however often this is said),
+        and the assignment closes."""
         with self._lock:
-            a = self._open.pop((annotator, item_id), None)
-            self._seen[annotator].add(item_id)
+            key = (annotator, item_id)
+            a = self._open.pop(key, None)
+            if key in self._voted:  # counted already: only the assignment closes
+                if a is not None and item_id in self.items:
+                    self._counts.move(item_id, -1)
+                return
+            self._voted.add(key)
+            self._see(annotator, item_id)
             if item_id in self.items:
                 self._votes[item_id] += 1
                 if a is None:  # a vote without an open assignment (restored from the log)
@@ -284,9 +320,16 @@ class Assigner:
     def _count_sides(self, annotator: str, left: str, right: str) -> None:
         self._left[(annotator, frozenset((left, right)))][left] += 1
 
+    def _see(self, annotator: str, item_id: str) -> None:
+        """The annotator read this item: neither it nor its gold twin is given to them again."""
+        seen = self._seen[annotator]
+        seen.add(item_id)
+        if item_id in self.gold_from:
+            seen.add(self.gold_from[item_id])
+
     def _hold(self, a: Assignment) -> None:
         self._open[(a.annotator, a.item_id)] = a
-        self._seen[a.annotator].add(a.item_id)
+        self._see(a.annotator, a.item_id)
         if a.item_id in self.items:
             self._counts.move(a.item_id, +1)
         heapq.heappush(self._expiry, (a.at + self.timeout, a.annotator, a.item_id))

@@ -12,29 +12,13 @@ says whether the study's rule leaves the annotator out.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import secrets
 from dataclasses import asdict, fields
 from pathlib import Path
 
+from human_ratings.identity import pseudonym
 from human_ratings.reactions import ReactionLog
 from human_ratings.store import Vote
-
-KEY_FILE = "export_key"
-
-
-def pseudonym(key: bytes, annotator: str) -> str:
-    return "a-" + hmac.new(key, annotator.encode(), hashlib.sha256).hexdigest()[:12]
-
-
-def _key(folder: Path) -> bytes:
-    path = folder / KEY_FILE
-    if not path.exists():
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
-    return bytes.fromhex(path.read_text().strip())
 
 
 def export(study, out: Path, real_ids: bool = False) -> dict[str, int]:
@@ -43,7 +27,7 @@ def export(study, out: Path, real_ids: bool = False) -> dict[str, int]:
     import pyarrow.parquet as pq
 
     out.mkdir(parents=True, exist_ok=True)
-    key = _key(study.folder)
+    key = study.key
 
     def who(name: str) -> str:
         return name if real_ids else pseudonym(key, name)

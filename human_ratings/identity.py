@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import threading
 import time
@@ -56,6 +57,9 @@ class Invite:
     role: str = "annotator"
     """``annotator``, or ``owner`` (sees the Study and Results tabs)."""
     revoked: bool = False
+    sha256: str = ""
+    """The code's record: a session signed in with a code is valid while it is the
+    annotator's current one (a new code, or a revocation, ends it)."""
 
 
 class Invites(AppendLog):
@@ -128,14 +132,16 @@ class Invites(AppendLog):
                 if current.get("revoked") or current.get("sha256") != record["sha256"]:
                     revoked = True
                     continue
-                return Invite(record["annotator"], record.get("role", "annotator"))
+                return Invite(
+                    record["annotator"], record.get("role", "annotator"), sha256=record["sha256"]
+                )
         if revoked:
             raise IdentityError("this invite code has been revoked; ask the study's owner")
         raise IdentityError("this invite code is not an invitation to this study")
 
     def annotators(self) -> dict[str, Invite]:
         return {
-            name: Invite(name, r.get("role", "annotator"), bool(r.get("revoked")))
+            name: Invite(name, r.get("role", "annotator"), bool(r.get("revoked")), r["sha256"])
             for name, r in self._state().items()
         }
 
@@ -151,6 +157,36 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+def folder_key(path: str | Path) -> bytes:
+    """A random 32-byte secret kept in the file ``path`` (made on first use, readable by its
+    owner only; two processes making it at once get the same one). A study's key: its vote
+    receipts, the pseudonyms of its exports and Hub copies, and the app's browser ids are keyed
+    by it, so they survive a restart and no one without the folder can forge them."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        try:
+            os.write(fd, secrets.token_hex(32).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    for _ in range(50):  # another process may be writing it this instant
+        text = path.read_text().strip()
+        if len(text) == 64:
+            return bytes.fromhex(text)
+        time.sleep(0.01)
+    raise OSError(f"{path} is not a key (64 hex digits): remove it to make a new one")
+
+
+def pseudonym(key: bytes, name: str) -> str:
+    """A stable stand-in for an annotator id (or visitor) under a study's key."""
+    return "a-" + hmac.new(key, name.encode(), hashlib.sha256).hexdigest()[:12]
+
+
 def oauth_annotator(profile, allow: list[str] | None = None) -> str:
     """``hf:<username>`` of a signed-in Hugging Face profile, checked against ``allow``
     (accounts, or ``org:NAME``); :class:`IdentityError` without a profile or off the list."""
@@ -160,14 +196,16 @@ def oauth_annotator(profile, allow: list[str] | None = None) -> str:
     if not username:
         raise IdentityError("Sign in with Hugging Face first (the button above).")
     if allow:
-        orgs = {
-            o.get("preferred_username") or o.get("name")
-            for o in (profile.get("orgs") or [] if isinstance(profile, dict) else [])
-            if isinstance(o, dict)
-        }
+        orgs = profile_orgs(profile)
         if username not in allow and not any(a.startswith("org:") and a[4:] in orgs for a in allow):
             raise IdentityError(f"{username} is not among this study's annotators")
     return f"hf:{username}"
+
+
+def profile_orgs(profile) -> set[str]:
+    """The organisations a signed-in Hugging Face profile belongs to."""
+    orgs = profile.get("orgs") or [] if isinstance(profile, dict) else []
+    return {o.get("preferred_username") or o.get("name") for o in orgs if isinstance(o, dict)}
 
 
 class RateLimit:
@@ -180,20 +218,13 @@ class RateLimit:
         self._all: deque = deque()
         self._lock = threading.Lock()
 
-    def wait(self, key: str, now: float | None = None, count: bool = False) -> float:
-        """Seconds until ``key`` may act again (0: now), recording nothing unless ``count``."""
-        if count:
-            return self.hit(key, now)
+    def wait(self, key: str, now: float | None = None) -> float:
+        """Seconds until ``key``'s own limit lets it act again (0: now), recording nothing.
+        The overall limit is not consulted: others' failures must not lock this key out."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            mine = self._events.get(key, ())
-            live = [t for t in mine if t > now - self.window]
-            alive = [t for t in self._all if t > now - self.window]
-            if len(live) >= self.limit:
-                return live[0] + self.window - now
-            if self.overall is not None and len(alive) >= self.overall:
-                return alive[0] + self.window - now
-            return 0.0
+            live = [t for t in self._events.get(key, ()) if t > now - self.window]
+            return live[0] + self.window - now if len(live) >= self.limit else 0.0
 
     def hit(self, key: str, now: float | None = None) -> float:
         now = time.monotonic() if now is None else now
@@ -208,7 +239,7 @@ class RateLimit:
                 return self._all[0] + self.window - now
             mine.append(now)
             self._all.append(now)
-            if len(self._events) > 10_000:  # forget idle keys
-                for k in [k for k, q in self._events.items() if not q]:
+            if len(self._events) > 10_000:  # forget keys idle for a whole window
+                for k in [k for k, q in self._events.items() if q[-1] <= now - self.window]:
                     del self._events[k]
             return 0.0

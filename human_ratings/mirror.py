@@ -7,6 +7,10 @@ log, one JSON line to a file of its own (``sync/votes-<host>-<pid>-<start>.jsonl
 ``reactions-...``): never rewritten, never truncated, never shared with another process. A
 restart starts a new file and loses nothing acknowledged: every line was written before the
 reader saw "Saved". ``python -m human_ratings export`` reads the logs themselves.
+
+The copies are pseudonymised (annotators, readers and visitors as an HMAC under the study's key,
+the same pseudonyms as its exports): a Hub dataset, even a private one, holds no account names
+or invite ids.
 """
 
 from __future__ import annotations
@@ -19,20 +23,29 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from human_ratings.identity import pseudonym
+
+PEOPLE = ("annotator", "reader", "visitor")
+"""The fields of a vote or reaction that name a person."""
+
 
 class Mirror:
     """Append-only JSON Lines files of this process, under ``folder``."""
 
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
+    def __init__(self, folder: str | Path, key: bytes):
+        self.folder, self.key = Path(folder), key
         self.folder.mkdir(parents=True, exist_ok=True)
         tag = f"{socket.gethostname()}-{os.getpid()}-{int(time.time())}"
         self.paths = {kind: self.folder / f"{kind}-{tag}.jsonl" for kind in ("votes", "reactions")}
         self._lock = threading.Lock()
 
     def add(self, kind: str, record) -> None:
-        """Append one record (a Vote or a Reaction) as a JSON line, then fsync."""
-        line = json.dumps(asdict(record), ensure_ascii=False, sort_keys=True) + "\n"
+        """Append one record (a Vote or a Reaction), pseudonymised, as a JSON line; fsync."""
+        row = asdict(record)
+        for name in PEOPLE:
+            if row.get(name):
+                row[name] = pseudonym(self.key, row[name])
+        line = json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n"
         with self._lock:
             fd = os.open(self.paths[kind], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:

@@ -78,14 +78,9 @@ def make_gold(items: list[Item], n: int, kinds=GOLD_KINDS, seed: int = 0) -> lis
         good_system, bad_system = rng.sample(sorted(item.stories), 2)
         good = item.stories[good_system]["text"]
         if kind == "shuffled":
-            parts = sentences(good)
-            if len(parts) < 4:
+            bad = shuffled(good, rng)
+            if bad is None:
                 kind = "other_request"
-            else:
-                shuffled = parts[:]
-                while shuffled == parts:
-                    rng.shuffle(shuffled)
-                bad = " ".join(shuffled)
         if kind == "other_request":
             others = [it for it in usable if it.item_id != item.item_id]
             if not others:
@@ -104,6 +99,25 @@ def make_gold(items: list[Item], n: int, kinds=GOLD_KINDS, seed: int = 0) -> lis
             }
         )
     return out
+
+
+def shuffled(text: str, rng: random.Random) -> str | None:
+    """``text`` with its sentences in another order and its paragraphs as many and as long
+    (in sentences) as before, so that the layout does not give the gold item away; None when
+    it has fewer than 4 distinct sentences (no order to break)."""
+    paragraphs = [sentences(p) for p in text.split("\n\n")]
+    paragraphs = [p for p in paragraphs if p]
+    flat = [x for p in paragraphs for x in p]
+    if len(flat) < 4 or len(set(flat)) < 2:
+        return None
+    order = flat[:]
+    while order == flat:  # ends: two distinct sentences have another order
+        rng.shuffle(order)
+    out, at = [], 0
+    for p in paragraphs:
+        out.append(" ".join(order[at : at + len(p)]))
+        at += len(p)
+    return "\n\n".join(out)
 
 
 def annotator_figures(votes, gold: dict[str, str]) -> dict[str, dict[str, Any]]:

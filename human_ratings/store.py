@@ -288,11 +288,13 @@ class VoteStore(AppendLog):
         return {v.item_id for v in self.read_all() if v.annotator == annotator}
 
 
-def receipt(study: str, annotator: str, item_id: str) -> str:
-    """A short receipt of a vote, shown to the annotator when it is saved: it names the vote
-    without naming the item (an item's id could tell a gold item apart)."""
-    key = f"{study}\x1f{annotator}\x1f{item_id}".encode()
-    return hashlib.blake2b(key, digest_size=5).hexdigest()
+def receipt(key: bytes, annotator: str, item_id: str) -> str:
+    """A short receipt of a vote, shown to the annotator when it is saved: keyed by the
+    study's secret (:attr:`~human_ratings.study.Study.key`), so that only a vote the study
+    acknowledged has one, and naming the vote without naming the item (an item's id could
+    tell a gold item apart). The owner checks a receipt against the log."""
+    message = f"{annotator}\x1f{item_id}".encode()
+    return hashlib.blake2b(message, digest_size=5, key=key[:64]).hexdigest()
 
 
 def settings_json(left: dict, right: dict) -> str:

@@ -10,7 +10,8 @@ is in and whether they are shown which system wrote what.
 
 The folder holds ``study.yaml``, the items (a pairs file), ``gold.jsonl`` (made by ``new``),
 ``guidelines.md``, and what the study writes: ``votes.csv`` (every row names the study),
-``assignments.jsonl``, ``invites.jsonl`` and ``closed.json``.
+``assignments.jsonl``, ``invites.jsonl``, ``live_items.jsonl`` (a live study's items, made
+on the spot), ``study.key`` (the study's secret: receipts and pseudonyms) and ``closed.json``.
 """
 
 from __future__ import annotations
@@ -25,15 +26,15 @@ from typing import Any
 import yaml
 
 from human_ratings.assign import Assigner, AssignmentLog
-from human_ratings.identity import ACCESS, Invites
-from human_ratings.pairs import Item, load_items
+from human_ratings.identity import ACCESS, Invites, folder_key
+from human_ratings.pairs import Item, ItemLog, load_items
 from human_ratings.quality import GOLD_KINDS, Exclusion, make_gold, review
 from human_ratings.sequential import MARGIN, decisions
 from human_ratings.store import VoteStore
 from storygen.config import ConfigError, from_dict, read_yaml
 from storygen.request import StoryRequest
 
-REVEALS = ("each", "end", "never")
+REVEALS = ("each", "never")
 ENDS = ("all_rated", "decided", "manual")
 GUIDELINES = """# How to judge
 
@@ -68,13 +69,13 @@ class Gold:
 
     def __post_init__(self):
         if isinstance(self.rate, bool) or not isinstance(self.rate, (int, float)):
-            raise ValueError("gold: rate must be a share between 0 and 1")
+            raise ValueError("rate must be a share between 0 and 1")
         if not 0 <= self.rate < 1:
-            raise ValueError("gold: rate must be at least 0 and below 1")
+            raise ValueError("rate must be at least 0 and below 1")
         if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 0:
-            raise ValueError("gold: count must be a whole number")
+            raise ValueError("count must be a whole number")
         if not isinstance(self.kinds, list) or not set(self.kinds) <= set(GOLD_KINDS):
-            raise ValueError(f"gold: kinds must be a list among {', '.join(GOLD_KINDS)}")
+            raise ValueError(f"kinds must be a list among {', '.join(GOLD_KINDS)}")
 
 
 @dataclass
@@ -92,7 +93,7 @@ class Limits:
         for name in ("votes", "signins", "overall"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"limits: {name} must be a whole number of at least 1")
+                raise ValueError(f"{name} must be a whole number of at least 1")
 
 
 @dataclass
@@ -116,8 +117,9 @@ class StudyConfig:
     owners: list[str] = field(default_factory=list)
     """oauth: accounts that see the Study and Results tabs (the Space's owner always does)."""
     reveal: str = "never"
-    """Whether annotators learn which system wrote which story: after each vote (``each``:
-    they soon learn the systems apart), once the study is closed (``end``), or ``never``."""
+    """Whether annotators learn which system wrote which story after each vote (``each``:
+    they soon learn the systems apart; gold items are revealed alike, so the reveal does not
+    give them away) or ``never``."""
     gold: Gold = field(default_factory=Gold)
     exclusion: Exclusion = field(default_factory=Exclusion)
     margin: float = MARGIN
@@ -149,9 +151,17 @@ class StudyConfig:
             v = getattr(self, name)
             if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
                 raise ValueError(f"{name} must be a list of account names")
-        if not isinstance(self.margin, (int, float)) or not 0 < self.margin < 0.5:
+        if (
+            isinstance(self.margin, bool)
+            or not isinstance(self.margin, (int, float))
+            or not 0 < self.margin < 0.5
+        ):
             raise ValueError("margin must be between 0 and 0.5")
-        if not isinstance(self.timeout_s, (int, float)) or self.timeout_s <= 0:
+        if (
+            isinstance(self.timeout_s, bool)
+            or not isinstance(self.timeout_s, (int, float))
+            or self.timeout_s <= 0
+        ):
             raise ValueError("timeout_s must be a positive number of seconds")
 
     @classmethod
@@ -199,7 +209,13 @@ class Study:
             except ConfigError as exc:
                 raise StudyError(str(exc)) from exc
         self.config = config
+        self.votes_path = Path(votes) if votes else self.folder / "votes.csv"
         self.items = self._items(self.folder / self.config.items, self.config.live)
+        # A live study's items made on the spot are kept beside its votes: the votes on them
+        # count after a restart (they are loaded before the assigner counts the votes).
+        self.live_items = ItemLog(self.votes_path.with_name("live_items.jsonl"))
+        known = {it.item_id for it in self.items}
+        self.items += [it for it in self.live_items.read_all()[0] if it.item_id not in known]
         wants_gold = self.config.gold.count or self.config.gold.rate
         self.gold_rows = self._gold(self.folder / "gold.jsonl") if wants_gold else []
         self.gold = {r["item_id"]: r["gold"]["better"] for r in self.gold_rows}
@@ -213,7 +229,6 @@ class Study:
                 "items (gold.jsonl): set gold.rate to 0 or make some with `study new`"
             )
         self.by_id = {it.item_id: it for it in self.items} | self.gold_items
-        self.votes_path = Path(votes) if votes else self.folder / "votes.csv"
         self.store = VoteStore(self.votes_path)
         self.invites = Invites(self.folder / "invites.jsonl", self.config.name)
         self.assigner = Assigner(
@@ -224,8 +239,22 @@ class Study:
             self.config.gold.rate,
             AssignmentLog(self.votes_path.with_name("assignments.jsonl")),
             gold_first=self.config.exclusion.min_gold if self.gold_rows else 0,
+            gold_from={r["item_id"]: r["gold"].get("from", "") for r in self.gold_rows},
         )
-        self.assigner.restore([v for v in self.store.votes() if v.study == self.config.name])
+        votes = self.store.votes()
+        self.unnamed_votes = sum(not v.study for v in votes)
+        """Votes logged before votes named their study (the local study's, if any)."""
+        self.assigner.restore([v for v in votes if self._mine(v)])
+
+    def _mine(self, vote) -> bool:
+        """A vote of this study: it names it, or it names none and this is the local study
+        (votes before studies were named were all the local one's)."""
+        return vote.study == self.name or (not vote.study and self.name == "local")
+
+    @property
+    def key(self) -> bytes:
+        """The study's secret (``study.key`` beside its votes, made on first use)."""
+        return folder_key(self.votes_path.with_name("study.key"))
 
     def _gold(self, path: Path) -> list[dict]:
         if not path.exists():
@@ -272,7 +301,8 @@ class Study:
         return self.votes_path.with_name("closed.json").exists()
 
     def add_item(self, item: Item) -> None:
-        """A new item (a live study's, made on the spot) joins the study."""
+        """A new item (a live study's, made on the spot) joins the study, kept in its log."""
+        self.live_items.append(item)
         self.items.append(item)
         self.by_id[item.item_id] = item
         self.assigner.add(item.item_id, tuple(sorted(item.stories)))
@@ -285,7 +315,7 @@ class Study:
 
     def votes(self, with_gold: bool = False) -> list:
         """The study's effective votes (gold items left out unless asked)."""
-        votes = [v for v in self.store.votes() if v.study == self.name]
+        votes = [v for v in self.store.votes() if self._mine(v)]
         return votes if with_gold else [v for v in votes if v.item_id not in self.gold]
 
     def review(self) -> dict[str, dict]:
@@ -300,8 +330,9 @@ class Study:
             return True
         if self.config.end == "all_rated":
             return self.assigner.progress()["complete"]
-        if self.config.end == "decided":
-            ds = decisions(self.votes(), self.config.margin)
+        if self.config.end == "decided":  # decided on the votes the results keep
+            out = self.excluded()
+            ds = decisions([v for v in self.votes() if v.annotator not in out], self.config.margin)
             return bool(ds) and all(d.decision != "undecided" for d in ds)
         return False
 
@@ -343,25 +374,28 @@ def new_study(
     k: int = 3,
     access: str = "invite",
     reveal: str = "never",
-    gold: int = 10,
+    gold: int | None = None,
     seed: int = 0,
 ) -> Study:
-    """A new study folder: its settings, its items, gold items made from them, guidelines."""
+    """A new study folder: its settings, its items, gold items made from them (``gold``:
+    how many; default 10, or as many as there are items when fewer), guidelines."""
     folder = Path(folder)
     if (folder / "study.yaml").exists():
         raise StudyError(f"{folder} holds a study already")
+    settings = {
+        "name": name or folder.resolve().name,
+        "k": k,
+        "access": access,
+        "reveal": reveal,
+        "gold": {"count": gold if gold is not None else 10, "rate": 0.15},
+    }
+    StudyConfig.from_dict(settings)  # every setting checked before anything is read or made
     loaded = Study._items(Path(items))
+    gold = min(10, len(loaded)) if gold is None else gold
     if gold > len(loaded):
         raise StudyError(f"{gold} gold items asked for {len(loaded)} items: more gold than items")
-    config = StudyConfig.from_dict(
-        {
-            "name": name or folder.name,
-            "k": k,
-            "access": access,
-            "reveal": reveal,
-            "gold": {"count": gold, "rate": 0.15 if gold else 0.0},
-        }
-    )
+    settings["gold"] = {"count": gold, "rate": 0.15 if gold else 0.0}
+    config = StudyConfig.from_dict(settings)
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(items, folder / "items.jsonl")
     rows = make_gold(loaded, gold, config.gold.kinds, seed)

@@ -29,7 +29,9 @@ def build_app(services: Services) -> gr.Blocks:
         # Who is rating (server-side, per visit), shared by the tabs that check it; and the
         # visitor's random id, kept in their browser (open studies).
         rater = gr.State({})
-        browser = gr.BrowserState("", storage_key="storygen-visitor")
+        browser = gr.BrowserState(
+            "", storage_key="storygen-visitor", secret=services.browser_secret
+        )
         visitor = gr.State("")
         demo.load(visitor_id, browser, [browser, visitor], api_visibility="private")
         with gr.Tab("Rate"):

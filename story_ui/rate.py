@@ -10,7 +10,7 @@ import hmac
 import secrets
 import time
 
-from human_ratings.identity import IdentityError, oauth_annotator
+from human_ratings.identity import IdentityError, oauth_annotator, profile_orgs
 from human_ratings.pairs import Item
 from human_ratings.store import (
     CRITERIA,
@@ -76,7 +76,7 @@ def identify(services, credential, password, profile, visitor: str) -> dict:
         return {"annotator": f"anon:{visitor}", "via": "open"}
     if access == "invite":
         invite = study.invites.sign_in(credential)
-        return {"annotator": invite.annotator, "via": "invite", "role": invite.role}
+        return {"annotator": invite.annotator, "via": "invite", "code": invite.sha256}
     if not isinstance(credential, str) or not isinstance(password, (str, type(None))):
         raise IdentityError("the annotator ID and password must be text")
     name = credential.strip()
@@ -94,7 +94,7 @@ def start(services, credential, password, state=None, profile=None, visitor: str
     state = state or {}
     if services.study is None:
         return _keep(state, "start", "No study is running on this app.")
-    wait = services.signin_limit.wait(visitor or "?", count=False)
+    wait = services.signin_limit.wait(visitor or "?")
     if wait:
         return _keep(state, "start", f"Too many failed sign-ins: try again in {wait:.0f} s.")
     try:
@@ -104,6 +104,9 @@ def start(services, credential, password, state=None, profile=None, visitor: str
         return _keep(state, "start", str(exc))
     if state.get("annotator") and state["annotator"] != who["annotator"] and state.get("item_id"):
         services.study.assigner.skip(state["annotator"])  # a new person at this screen
+    wait = services.assign_limit.hit(who["annotator"])
+    if wait:
+        return _keep(state, "start", f"Too many items asked for: try again in {wait:.0f} s.")
     note = "Read the guidelines above before your first item; they stay there to reread."
     return show(services, {**who}, note, where="start")
 
@@ -114,11 +117,11 @@ def show(services, state: dict, note: str = "", where: str = "vote"):
     study = services.study
     annotator = state["annotator"]
     a = None if study.closed or study.complete() else study.assigner.next(annotator)
-    if a is None and not study.closed and (services.config.live or study.config.live):
+    if a is None and not study.closed and study.config.live:
         item = services.live_item()  # a live study: a new item, made now
         study.add_item(item)
         a = study.assigner.next(annotator)
-    keep = {k: state[k] for k in ("annotator", "via", "role") if k in state}
+    keep = {k: state[k] for k in ("annotator", "via", "code") if k in state}
     if a is None:
         msg = (
             "This study is closed. Thank you!"
@@ -144,10 +147,10 @@ def _signed_in(services, state, profile) -> str | None:
                 return "You are signed in as someone else now: press Start again."
         except IdentityError as exc:
             return str(exc)
-    if state.get("via") == "invite":
+    if state.get("via") == "invite":  # the code signed in with must still be theirs
         current = services.study.invites.annotators().get(state["annotator"])
-        if current is None or current.revoked:
-            return "Your invite code has been revoked; ask the study's owner."
+        if current is None or current.revoked or current.sha256 != state.get("code"):
+            return "Your invite code has been revoked or replaced; ask the study's owner."
     return None
 
 
@@ -157,6 +160,9 @@ def next_one(services, state: dict, profile=None):
     why = _signed_in(services, state, profile)
     if why:
         return _keep(state or {}, "vote", why)
+    wait = services.assign_limit.hit(state["annotator"])
+    if wait:
+        return _keep(state, "vote", f"Too many items asked for: try again in {wait:.0f} s.")
     if state.get("item_id") and not state.get("voted"):
         services.study.assigner.skip(state["annotator"])
     return show(services, state)
@@ -242,8 +248,8 @@ def vote(services, state: dict, choice_label, ratings: list, comment, profile=No
     study.assigner.voted(annotator, item.item_id)
     if services.mirror is not None:
         services.mirror.add("votes", recorded)
-    saved = f"**Saved** (receipt `{receipt(study.name, annotator, item.item_id)}`)."
-    if study.config.reveal == "each" and item.item_id not in study.gold:
+    saved = f"**Saved** (receipt `{receipt(study.key, annotator, item.item_id)}`)."
+    if study.config.reveal == "each":  # gold items too: else no reveal would give them away
         saved += f" Story **A** was written by `{left}`, story **B** by `{right}`."
     return _hold(item, {**state, "voted": True}, saved + " Press **Next item** for another.")
 
@@ -271,11 +277,21 @@ def is_owner(services, state, profile) -> bool:
         return True
     if study.config.access == "local":
         return True
-    if (state or {}).get("role") == "owner" and not _signed_in(services, state, profile):
-        return True
+    if (state or {}).get("via") == "invite" and not _signed_in(services, state, profile):
+        invite = study.invites.annotators().get(state["annotator"])  # the role as it is now
+        if invite is not None and invite.role == "owner":
+            return True
     username = getattr(profile, "username", None)
-    owners = set(study.config.owners) | ({services.space_owner} if services.space_owner else set())
-    return bool(username) and username in owners
+    if not username:
+        return False
+    # The Space's author may be an organisation: its members own the Space, and the study.
+    orgs = profile_orgs(profile)
+    owners = set(study.config.owners)
+    return (
+        username in owners
+        or bool(services.space_owner)
+        and (username == services.space_owner or services.space_owner in orgs)
+    )
 
 
 def gr_skip():

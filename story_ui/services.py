@@ -10,11 +10,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from human_ratings.identity import RateLimit
+from human_ratings.identity import RateLimit, folder_key
 from human_ratings.mirror import Mirror
 from human_ratings.pairs import (
     Item,
-    ItemLog,
     item_id,
     load_requests,
     load_systems,
@@ -96,17 +95,18 @@ class Services:
         self.reactions = ReactionLog(config.reactions_jsonl or votes.with_name("reactions.jsonl"))
         limits = self.study.config.limits if self.study else Limits()
         self.vote_limit = RateLimit(limits.votes, 60, limits.overall)
-        self.signin_limit = RateLimit(limits.signins, 60, 20 * limits.signins)
+        # Failed sign-ins, per visitor only: a flood of others' failures must lock no one out
+        # (an invite code is about 80 random bits: guessing one is hopeless anyway).
+        self.signin_limit = RateLimit(limits.signins, 60)
+        # Items asked for (Start, Next item): each one shown is spent for that annotator.
+        self.assign_limit = RateLimit(2 * limits.votes, 60)
         self.react_limit = RateLimit(limits.votes, 60, limits.overall)
         self.space_owner = os.environ.get("SPACE_AUTHOR_NAME") or None
         # What a Hub sync pushes: append-only copies, one file per process (on when syncing).
-        self.mirror = Mirror(votes.with_name("sync")) if config.hub_dataset else None
-        # Live A/B items are kept beside the votes on them: their stories outlive a restart.
-        self.live_items = ItemLog(votes.with_name("live_items.jsonl"))
-        if self.study is not None:
-            for item in self.live_items.read_all()[0]:
-                if item.item_id not in self.study.by_id:
-                    self.study.add_item(item)
+        key = self.study.key if self.study else folder_key(votes.with_name("study.key"))
+        self.mirror = Mirror(votes.with_name("sync"), key) if config.hub_dataset else None
+        # Visitors' browser ids are sealed with the same key: they outlive a restart.
+        self.browser_secret = key.hex()
         self._backend = backend
         self._lock = threading.Lock()
         self._system_models: dict[str, Backend] = {}
@@ -220,16 +220,15 @@ class Services:
             return self._system_models[system.name]
 
     def live_item(self) -> Item:
-        """Generate a new A/B item now: a random request, both systems, the same seed."""
+        """Generate a new A/B item now: a random request, both systems, the same seed (the
+        study keeps it: :meth:`~human_ratings.study.Study.add_item`)."""
         systems = load_systems(self.config.live_systems)
         request = random.SystemRandom().choice(load_requests(self.config.live_requests))
         seed = random.SystemRandom().randrange(2**31)
         stories = {
             s.name: write_one(self.model_for(s), s, request, seed).as_story() for s in systems
         }
-        item = Item(f"live-{item_id(request, seed)}", request, stories)
-        self.live_items.append(item)
-        return item
+        return Item(f"live-{item_id(request, seed)}", request, stories)
 
 
 def start_hub_sync(services: Services) -> str:
@@ -256,6 +255,7 @@ def start_hub_sync(services: Services) -> str:
             path_in_repo="votes",
             every=5,
             token=token,
+            private=True,  # votes and reactions are not for everyone to read
             # Only the append-only copies: the vote CSV may have a torn record cut off.
             allow_patterns=["*.jsonl"],
         )

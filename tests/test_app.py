@@ -249,6 +249,9 @@ def test_live_mode_generates_a_new_item_when_all_are_rated(tiny_model_dir, tmp_p
     kept, bad = ItemLog(tmp_path / "live_items.jsonl").read_all()
     assert [it.item_id for it in kept] == [it.item_id for it in services.items] and not bad
     assert kept[0].stories == services.items[0].stories
+    # After a restart the live items are back before the votes are counted: ann's counts.
+    again = Services(config)
+    assert again.study.assigner.votes_per_item() == {state["item_id"]: 1, kept[1].item_id: 0}
 
 
 def test_the_page_is_refreshed_at_most_every_stream_interval(tiny_backend, tmp_path):
@@ -504,6 +507,7 @@ def test_a_hub_sync_pushes_append_only_copies_one_file_per_process(
     services = Services(config, backend=tiny_backend)
     assert "every 5 minutes" in start_hub_sync(services)
     assert made["repo_type"] == "dataset" and made["allow_patterns"] == ["*.jsonl"]
+    assert made["private"] is True
     assert Path(made["folder_path"]) == tmp_path / "sync"
     sizes = []
     for who in ("ann", "bob"):
@@ -512,5 +516,11 @@ def test_a_hub_sync_pushes_append_only_copies_one_file_per_process(
         sizes.append(services.mirror.paths["votes"].stat().st_size)
     assert sizes[0] < sizes[1]  # only appended to
     mirrored = Mirror.read(tmp_path / "sync")
-    assert [(m["annotator"], m["comment"]) for m in mirrored] == [("ann", "ann"), ("bob", "bob")]
+    from human_ratings.identity import pseudonym
+
+    key = services.study.key  # pseudonymised as the study's exports are
+    assert [(m["annotator"], m["comment"]) for m in mirrored] == [
+        (pseudonym(key, "ann"), "ann"),
+        (pseudonym(key, "bob"), "bob"),
+    ]
     assert {v.annotator for v in services.store.votes()} == {"ann", "bob"}

@@ -84,6 +84,30 @@ def test_rate_limits_per_key_and_overall():
     assert limit.hit("b", 2) == 0 and limit.hit("c", 3) == pytest.approx(57)  # overall full
     assert limit.hit("a", 61) == 0  # the window moved on
     assert limit.wait("z", 0) == 0 and limit.wait("z", 0) == 0  # asking records nothing
+    assert limit.wait("b", 3) == 0  # wait() asks about the key's own limit only
+
+
+def test_idle_keys_are_forgotten():
+    limit = RateLimit(2, window=60)
+    for n in range(10_001):
+        limit.hit(f"visitor-{n}", now=0)
+    limit.hit("late", now=61)  # every earlier key has been idle a whole window
+    assert set(limit._events) == {"late"}
+
+
+def test_a_new_code_ends_the_old_codes_session_and_a_role_is_read_at_each_check(tmp_path):
+    from story_ui import rate
+    from story_ui.services import AppConfig, Services
+
+    study = new_study(tmp_path / "s", three_system_pairs(tmp_path / "p.jsonl"), gold=0)
+    ((_, code),) = study.invites.create(["boss"], "owner")
+    services = Services(AppConfig(study=tmp_path / "s", pairs=None), backend=object())
+    state = rate.start(services, code, "", {}, None, "v")[3]
+    assert rate.is_owner(services, state, None)
+    study.invites.create(["boss"])  # a new code for boss, as an annotator this time
+    assert not rate.is_owner(services, state, None)
+    refused = rate.vote(services, state, "Tie", [None] * 8, "")
+    assert "revoked or replaced" in refused[-1] and services.study.votes() == []
 
 
 # -- assignment -----------------------------------------------------------------------------
@@ -150,6 +174,30 @@ def test_an_item_not_voted_on_is_released_after_the_timeout_and_restored_after_a
     after.restore([vote], now=63)
     assert after.held("third", taken.item_id, now=63) is None
     assert after.next("fourth", now=63).item_id == taken.item_id
+    # Whoever was given an item reads it: never again, even given back or expired.
+    assert after.next("third", now=64) is None and after.next("slow", now=64) is None
+
+
+def test_a_vote_said_twice_counts_once():
+    assigner = Assigner({"i0": ("a", "b"), "i1": ("a", "b")}, k=2, seed=0)
+    a = assigner.next("ann")
+    assigner.voted("ann", a.item_id)
+    assigner.voted("ann", a.item_id)  # a second tab, a double click
+    assert assigner.votes_per_item()[a.item_id] == 1
+    b = assigner.next("bob")
+    assert b.item_id != a.item_id  # i0 has 1 (ann's), i1 none: bob gets the one with fewest
+
+
+def test_an_annotator_never_gets_both_a_gold_item_and_its_source():
+    items = {"i0": ("a", "b"), "i1": ("a", "b")}
+    assigner = Assigner(
+        items, k=1, gold={"gold-0": ("a", "b")}, gold_rate=0.99, seed=0, gold_from={"gold-0": "i0"}
+    )
+    shown = []
+    while (a := assigner.next("ann")) is not None:
+        shown.append(a.item_id)
+        assigner.voted("ann", a.item_id)
+    assert not {"gold-0", "i0"} <= set(shown) and len(shown) == 2
 
 
 def test_gold_items_come_at_the_rate_and_never_count_towards_k():
@@ -196,6 +244,17 @@ def test_gold_items_hide_among_the_items_and_name_the_better_story(tmp_path):
         assert good != bad
         if g["gold"]["kind"] == "shuffled":
             assert sorted(good.split()) == sorted(bad.split())  # the same sentences, reordered
+
+
+def test_a_shuffled_story_keeps_its_layout_and_a_story_with_no_order_makes_none():
+    from human_ratings.quality import shuffled
+
+    text = "One rose. Two fell.\n\nThree ran. Four hid. Five slept.\n\nSix woke."
+    for seed in range(20):
+        out = shuffled(text, random.Random(seed))
+        assert out != text and sorted(out.split()) == sorted(text.split())
+        assert [len(p.split(". ")) for p in out.split("\n\n")] == [2, 3, 1]
+    assert shuffled("Same. Same. Same. Same. Same.", random.Random(0)) is None  # no loop
 
 
 def test_the_exclusion_rule_catches_careless_annotators_and_keeps_careful_ones():
@@ -278,6 +337,9 @@ def test_looking_after_every_vote_keeps_false_winners_rare():
         ({"gold": {"rate": 1.5}}, "gold: rate"),
         ({"exclusion": {"min_gold_pass": 2}}, "min_gold_pass"),
         ({"exclusion": {"speed": 1}}, "unknown setting 'speed'"),
+        ({"timeout_s": True}, "timeout_s"),
+        ({"reveal": "end"}, "reveal must be one of each, never"),
+        ({"limits": {"votes": 0}}, "^study.yaml: limits: votes must"),  # said once
     ],
 )
 def test_a_bad_study_file_gets_a_clear_message(settings, message):
@@ -299,6 +361,46 @@ def test_a_new_study_is_one_folder_and_more_gold_than_items_is_refused(tmp_path)
     (tmp_path / "s1" / "study.yaml").write_text(text.replace("k: 2", "k: 0"))
     with pytest.raises(StudyError, match="k"):
         Study(tmp_path / "s1")
+    # Few items: as many gold items as items; a bad setting is named before the items are read.
+    three = three_system_pairs(tmp_path / "three.jsonl", n=3)
+    assert len(new_study(tmp_path / "s2", three).gold_rows) == 3
+    with pytest.raises(StudyError, match="k"):
+        new_study(tmp_path / "s3", tmp_path / "missing.jsonl", k=0)
+
+
+def test_votes_before_studies_were_named_count_for_the_local_study(tmp_path):
+    from human_ratings.store import VoteStore
+    from human_ratings.study import local_study
+
+    pairs = three_system_pairs(tmp_path / "p.jsonl", n=3)
+    votes = tmp_path / "votes.csv"
+    VoteStore(votes).append(Vote("old", "item0", "alpha", "beta", "left"))  # no study named
+    study = local_study(pairs, votes)
+    assert study.unnamed_votes == 1 and [v.annotator for v in study.votes()] == ["old"]
+    assert study.assigner.votes_per_item()["item0"] == 1
+
+
+def test_receipts_are_keyed_by_the_study_and_survive_a_restart(tmp_path):
+    from human_ratings.store import receipt
+
+    a = new_study(tmp_path / "a", three_system_pairs(tmp_path / "p.jsonl"), gold=0)
+    b = new_study(tmp_path / "b", tmp_path / "p.jsonl", name=a.name, gold=0)  # the same name
+    assert receipt(a.key, "ann", "item0") != receipt(b.key, "ann", "item0")
+    assert receipt(Study(tmp_path / "a").key, "ann", "item0") == receipt(a.key, "ann", "item0")
+    assert (tmp_path / "a" / "study.key").stat().st_mode & 0o077 == 0  # the owner's only
+
+
+def test_hub_copies_name_no_one(tmp_path):
+    from human_ratings.mirror import Mirror
+    from human_ratings.reactions import Reaction
+
+    mirror = Mirror(tmp_path / "sync", b"k" * 32)
+    mirror.add("votes", Vote("hf:alice", "item0", "a", "b", "left", study="s"))
+    mirror.add("reactions", Reaction("up", "A story.", "", "sys", {}, "Alice", "browser-9"))
+    text = "".join(p.read_text() for p in (tmp_path / "sync").iterdir())
+    assert "alice" not in text.lower() and "browser-9" not in text
+    (vote,) = Mirror.read(tmp_path / "sync")
+    assert vote["annotator"].startswith("a-") and vote["item_id"] == "item0"
 
 
 def test_a_study_exports_parquet_that_datasets_reads_whole(tmp_path):
@@ -465,6 +567,12 @@ def test_an_open_study_marks_votes_anonymous_and_reveals_as_its_setting_says(
     assert f"**A** was written by `{state['left']}`" in saved[-1]
     (vote,) = services.study.votes()
     assert vote.anonymous and vote.annotator == "anon:browser-1"
+    # The browser ids are sealed with the study's key: the same after a restart.
+    again = Services(AppConfig(study=tmp_path / "s", pairs=None), backend=tiny_backend)
+    assert again.browser_secret == services.browser_secret
+    # Asking for item after item without voting is rate-limited (each one shown is spent).
+    said = [rate.next_one(services, state)[-1] for _ in range(30)]
+    assert any("Too many items asked for" in s for s in said)
 
 
 def test_reference_items_set_a_system_beside_a_strong_models_stories(tmp_path, tiny_model_dir):
