@@ -34,7 +34,7 @@ MANIFEST = "manifest.json"
 REPO = Path(__file__).resolve().parent.parent
 TRAIN_FIGURES = ("steps", "train_loss_last", "val_loss_initial", "val_loss", "val_ppl")
 # Figures that measure the machine, not the result: recorded, never compared.
-TIMINGS = ("tokens_per_s", "seconds", "first_token_s")
+MEASURED = ("tokens_per_s", "seconds", "first_token_s", "memory_mib")
 
 
 def _now() -> str:
@@ -206,7 +206,7 @@ def run_study(cfg: StudyConfig, out: Path, progress: bool = True) -> dict[str, A
         results = json.loads((compare_dir / "results.json").read_text())
     manifest["seeds"]["compare"] = comparison.seed
     for result in results:
-        manifest["figures"][result["system"]] = _numbers(result, TIMINGS)
+        manifest["figures"][result["system"]] = _numbers(result, MEASURED)
     manifest["complete"] = True
     save()
     write_report(manifest, results, out / "study.md")
