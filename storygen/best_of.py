@@ -3,11 +3,11 @@
 Candidate k is written with the request's seed plus k (candidate 0 is the story n = 1 would
 give). Each is judged (:mod:`storygen.judges`: the share of the request's measured fields it
 follows, the judges' mean probability breaking ties). A guard keeps the judges from trading
-the prose away: a candidate counts only if the base model (no adapter) finds it no less likely
-than candidate 0, within :data:`PPL_MARGIN` (its per-token perplexity at most that much
-higher), so the story kept is never worse by that measure than the one n = 1 gives.
-The guard runs on llama.cpp for a GGUF base; for another base it is off, and the provenance
-says so.
+the prose away: a candidate counts only if its per-token perplexity under the base model (no
+adapter) is at most :data:`PPL_MARGIN` (5%) higher than candidate 0's, so the story kept is at
+most that much less likely, by that measure, than the one n = 1 gives. The guard runs on
+llama.cpp for a GGUF base; for another base, or when candidate 0 cannot be scored (too short),
+it is off, and the provenance says so.
 """
 
 from __future__ import annotations
@@ -116,7 +116,13 @@ def provenance_of(candidates: list[dict], chosen: int, seeds: list[int], guard) 
         "base_ppl": [
             None if math.isnan(c["base_ppl"]) else round(c["base_ppl"], 3) for c in candidates
         ],
-        "guard": f"base perplexity within {PPL_MARGIN:.0%} of attempt 1" if guard else "off",
+        "guard": (
+            "off"
+            if guard is None
+            else "off (attempt 1 could not be scored)"
+            if math.isnan(candidates[0]["base_ppl"])
+            else f"base perplexity at most {PPL_MARGIN:.0%} above attempt 1's"
+        ),
     }
 
 

@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="best-of-n: write this many stories (seeds SEED, SEED+1, ...) and keep the one the "
-        "validated judges score best, if the base model finds it no less likely (1 to 8)",
+        "validated judges score best among those whose base-model perplexity is at most 5%% "
+        "above the first's (1 to 8)",
     )
     add_model_args(g)
     add_sampling_args(g)

@@ -714,9 +714,8 @@ def test_incremental_text_keeps_the_context_a_tokenizer_needs_past_a_token_that_
 def test_best_of_n_keeps_the_judges_best_attempt_within_the_perplexity_guard(tiny_backend):
     """Attempt k is written on seed + k (attempt 1 is the story n = 1 gives); the one kept
     is the best judged, unless the base model finds it much less likely than attempt 1."""
-    import math
 
-    from storygen.best_of import choose, generate_best, stream_best
+    from storygen.best_of import choose, generate_best, provenance_of, stream_best
 
     request = StoryRequest(genre="mystery", length="flash")
     sampling = SamplingConfig(seed=3, max_new_tokens=20)
@@ -732,7 +731,11 @@ def test_best_of_n_keeps_the_judges_best_attempt_within_the_perplexity_guard(tin
     assert choose(cands) == 1  # better judged, within 5% of attempt 1's perplexity
     cands[1]["base_ppl"] = 11.0
     assert choose(cands) == 0  # better judged but less likely to the base model: guarded
-    assert choose([{"score": (0, 0), "base_ppl": nan}, {"score": (1, 0), "base_ppl": nan}]) == 1
-    assert math.isnan(nan)
+    unscorable = [{"score": (0, 0), "base_ppl": nan}, {"score": (1, 0), "base_ppl": nan}]
+    assert choose(unscorable) == 1  # no first perplexity to guard by
+    both = [{**c, "adherence": None} for c in unscorable]
+    assert provenance_of(both, 1, [3, 4], guard=len)["guard"].startswith("off (attempt 1")
+    assert provenance_of(both, 1, [3, 4], guard=None)["guard"] == "off"
+    assert "5%" in provenance_of([{**c, "adherence": None} for c in cands], 0, [3, 4], len)["guard"]
     with pytest.raises(ValueError, match="attempts"):
         generate_best(tiny_backend, request, sampling, 0)
