@@ -187,12 +187,14 @@ def _present(request: dict) -> list[str]:
     return [k for k, v in request.items() if (any(v.values()) if k == "setting" else v)]
 
 
-def _work(args: tuple[tuple[list[str], ...], int, float, dict[str, tuple[float, float]]]) -> list:
+def _work(
+    args: tuple[tuple[list[str], ...], int, float, dict[str, tuple[float, float]], frozenset],
+) -> list:
     """Worker side: everything per pair, including the JSON line, so that the parent process
     only de-duplicates, counts and writes. Batches travel as lists of strings (pickling those
     is much cheaper than pickling dataclasses). Returns one tuple per pair: (fingerprint or
     None, why dropped, prompt tags, fields present, JSON line, the split it goes to)."""
-    (prompts, stories, ids, origins), budget, dropout, bands = args
+    (prompts, stories, ids, origins), budget, dropout, bands, held = args
     out = []
     for raw, origin in zip(map(RawPair, prompts, stories, ids), origins, strict=True):
         example, why = make_example(raw, budget, dropout)
@@ -209,16 +211,23 @@ def _work(args: tuple[tuple[list[str], ...], int, float, dict[str, tuple[float, 
                 + ["plan task"] * bool(example["tasks"])
                 + ["written from plan"] * example["planned"],
                 json.dumps(example),
-                _split_of(example["source_key"], origin, bands),
+                "test"
+                if raw.source_id in held
+                else _split_of(example["source_key"], origin, bands),
             )
         )
     return out
 
 
-def _split_of(key: str, origin: str, bands: dict[str, tuple[float, float]]) -> str:
-    """A row of an original valid or test split stays there; a train row goes to a carved
-    split when its seeded number falls in that split's band (valid [0, v), test [v, v + t)),
-    so that adding a test split leaves the validation rows as they were."""
+def _split_of(
+    key: str, origin: str, bands: dict[str, tuple[float, float]], held: bool = False
+) -> str:
+    """A row held out by id goes to test; a row of an original valid or test split stays
+    there; a train row goes to a carved split when its seeded number falls in that split's band
+    (valid [0, v), test [v, v + t)), so that adding a test split leaves the validation rows as
+    they were."""
+    if held:
+        return "test"
     if origin != "train":
         return origin
     u = _unit(key, "split")
@@ -299,6 +308,7 @@ def build(
     limit: int | None = None,
     progress: bool = True,
     test_fraction: float = 0.0,
+    hold_out: frozenset[str] = frozenset(),
 ) -> BuildReport:
     """Write ``train.jsonl``, ``valid.jsonl`` (and ``test.jsonl`` when there is a test split)
     and ``report.json`` under ``out_dir``.
@@ -309,6 +319,10 @@ def build(
     each story's :func:`source_key`, so cleaning never moves a story between splits). The
     files appear only once the whole input is read: a failed run leaves none behind (nor an
     earlier run's split that this one does not write).
+
+    ``hold_out``: source ids (a CSV's ``row_id``) whose stories go to ``test.jsonl`` whatever
+    their draw: prompts a model is measured on elsewhere (:func:`held_out_rows`), never
+    trained on.
     """
     for name, value in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
         if not 0 <= value < 1:
@@ -328,12 +342,16 @@ def build(
         elif "train" in originals and high > low:
             bands[name] = (low, high)
             splits[name] = f"{high - low:.0%} of the train stories (seeded)"
+    if hold_out:
+        carved = [splits["test"]] if "test" in splits else []
+        splits["test"] = " and ".join([*carved, f"the rows held out by id ({len(hold_out)})"])
     if "train" in originals:
         splits["train"] = "the original train split" if originals != ["train"] else "the rest"
     names = ["train", "valid", *(["test"] if "test" in splits else [])]
     report = BuildReport(splits=splits)
     seen: set[str] = set()
-    jobs = ((b, word_budget, field_dropout, bands) for b in _batches(pairs, 256))
+    held = frozenset(hold_out)
+    jobs = ((b, word_budget, field_dropout, bands, held) for b in _batches(pairs, 256))
     made = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = {name: out_dir / f".{name}.jsonl.partial" for name in names}
@@ -378,6 +396,28 @@ def build(
             final.unlink(missing_ok=True)  # an earlier run's split, which this one does not have
     (out_dir / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return report
+
+
+def held_out_rows(path: Path) -> frozenset[str]:
+    """The source row ids a labelled set measures on: each row of a JSONL file (such as
+    ``finetune/gold/judges/stories.jsonl``) in its ``heldout`` split, or with no split; an id
+    ``wp:123`` (or a story written for it, ``request_from``) names the sample's row 123."""
+    out = set()
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if not isinstance(row, dict) or "id" not in row:
+                raise DataError(f"{path}:{n}: expected a JSON object with an id")
+            if row.get("split", "heldout") == "heldout":
+                out.add(str(row.get("request_from") or row["id"]).split(":", 1)[-1])
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"cannot read the rows to hold out from {path}: {exc}") from exc
+    return frozenset(out)
 
 
 def read_examples(path: Path) -> list[dict]:

@@ -397,6 +397,34 @@ def test_a_test_split_is_carved_without_moving_the_validation_rows(tmp_path):
     assert after.splits["test"] == "50% of the train stories (seeded)"
 
 
+def test_rows_held_out_by_id_go_to_test_and_nowhere_else(tmp_path):
+    from finetune.build import held_out_rows
+
+    src = FIXTURES / "wp_hf.csv"
+    before = build(src, tmp_path / "a", valid_fraction=0.3, progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "a" / "train.jsonl").read_text().splitlines()]
+    chosen = rows[0]["id"]
+    listing = tmp_path / "held.jsonl"  # a labelled set's rows: only its held-out ones count
+    listing.write_text(
+        json.dumps({"id": f"wp:{chosen}", "split": "heldout"})
+        + "\n"
+        + json.dumps({"id": f"wp:{rows[1]['id']}", "split": "train"})
+        + "\n"
+    )
+    assert held_out_rows(listing) == {chosen}
+    after = build(src, tmp_path / "b", valid_fraction=0.3, hold_out={chosen}, progress=False)
+    test = read_examples(tmp_path / "b" / "test.jsonl")
+    assert [r["id"] for r in test] == [chosen] and after.train == before.train - 1
+    assert "held out by id (1)" in after.splits["test"]
+    others = read_examples(tmp_path / "b" / "train.jsonl") + read_examples(
+        tmp_path / "b" / "valid.jsonl"
+    )
+    assert chosen not in {r["id"] for r in others}
+    listing.write_text("{not json\n")
+    with pytest.raises(DataError, match="cannot read the rows to hold out"):
+        held_out_rows(listing)
+
+
 def test_a_failed_preprocess_leaves_no_output_behind(tmp_path):
     bad = tmp_path / "bad.jsonl"
     good = (FIXTURES / "wp_hf.jsonl").read_text()

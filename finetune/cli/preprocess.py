@@ -48,6 +48,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "the output does not depend on it",
     )
     p.add_argument(
+        "--hold-out",
+        type=Path,
+        default=None,
+        help="a JSONL file of rows a model is measured on (finetune/gold/judges/stories.jsonl: "
+        "its held-out prompts): their stories go to test.jsonl, never to train or valid",
+    )
+    p.add_argument(
         "--limit",
         type=int,
         default=None,
@@ -56,10 +63,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from finetune.build import build
+    from finetune.build import build, held_out_rows
     from finetune.data import DataError
 
     try:
+        hold_out = held_out_rows(args.hold_out) if args.hold_out else frozenset()
         report = build(
             args.source,
             args.out,
@@ -69,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             limit=args.limit,
             test_fraction=args.test_fraction,
+            hold_out=hold_out,
         )
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
