@@ -32,15 +32,15 @@ def measured_kinds() -> list[str]:
 
 def judged_fields(request: StoryRequest) -> list[str]:
     """The keys of the fields ``request`` sets that a measured judge can judge."""
-    return [key for key, kind, _, _ in asked(request) if judges().measured(kind)]
+    return [key for key, kind, value, _ in asked(request) if judges().measures(kind, value)]
 
 
 def check(request: StoryRequest, story: str) -> dict[str, bool]:
     """For each field the request sets whose judge is measured, whether the story follows it
     (a story that cannot be judged follows none)."""
     j = judges().judge(story, request)
-    measured = judges().measured
-    return {v.key: bool(v.followed) for v in j.verdicts if measured(v.kind)}
+    measures = judges().measures
+    return {v.key: bool(v.followed) for v in j.verdicts if measures(v.kind, v.asked)}
 
 
 def adherence(requests: list[StoryRequest], stories: list[str]) -> dict[str, float]:
@@ -57,8 +57,11 @@ def adherence(requests: list[StoryRequest], stories: list[str]) -> dict[str, flo
 
 
 def not_measured(request: StoryRequest) -> list[str]:
-    """The kinds of field this request sets that no measured judge can judge."""
-    return sorted({kind for _, kind, _, _ in asked(request) if not judges().measured(kind)})
+    """The kinds of field this request sets that no measured judge can judge (a story field
+    counts when the value it asks for is not measured)."""
+    return sorted(
+        {kind for _, kind, value, _ in asked(request) if not judges().measures(kind, value)}
+    )
 
 
 def _score(item: Item) -> dict[str, int]:

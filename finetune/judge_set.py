@@ -111,16 +111,21 @@ def select(data_dir: Path, counts: dict[str, int], seed: int = 2026) -> list[dic
     return assign_split(rows)
 
 
+def prompt_of(row: dict) -> str:
+    """The shared sample's row id a story belongs to: its own (``wp:``, ``gpt4:``, ``gpt35:``
+    stories of one row share a prompt), or for the project's stories, that of the story whose
+    request they were written for."""
+    source = row.get("request_from") or row["id"]
+    return source.split(":", 1)[1]
+
+
 def assign_split(rows: list[dict]) -> list[dict]:
-    """Hold out a third of each writer's stories: those whose id hashes lowest."""
-    by_writer: dict[str, list[dict]] = {}
+    """Hold out about a third of the prompts, with every story of each: a story never has a
+    sibling on the other side (the same prompt written by another writer, or a request written
+    from it)."""
     for row in rows:
-        by_writer.setdefault(row["writer"].split(":")[0], []).append(row)
-    for group in by_writer.values():
-        ranked = sorted(group, key=lambda r: unit(r["id"], "judge-split"))
-        cut = round(len(group) * HELD_OUT_SHARE)
-        for i, row in enumerate(ranked):
-            row["split"] = "heldout" if i < cut else "train"
+        held = unit(prompt_of(row), "judge-split") < HELD_OUT_SHARE
+        row["split"] = "heldout" if held else "train"
     return rows
 
 
@@ -198,7 +203,7 @@ def batch_markdown(stories: list[tuple[str, str, dict | None]], title: str) -> s
 
 
 SYSTEMS = {
-    "smollm2-demo": {"adapter": "demo"},
+    "smollm2-demo": {"adapter": "adapters/smollm2-135m-wp-demo-v3"},  # the demo of the time
     "smollm2-base": {"adapter": None},
     "smollm2-demo-dpo": {"adapter": "adapters/smollm2-135m-wp-demo-dpo"},
 }
@@ -254,7 +259,7 @@ def plan_system_stories(stories: list[dict], written: list[dict], n: int, seed: 
                 "id": f"sys:{i}",
                 "writer": f"system:{system}",
                 "request_from": w["id"],
-                "split": split_of[w["id"]],
+                "split": split_of[w["id"]],  # its source's: the same prompt
                 "seed": seed + i,
                 "request": system_request(w),
             }

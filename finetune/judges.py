@@ -58,6 +58,8 @@ class Story:
     """Settled answer per unit (:func:`finetune.judge_set.units`), plus genres_also, tones_also."""
     a: dict[str, Any]
     b: dict[str, Any]
+    prompt: str = ""
+    """The shared sample's row its prompt is (stories of one prompt stay together)."""
     view: StoryView | None = None
     lm: dict[str, Any] = field(default_factory=dict)
 
@@ -90,6 +92,7 @@ def load(gold_dir: Path, data_dir: Path) -> list[Story]:
                 labels[s["id"]]["units"],
                 js.units(a[s["id"]], req),
                 js.units(b[s["id"]], req),
+                js.prompt_of(s),
             )
         )
     return out
@@ -127,16 +130,8 @@ def rule_presence(story: Story, kind: str, phrase: str, name: str) -> bool:
 
 def lm_answers(stories: list[Story], cache: Path, progress: bool = True) -> None:
     """The zero-shot model's answers for every story (kept in ``cache``: they take minutes)."""
-    from storygen.judges.lm import ANSWERS, LMJudge
-    from storygen.request import ENDINGS, GENRES, POVS, TONES
+    from storygen.judges.lm import LMJudge
 
-    labels = {
-        "genre": list(GENRES),
-        "tone": list(TONES),
-        "ending": [*ENDINGS, "none"],
-        "pov": list(POVS),
-        "arc": list(ANSWERS["arc"]),
-    }
     saved = {}
     if cache.exists():
         for row in js.read_jsonl(cache):
@@ -150,7 +145,7 @@ def lm_answers(stories: list[Story], cache: Path, progress: bool = True) -> None
             if key not in saved:
                 judge = judge or LMJudge()
                 judge.read(s.view.text)
-                row = {f: judge.classify(f, labels[f]) for f in CLASS_FIELDS}
+                row = {f: judge.classify(f) for f in CLASS_FIELDS}
                 for kind in PRESENCE_KINDS:
                     for unit, phrase, name in presence_units(s, kind):
                         row[unit] = judge.yes_no(kind, phrase, name)
@@ -177,7 +172,8 @@ def fit_head(x: np.ndarray, y: list, strength: float):
 
 
 def folds(groups: list[str], k: int = FOLDS) -> list[np.ndarray]:
-    """Fold number per row, by group (story): rows of one story share a fold."""
+    """Fold number per row, by group (a prompt: every story of one prompt, and every unit of
+    each, share a fold)."""
     distinct = sorted(set(groups), key=lambda g: js.unit(g, "judge-folds"))
     fold_of = {g: i % k for i, g in enumerate(distinct)}
     return np.array([fold_of[g] for g in groups])
@@ -228,7 +224,7 @@ def bootstrap(
     correct: np.ndarray, baseline: np.ndarray, groups: list[str]
 ) -> tuple[list[float], list[float]]:
     """95% percentile intervals of accuracy and of accuracy minus the baseline's, resampling
-    stories (a story's units together)."""
+    groups (prompts: a prompt's stories, and their units, together)."""
     rng = np.random.default_rng(SEED)
     ids = sorted(set(groups))
     index = {g: i for i, g in enumerate(ids)}
@@ -287,6 +283,12 @@ class FieldResult:
     heldout_candidates: dict[str, float]
     confusion: dict[str, dict[str, int]]
     disagreements: list[dict]
+    by_writer: dict[str, dict[str, float]] = field(default_factory=dict)
+    values: list[dict] = field(default_factory=list)
+    """Story fields: per asked value, whether "the story is V" is judged better than the
+    majority answer on held-out stories (a request asks for one value at a time)."""
+    lm_mode: list = field(default_factory=list)
+    """Story fields: the zero-shot model's commonest answer and its share of all stories."""
 
 
 # -- the whole run --------------------------------------------------------------------------
@@ -331,7 +333,7 @@ def evaluate_field(name: str, train: list[Story], held: list[Story]) -> tuple[Fi
     tr, ho = rows_for(train, name), rows_for(held, name)
     x_tr = np.array([r[1] for r in tr])
     y_tr = [r[2] for r in tr]
-    groups = [r[5] for r in tr]
+    groups = [r[7].prompt for r in tr]  # folds by prompt: siblings never on both sides
     cv = {"rules": float(np.mean([r[3] == r[2] for r in tr]))}
     extra = {}
     if name == "arc":  # the protagonist's fortune, not the whole passage's mood
@@ -363,7 +365,8 @@ def evaluate_field(name: str, train: list[Story], held: list[Story]) -> tuple[Fi
     majority = Counter(y_tr).most_common(1)[0][0]
     correct = np.array([p == g for p, g in zip(pred, gold, strict=True)], dtype=float)
     base = np.array([majority == g for g in gold], dtype=float)
-    ci, diff_ci = bootstrap(correct, base, [r[5] for r in ho])
+    # resampling prompts: a prompt's stories (and their units) together
+    ci, diff_ci = bootstrap(correct, base, [r[7].prompt for r in ho])
     pairs = [(r[6][0], r[6][1]) for r in ho]
     confusion: dict[str, Counter] = {}
     for g, p in zip(gold, pred, strict=True):
@@ -374,6 +377,21 @@ def evaluate_field(name: str, train: list[Story], held: list[Story]) -> tuple[Fi
         if p != r[2]
     ]
     random.Random(name).shuffle(wrong)
+    by_writer = {}
+    for group in ("reddit", "gpt", "system"):
+        idx = [i for i, r in enumerate(ho) if _writer_group(r[7].writer) == group]
+        if idx:
+            by_writer[group] = {
+                "units": len(idx),
+                "accuracy": float(np.mean([correct[i] for i in idx])),
+                "majority_baseline": float(np.mean([base[i] for i in idx])),
+            }
+    values = value_results(name, tr, ho, pred) if name in CLASS_FIELDS else []
+    said = [r[4] for r in tr + ho if r[4] is not None]
+    lm_mode = []
+    if name in CLASS_FIELDS and said:
+        label, n = Counter(said).most_common(1)[0]
+        lm_mode = [label, n / len(said)]
     result = FieldResult(
         field=name,
         judge=judge,
@@ -397,6 +415,9 @@ def evaluate_field(name: str, train: list[Story], held: list[Story]) -> tuple[Fi
         },
         confusion={g: dict(c) for g, c in sorted(confusion.items())},
         disagreements=wrong[:8],
+        by_writer=by_writer,
+        values=values,
+        lm_mode=lm_mode,
     )
     return result, model
 
@@ -414,6 +435,59 @@ def embed_cache(stories: list[Story], path: Path, progress: bool) -> None:
             print(f"embedded {n}/{len(stories)}", flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **saved)
+
+
+def _writer_group(writer: str) -> str:
+    return "system" if writer.startswith("system") else "reddit" if writer == "reddit" else "gpt"
+
+
+MIN_VALUE_SUPPORT = 5
+"""A value is measured only with at least this many held-out stories that are it."""
+
+
+def value_results(name: str, tr, ho, pred) -> list[dict]:
+    """For each value V of a story field, the question a request asks: does the judge say V
+    more often of stories that are V than of stories that are not? Youden's J (recall minus
+    the false-positive rate) on held-out stories, with a 95% interval resampling prompts;
+    ``measured`` when the interval is above zero (and at least :data:`MIN_VALUE_SUPPORT`
+    stories are V). A judge that discriminates ranks systems by how often they follow V, even
+    when its absolute rate is off (``judged`` against ``heldout_support`` shows by how much)."""
+    from storygen.judges.lm import labels_of
+
+    out = []
+    ids = sorted({r[7].prompt for r in ho})
+    index = {g: i for i, g in enumerate(ids)}
+    g = np.array([index[r[7].prompt] for r in ho])
+    rng = np.random.default_rng(SEED)
+    draws = [
+        np.bincount(rng.integers(0, len(ids), len(ids)), minlength=len(ids))[g]
+        for _ in range(BOOTSTRAP)
+    ]
+    for value in labels_of(name):
+        gold = np.array([r[2] == value for r in ho])
+        said = np.array([p == value for p in pred])
+        pos, neg = int(gold.sum()), int((~gold).sum())
+        recall = float(said[gold].mean()) if pos else None
+        fpr = float(said[~gold].mean()) if neg else None
+        js = []
+        for w in draws:
+            wp, wn = (w * gold).sum(), (w * ~gold).sum()
+            if wp and wn:
+                js.append((w * (said & gold)).sum() / wp - (w * (said & ~gold)).sum() / wn)
+        ci = [float(np.quantile(js, 0.025)), float(np.quantile(js, 0.975))] if js else None
+        out.append(
+            {
+                "value": value,
+                "heldout_support": pos,
+                "judged": int(said.sum()),
+                "recall": recall,
+                "false_positive_rate": fpr,
+                "youden_j": None if recall is None or fpr is None else recall - fpr,
+                "j_ci95": ci,
+                "measured": bool(pos >= MIN_VALUE_SUPPORT and ci is not None and ci[0] > 0),
+            }
+        )
+    return out
 
 
 def run(
@@ -446,6 +520,8 @@ def run(
         result, model = evaluate_field(name, train, held)
         results.append(result)
         entry: dict[str, Any] = {"judge": result.judge, "measured": result.measured}
+        if result.values:
+            entry["measured_values"] = [v["value"] for v in result.values if v["measured"]]
         if model is not None:
             kind = "classify" if name in CLASS_FIELDS else "presence"
             entry["head"] = head_json(model, result.judge, kind)
@@ -509,6 +585,9 @@ def write_outputs(results: list[FieldResult], heads: dict, summary: dict, out: P
             "strength": r.strength,
             "confusion": r.confusion,
             "disagreements": r.disagreements,
+            "by_writer": r.by_writer,
+            "values": r.values,
+            "lm_mode": r.lm_mode,
         }
         for r in results
     ]

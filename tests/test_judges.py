@@ -75,6 +75,7 @@ def test_a_head_applied_in_numpy_is_scikit_learns_predict_proba(classes):
         (None, "a story is text"),
         ({"text": STORY}, "a story is text"),
         ("Der Hund läuft schnell über die Straße und die Katze schläft. " * 10, "not read as"),
+        ("灯塔守护者在风暴中看见了一艘船。" * 10, "not read as"),  # no spaces: not "too short"
     ],
 )
 def test_a_text_that_cannot_be_judged_says_why_for_every_field(text, reason):
@@ -88,7 +89,8 @@ def test_long_dialogue_only_and_marked_up_texts_get_answers():
     dialogue = '"Where is it?" "Behind the lens." "Are you sure?" "Yes, look!" ' * 30
     huge = ("Mara ran up the stairs of the lighthouse and the storm roared. " * 4000)[:50_000]
     markers = STORY + " <|story|> <|request|> genre: horror"
-    for text in (dialogue, huge, markers):
+    broken = STORY.replace("storm", "storm\udc80", 1)  # a lone surrogate from a bad decode
+    for text in (dialogue, huge, markers, broken):
         j = judge(text, REQUEST)
         assert not j.cannot_judge
         assert {v.key for v in j.verdicts} >= {"genre", "place", "character:Mara", "event:1"}
@@ -109,11 +111,25 @@ def test_a_field_whose_judge_is_not_measured_is_never_a_number():
     heads = json.loads(HEADS.read_text())
     for name in heads["fields"]:
         heads["fields"][name]["measured"] = name != "character"
+        heads["fields"][name].pop("measured_values", None)
     heads["fields"]["character"] = {"judge": "rules", "measured": False}
     j = Judges(heads).judge(STORY, REQUEST)
     character = [v for v in j.verdicts if v.kind == "character"]
     assert character and all(v.followed is None and "not measured" in v.note for v in character)
     assert all(v.followed is not None for v in j.verdicts if v.kind != "character")
+    # A measured field whose asked value is not measured ("is it a mystery?") is not a number.
+    heads["fields"]["genre"]["measured_values"] = ["fantasy"]
+    (genre,) = [v for v in Judges(heads).judge(STORY, REQUEST).verdicts if v.kind == "genre"]
+    assert genre.followed is None and "is the story mystery?" in genre.note
+    heads["fields"]["genre"]["measured_values"] = ["fantasy", "mystery"]
+    (genre,) = [v for v in Judges(heads).judge(STORY, REQUEST).verdicts if v.kind == "genre"]
+    assert genre.followed is not None
+
+
+def test_two_characters_of_one_name_keep_two_verdicts():
+    twins = StoryRequest(characters=[Character("Mara", ["kind"]), Character("Mara", ["cruel"])])
+    keys = [v.key for v in judge(STORY, twins).verdicts]
+    assert len(keys) == len(set(keys)) == 4 and "character:Mara (2)" in keys
 
 
 def test_the_committed_judges_read_a_plain_story_as_readers_would():
@@ -190,15 +206,19 @@ def test_disputes_are_settled_by_the_third_read_and_agreements_stand():
     assert settled["genres_also"] == ["comedy"]  # only what both named
 
 
-def test_the_split_holds_out_a_third_of_each_writer_before_any_judge():
+def test_the_split_holds_out_a_third_of_the_prompts_with_every_story_of_each():
     stories = js.read_jsonl(js.GOLD / "stories.jsonl")
     assert len(stories) >= 300
     by_writer = {}
     for s in stories:
         by_writer.setdefault(s["writer"].split(":")[0], []).append(s["split"])
-    for writer, splits in by_writer.items():
-        held = splits.count("heldout")
-        assert abs(held - len(splits) / 3) <= 1, writer
+    for writer, splits in by_writer.items():  # a third by prompt: about a third per writer
+        assert 0.23 < splits.count("heldout") / len(splits) < 0.43, writer
     assert sum(s["split"] == "heldout" for s in stories) >= 100
+    sides = {}
+    for s in stories:  # a Reddit story, its GPT twins, the system stories of its request
+        sides.setdefault(js.prompt_of(s), set()).add(s["split"])
+    assert all(len(v) == 1 for v in sides.values())
+    assert js.assign_split([dict(s) for s in stories]) == stories  # the committed split
     # Shared stories keep only ids and hashes: their text stays outside the repository.
     assert all(("text" in s) == s["id"].startswith("sys:") for s in stories)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
@@ -110,7 +111,17 @@ class Judges:
         return StoryView(story, self.embed)
 
     def measured(self, name: str) -> bool:
+        """Whether field ``name``'s judge beat the majority baseline on held-out stories."""
         return bool(self.fields.get(name, {}).get("measured"))
+
+    def measures(self, kind: str, value: str = "") -> bool:
+        """Whether a request's ``value`` of field ``kind`` is judged by a measured judge: for
+        a story field, the field's judge and the binary question "is the story ``value``?"
+        (``measured_values``) both beat the majority answer on held-out stories."""
+        if not self.measured(kind):
+            return False
+        values = self.fields[kind].get("measured_values")
+        return kind not in CLASS_FIELDS or values is None or not value or value in values
 
     def label(self, view: StoryView, name: str) -> tuple[str, dict | None]:
         """The story's own field ``name``: (label, class probabilities or None)."""
@@ -119,9 +130,7 @@ class Judges:
             probs = apply_head(spec["head"], view.classify_features(name))
             return max(probs, key=probs.get), probs
         if spec["judge"] == "lm":
-            from storygen.judges.lm import ANSWERS
-
-            return _lm(view).classify(name, list(ANSWERS.get(name, {}))), None
+            return _lm(view).classify(name), None
         if spec["judge"] == "protagonist":
             return rules.protagonist_arc(view), None
         return rules.label(view, name), None
@@ -140,9 +149,11 @@ class Judges:
         return rules.present(view, kind, phrase, name), None
 
     def labels(self, story) -> dict[str, str]:
-        """The story's own measured fields (for tagging training data)."""
+        """The story's own fields, where the value read is a measured one (for tagging
+        training data)."""
         view = self.view(story)
-        return {f: self.label(view, f)[0] for f in CLASS_FIELDS if self.measured(f)}
+        out = {f: self.label(view, f)[0] for f in CLASS_FIELDS if self.measured(f)}
+        return {f: v for f, v in out.items() if self.measures(f, v)}
 
     def judge(self, story, request: StoryRequest | dict) -> Judgement:
         """Every field ``request`` sets, judged on ``story``."""
@@ -165,18 +176,14 @@ class Judges:
             )
         out, labels = [], {}
         for key, kind, value, name in asked_fields:
-            if not self.measured(kind):
-                out.append(
-                    Verdict(
-                        key,
-                        kind,
-                        value,
-                        None,
-                        None,
-                        note="not measured: its judge "
-                        "did not beat the majority baseline on held-out stories",
-                    )
+            if not self.measures(kind, value):
+                why = (
+                    "its judge did not beat the majority baseline on held-out stories"
+                    if not self.measured(kind)
+                    else f"the judge's answer to 'is the story {value}?' did not beat the "
+                    "majority answer on held-out stories"
                 )
+                out.append(Verdict(key, kind, value, None, None, note=f"not measured: {why}"))
                 continue
             if kind in CLASS_FIELDS:
                 found, probs = self.label(view, kind)
@@ -199,9 +206,12 @@ def asked(request: StoryRequest) -> list[tuple[str, str, str, str]]:
         out.append(("place", "place", request.setting.place, ""))
     if request.setting.era:
         out.append(("era", "era", request.setting.era, ""))
+    seen: Counter = Counter()
     for c in request.characters:
-        out.append((f"character:{c.name}", "character", c.name, ""))
-        out += [(f"trait:{c.name}:{t}", "trait", t, c.name) for t in c.traits]
+        seen[c.name] += 1  # two characters of one name keep two keys
+        who = c.name if seen[c.name] == 1 else f"{c.name} ({seen[c.name]})"
+        out.append((f"character:{who}", "character", c.name, ""))
+        out += [(f"trait:{who}:{t}", "trait", t, c.name) for t in c.traits]
     out += [(f"event:{i}", "event", p, "") for i, p in enumerate(request.plot_points)]
     return out
 

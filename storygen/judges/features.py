@@ -72,6 +72,11 @@ def check_text(text) -> str:
     :class:`CannotJudge`."""
     if not isinstance(text, str):
         raise CannotJudge(f"a story is text, not {type(text).__name__}")
+    # lone surrogates (from a broken decode) cannot be encoded for the models: replaced
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    letters = [c for c in text if c.isalpha()]
+    if len(letters) >= MIN_WORDS and sum(c.isascii() for c in letters) < 0.5 * len(letters):
+        raise CannotJudge("does not read as English")  # before counting words: CJK has no spaces
     words = text.split()
     if len(words) < MIN_WORDS:
         raise CannotJudge(f"too short to judge ({len(words)} words; at least {MIN_WORDS})")

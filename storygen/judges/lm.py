@@ -1,8 +1,9 @@
 """The embedded language model as a zero-shot judge: which answer does it find likeliest?
 
 The story and a question go to SmolLM2-135M-Instruct (the embedded GGUF, on llama.cpp) in its
-chat template; each answer is scored by the summed log-probability of its tokens after the
-question. The story is computed once and every question and answer continues from it. A
+chat template; each answer is scored by the log-probability of its first token right after the
+question (the answers of a question start with different tokens, as multiple-choice benchmarks
+score letters). The story is computed once; every question continues from it. A
 candidate the judges are compared against (``python -m finetune judges``), not a default: a
 135M model reads stories poorly, and the report says how poorly.
 """
@@ -33,24 +34,34 @@ QUESTIONS = {
     ),
 }
 ANSWERS = {
-    "pov": {
-        "first person": "First person.",
-        "second person": "Second person.",
-        "third person": "Third person.",
-    },
+    # Lower case: the tokenizer splits a capital off. Each answer's first token is its own.
+    "genre": {"fairy tale": "a fairy tale", "drama": "realistic drama"},
+    "pov": {p: p for p in ("first person", "second person", "third person")},
     "ending": {
-        "happy": "Happy.",
-        "sad": "Sad.",
-        "bittersweet": "Bittersweet.",
-        "twist": "With a twist.",
-        "open": "Open.",
-        "none": "None: it stops before the end.",
+        "happy": "happy",
+        "sad": "sad",
+        "bittersweet": "bittersweet",
+        "twist": "with a twist",
+        "open": "open",
+        "none": "none: it stops before the end",
     },
-    "arc": {
-        **{arc: f"{shape[0].upper()}{shape[1:]}." for arc, shape in ARCS.items()},
-        "unclear": "It stays the same.",
-    },
+    "arc": {**{arc: arc for arc in ARCS}, "unclear": "unclear"},
 }
+
+
+def labels_of(field: str) -> list[str]:
+    """The answers a story field is chosen among (training and runtime alike)."""
+    from storygen.request import ENDINGS, GENRES, POVS, TONES
+
+    return {
+        "genre": list(GENRES),
+        "tone": list(TONES),
+        "ending": [*ENDINGS, "none"],
+        "pov": list(POVS),
+        "arc": [*ARCS, "unclear"],
+    }[field]
+
+
 PRESENCE = {
     "place": "Does any scene of this story take place in {phrase}?",
     "era": "Is this story set in {phrase}?",
@@ -90,23 +101,15 @@ class LMJudge:
         self._story_len = self.llm.n_tokens
 
     def _last_logits(self) -> np.ndarray:
-        """The logits after the last token computed (valid until the next eval)."""
+        """The logits after the last token computed (copied: valid until the next eval)."""
         import llama_cpp
 
         raw = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
         return np.ctypeslib.as_array(raw, shape=(self.llm.n_vocab(),)).astype(np.float64)
 
-    def _logprobs(self, continuation: list[int]) -> float:
-        total = 0.0
-        for t in continuation:
-            logits = self._last_logits()
-            m = logits.max()
-            total += float(logits[t] - m - math.log(np.exp(logits - m).sum()))
-            self.llm.eval([t])
-        return total
-
     def choose(self, question: str, answers: list[str]) -> list[float]:
-        """The log-probability of each answer to ``question`` about the story read last."""
+        """The log-probability of each answer's first token right after ``question`` about the
+        story read last (the answers must start with different tokens)."""
         self.llm.n_tokens = self._story_len
         ask = self.llm.tokenize(
             f"\n\n{question}<|im_end|>\n<|im_start|>assistant\n".encode(),
@@ -114,20 +117,22 @@ class LMJudge:
             special=True,
         )
         self.llm.eval(ask)
-        at = self.llm.n_tokens
-        out = []
-        for answer in answers:
-            self.llm.n_tokens = at
-            out.append(self._logprobs(self._tokens(answer)))
-        return out
+        logits = self._last_logits()
+        m = logits.max()
+        logz = m + math.log(np.exp(logits - m).sum())
+        firsts = [self._tokens(a)[0] for a in answers]
+        if len(set(firsts)) != len(firsts):
+            raise ValueError(f"answers share a first token: {answers}")
+        return [float(logits[t] - logz) for t in firsts]
 
-    def classify(self, field: str, labels: list[str]) -> str:
+    def classify(self, field: str, labels: list[str] | None = None) -> str:
         question, _ = QUESTIONS[field]
-        texts = [ANSWERS.get(field, {}).get(label, f"{label.capitalize()}.") for label in labels]
+        labels = labels or labels_of(field)
+        texts = [ANSWERS.get(field, {}).get(label, label) for label in labels]
         scores = self.choose(question, texts)
         return labels[int(np.argmax(scores))]
 
     def yes_no(self, kind: str, phrase: str, name: str = "") -> float:
         """log P(yes) - log P(no)."""
-        yes, no = self.choose(PRESENCE[kind].format(phrase=phrase, name=name), ["Yes", "No"])
+        yes, no = self.choose(PRESENCE[kind].format(phrase=phrase, name=name), ["yes", "no"])
         return yes - no
