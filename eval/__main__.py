@@ -1,4 +1,4 @@
-"""``python -m eval {compare,score}``: offline story evaluation."""
+"""``python -m eval {compare,score,readers}``: offline story evaluation."""
 
 from __future__ import annotations
 
@@ -49,6 +49,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     s.add_argument("pairs", type=Path)
     s.add_argument("--workers", type=int, default=2, help="processes for BLEU and ROUGE")
+    r = sub.add_parser(
+        "readers",
+        formatter_class=HelpFormatter,
+        help="adherence as readers see it: blind batches of a comparison's stories, then "
+        "their labels scored per system (eval/readers.py)",
+    )
+    r.add_argument("step", choices=["batch", "score"])
+    r.add_argument("folder", type=Path, help="batch: the comparison's --out; score: the batches'")
+    r.add_argument("--systems", nargs="+", default=[], help="batch: the systems to compare")
+    r.add_argument("--out", type=Path, default=Path("runs/readers"), help="batch: where to")
+    r.add_argument("--per-batch", type=int, default=30, help="batch: stories per reader's batch")
     args = parser.parse_args(argv)
     try:
         if args.command == "compare":
@@ -57,6 +68,14 @@ def main(argv: list[str] | None = None) -> int:
             results = run(args.config, args.out)
             print(markdown_table(results))
             print(f"written to {args.out}/results.json, results.md and metrics.png")
+        elif args.command == "readers":
+            from eval import readers
+
+            if args.step == "batch":
+                made = readers.make_batches(args.folder, args.systems, args.out, args.per_batch)
+                print(json.dumps(made) + f"\nwritten to {args.out}/batch_*.md and key.jsonl")
+            else:
+                print(json.dumps(readers.score(args.folder), indent=2))
         else:
             from eval.diversity import diversity
             from eval.overlap import bleu, rouge

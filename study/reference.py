@@ -57,7 +57,8 @@ def reference_items(
 
 def heldout_requests(shared: Path, out: Path, n: int = 60) -> int:
     """A test set (``eval compare``'s form: id, request, completion) of ``n`` people-like
-    requests none of the project's adapters trained on: those written from the held-out
+    requests whose prompts the demo adapter never trained on (``preprocess --hold-out``; the
+    v3 adapter, trained before, saw most of them): those written from the held-out
     stories of the labelled judge set, with a genre, tone, ending, point of view and arc drawn
     as people leave some empty (``system_request``); each story as the reference."""
     import json
