@@ -243,8 +243,8 @@ def test_the_write_path_imports_no_torch():
 
 
 def test_the_committed_feedback_child_loads_here_and_meets_its_parent_in_the_arena(demo):
-    """The DPO child of the demo adapter (docs/feedback/round3) loads as an adapter folder does,
-    and the arena sets it against "demo", its parent as given to tune, on any machine."""
+    """The DPO child of the v3 demo adapter (docs/feedback/round3) loads as an adapter folder
+    does, and the arena sets it against its parent as its lineage names it, on any machine."""
     from human_ratings.pairs import arena_systems
     from storygen.config import project_root
 
@@ -256,7 +256,7 @@ def test_the_committed_feedback_child_loads_here_and_meets_its_parent_in_the_are
     assert child.prompt(request).text == demo.prompt(request).text  # the parent's format
     systems = arena_systems(folder)
     assert [(s.name, s.model.adapter) for s in systems] == [
-        ("smollm2-135m-wp-demo", "demo"),
+        ("smollm2-135m-wp-demo-v3", "adapters/smollm2-135m-wp-demo-v3"),
         ("smollm2-135m-wp-demo-dpo", str(folder)),
     ]
 
