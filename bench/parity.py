@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"\nGreedy, {g['prompts']} requests x {g['tokens']} tokens: "
         f"identical for {g['all_agree']}; "
-        f"tokens before the first divergence: {g['agreeing_prefix']}"
+        f"tokens before the first divergence: {g['agreeing_prefix']}; how much transformers "
+        f"preferred its own token there (nats): {[round(x, 3) for x in g['divergence_gaps']]}"
     )
     if args.json:
         args.json.write_text(json.dumps(r, indent=2, default=float) + "\n")

@@ -11,7 +11,9 @@ the adapter's GGUF form. They still differ, because llama.cpp multiplies 4-bit w
   and the adapter's effect (loss without minus loss with) on each;
 - teacher-forced agreement: at how many story positions both pick the same most likely token;
 - greedy continuations of example requests through each backend's own generation path: how many
-  tokens agree before the first divergence.
+  tokens agree before the first divergence, and how near a tie that divergence is for
+  transformers (its log-probability of its own token minus that of llama.cpp's: a divergence
+  from quantized activations is at a near-tie, a wrong weight or prompt is not).
 """
 
 from __future__ import annotations
@@ -130,6 +132,18 @@ def greedy_tokens(backend, request: StoryRequest, n: int) -> list[int]:
     return list(ids)
 
 
+def divergence_gap(scorer: HFScorer, prompt: list[int], ours: list[int], theirs: list[int]):
+    """At the first token where two greedy continuations of ``prompt`` differ, transformers'
+    log-probability of its own token minus that of the other's (nats; None if they agree)."""
+    from storygen.backends.llamacpp import common_prefix
+
+    k = common_prefix(ours, theirs)
+    if k >= min(len(ours), len(theirs)):
+        return None
+    logits = scorer.logits(prompt + ours[:k])[-1].astype(np.float64)
+    return float(logits[ours[k]] - logits[theirs[k]])  # the log-normalizer cancels
+
+
 def measure(
     stories: list[tuple[str, str]],
     n_prompts: int,
@@ -170,14 +184,18 @@ def measure(
     requests = example_requests(n_prompts)
     hf = hf_demo.backend
     lc = LlamaCppBackend(ModelSpec(base=base, adapter="demo", threads=threads))
-    prefixes = [
-        common_prefix(greedy_tokens(hf, r, n_tokens), greedy_tokens(lc, r, n_tokens))
-        for r in requests
-    ]
+    prefixes, gaps = [], []
+    for r in requests:
+        ours, theirs = greedy_tokens(hf, r, n_tokens), greedy_tokens(lc, r, n_tokens)
+        prefixes.append(common_prefix(ours, theirs))
+        gap = divergence_gap(hf_demo, hf.tokenize(tagged_prompt(r)), ours, theirs)
+        if gap is not None:
+            gaps.append(gap)
     result["greedy"] = {
         "prompts": len(requests),
         "tokens": n_tokens,
         "agreeing_prefix": prefixes,
+        "divergence_gaps": gaps,
         "all_agree": sum(p == n_tokens for p in prefixes),
     }
     return result

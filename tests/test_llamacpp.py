@@ -208,15 +208,16 @@ def test_the_adapter_changes_stories_as_much_as_in_transformers(parity_figures):
     assert effect["effect_correlation"] > 0.98  # ... story by story
 
 
-def test_greedy_continuations_agree(parity_figures):
-    """Greedy text diverges only through activation quantization, at near-ties. Measured with
-    the v2 demo adapter on 10 requests x 32 tokens: tokens before the first divergence
-    [0, 24, 18, 13, 0, 3, 0, 24, 18, 13] (its first token is a near-tie for two of the six
-    distinct requests; the v1 adapter agreed on 6 of 10 whole). The losses, the stronger check,
-    agree within 0.2% (above)."""
-    prefixes = sorted(parity_figures[0]["greedy"]["agreeing_prefix"])
-    assert prefixes[len(prefixes) // 2] >= 8, prefixes  # the median: measured 13
-    assert sum(p == 0 for p in prefixes) <= 4, prefixes  # measured 3
+def test_greedy_continuations_diverge_only_at_near_ties(parity_figures):
+    """Greedy text diverges only through activation quantization, at near-ties: where the two
+    engines' greedy continuations first differ, transformers prefers its own token by little
+    (measured with this demo adapter on 10 requests, 6 distinct, x 32 tokens: 8 divergences,
+    gaps 0.03-0.22 nats, after 0-12 agreeing tokens; the v2 adapter agreed for a median of 13
+    tokens, this one for 5: where the ties fall depends on the adapter). A wrong weight, prompt
+    or sampler diverges where one token is clearly ahead. The losses, the stronger check, agree
+    within 0.2% (above)."""
+    greedy = parity_figures[0]["greedy"]
+    assert max(greedy["divergence_gaps"], default=0.0) < 0.5, greedy
 
 
 def test_the_write_path_imports_no_torch():
