@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument(
         "--reveal",
         default="never",
-        choices=["each", "never"],
-        help="new: name the systems after each vote, or never (default: %(default)s)",
+        help="new: each (name the systems after each vote), end (once no item can come to the "
+        "annotator again) or never (default: %(default)s)",
     )
     st.add_argument(
         "--gold",

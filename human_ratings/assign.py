@@ -177,6 +177,14 @@ class Assigner:
                 self.items[item_id] = systems
                 self._counts.add(item_id)
 
+    def finished(self, annotator: str) -> bool:
+        """Whether no item can ever come to this annotator again: each (gold items aside) is
+        one they have seen or one with its k votes cast (an item others merely hold may come
+        back to them after its timeout)."""
+        with self._lock:
+            seen = self._seen[annotator]
+            return all(i in seen or self._votes[i] >= self.k for i in self.items)
+
     # -- rebuilding after a restart --------------------------------------------------------
 
     def restore(self, votes, now: float | None = None) -> None:

@@ -34,7 +34,7 @@ from human_ratings.store import VoteStore
 from storygen.config import ConfigError, from_dict, read_yaml
 from storygen.request import StoryRequest
 
-REVEALS = ("each", "never")
+REVEALS = ("each", "end", "never")
 ENDS = ("all_rated", "decided", "manual")
 GUIDELINES = """# How to judge
 
@@ -119,7 +119,8 @@ class StudyConfig:
     reveal: str = "never"
     """Whether annotators learn which system wrote which story after each vote (``each``:
     they soon learn the systems apart; gold items are revealed alike, so the reveal does not
-    give them away) or ``never``."""
+    give them away), once they have no item left (``end``: every vote of theirs, with its
+    systems, when nothing more can be learned from it) or ``never``."""
     gold: Gold = field(default_factory=Gold)
     exclusion: Exclusion = field(default_factory=Exclusion)
     margin: float = MARGIN
@@ -317,6 +318,29 @@ class Study:
         """The study's effective votes (gold items left out unless asked)."""
         votes = [v for v in self.store.votes() if self._mine(v)]
         return votes if with_gold else [v for v in votes if v.item_id not in self.gold]
+
+    def revealed(self, annotator: str) -> str:
+        """Markdown: the annotator's own votes in this study with the systems named (gold
+        items as gold), for ``reveal: end``."""
+        names = {"left": "A", "right": "B", "tie": "tie", "both_bad": "both bad"}
+        rows = []
+        for v in self.votes(with_gold=True):
+            if v.annotator != annotator:
+                continue
+            pick = {"left": v.system_left, "right": v.system_right}.get(v.choice)
+            what = f"`{pick}`" if pick else names.get(v.choice, v.choice)
+            gold = (
+                " (a gold item: one story was made worse on purpose)"
+                if v.item_id in self.gold
+                else ""
+            )
+            rows.append(
+                f"- `{v.item_id}`: A was `{v.system_left}`, B `{v.system_right}`; "
+                f"you chose {what}{gold}"
+            )
+        if not rows:
+            return ""
+        return "**Your votes, with their systems**\n\n" + "\n".join(rows)
 
     def review(self) -> dict[str, dict]:
         return review(self.votes(with_gold=True), self.gold, self.config.exclusion)

@@ -129,6 +129,9 @@ def show(services, state: dict, note: str = "", where: str = "vote"):
             else "Nothing needs your vote now: every item you may rate has its votes. Thank you!"
         )
         note = (note + "\n\n" + msg).strip()
+        final = study.closed or study.complete() or study.assigner.finished(annotator)
+        if study.config.reveal == "end" and final and not (study.config.live and not study.closed):
+            note = (note + "\n\n" + study.revealed(annotator)).strip()  # nothing left to bias
         return _say(*EMPTY, keep, where, note, shown=secrets.token_hex(8))
     item = study.by_id[a.item_id]
     state = {**keep, "item_id": a.item_id, "left": a.left, "right": a.right}

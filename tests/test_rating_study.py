@@ -338,7 +338,7 @@ def test_looking_after_every_vote_keeps_false_winners_rare():
         ({"exclusion": {"min_gold_pass": 2}}, "min_gold_pass"),
         ({"exclusion": {"speed": 1}}, "unknown setting 'speed'"),
         ({"timeout_s": True}, "timeout_s"),
-        ({"reveal": "end"}, "reveal must be one of each, never"),
+        ({"reveal": "after"}, "reveal must be one of each, end, never"),
         ({"limits": {"votes": 0}}, "^study.yaml: limits: votes must"),  # said once
     ],
 )
@@ -573,6 +573,49 @@ def test_an_open_study_marks_votes_anonymous_and_reveals_as_its_setting_says(
     # Asking for item after item without voting is rate-limited (each one shown is spent).
     said = [rate.next_one(services, state)[-1] for _ in range(30)]
     assert any("Too many items asked for" in s for s in said)
+
+
+def test_reveal_at_the_end_names_the_systems_only_when_no_item_can_come_back(
+    tmp_path, tiny_backend
+):
+    """``reveal: end``: nothing is named while an item could still reach the annotator (one
+    another annotator holds may come back after its timeout); once none can, every vote of
+    theirs is listed with its systems, gold items marked."""
+    from story_ui import rate
+    from story_ui.services import AppConfig, Services
+
+    new_study(
+        tmp_path / "s",
+        three_system_pairs(tmp_path / "p.jsonl", n=4),
+        k=1,
+        access="open",
+        reveal="end",
+        gold=1,
+    )
+    services = Services(AppConfig(study=tmp_path / "s", pairs=None), backend=tiny_backend)
+    other = rate.start(services, "", "", {}, None, "browser-2")[3]
+    twins = {*services.study.gold, *services.study.assigner.gold_from.values()}
+    while other["item_id"] in twins:  # until it holds an item the first annotator may get
+        rate.vote(services, other, "Tie", [None] * 8, "")
+        other = rate.next_one(services, other)[3]
+    state = rate.start(services, "", "", {}, None, "browser-1")[3]
+    said = []
+    while state.get("item_id"):
+        said.append(rate.vote(services, state, "A is better", [None] * 8, "")[-1])
+        out = rate.next_one(services, state)
+        state, said = out[3], [*said, out[-1]]
+    assert not any("written by" in m or "Your votes" in m for m in said), said
+    assert "Nothing needs your vote" in said[-1]  # the other's item may still come back
+    assert not services.study.assigner.finished("anon:browser-1")
+    rate.vote(services, other, "Tie", [None] * 8, "")  # now every item has its vote
+    final = rate.next_one(services, state)[-1]
+    mine = [v for v in services.study.votes(with_gold=True) if v.annotator == "anon:browser-1"]
+    assert "Your votes, with their systems" in final and len(mine) >= 2
+    for v in mine:
+        line = final.split(f"`{v.item_id}`:")[1].split("\n")[0]
+        assert line.startswith(f" A was `{v.system_left}`, B `{v.system_right}`; ")
+        assert f"you chose `{v.system_left}`" in line
+        assert ("a gold item" in line) == (v.item_id in services.study.gold), line
 
 
 def test_reference_items_set_a_system_beside_a_strong_models_stories(tmp_path, tiny_model_dir):
