@@ -34,6 +34,10 @@ BOOTSTRAP = 2000
 
 
 def _generations(run: Path, system: str) -> dict[str, dict]:
+    """Item id -> {"text", "request"} of a system's stories in a comparison's folder (as
+    :mod:`eval.compare.generate` saves them: the story, and the request it was written for in
+    its provenance). A row made with other settings than a later one of the same id is
+    replaced by that later one, as the comparison itself does."""
     path = run / "generations" / f"{system}.jsonl"
     if not path.exists():
         raise EvalError(f"{path} does not exist: run the comparison first (eval compare)")
@@ -41,9 +45,9 @@ def _generations(run: Path, system: str) -> dict[str, dict]:
     for line in path.read_text().splitlines():
         try:
             row = json.loads(line)
-            rows[row["id"]] = row
+            rows[row["id"]] = {"text": row["story"], "request": row["provenance"]["request"]}
         except (ValueError, KeyError, TypeError):
-            continue
+            continue  # a line torn by an interrupted run
     return rows
 
 

@@ -289,6 +289,13 @@ def test_comparison_writes_reports_and_resumes(comparison, tmp_path, monkeypatch
     assert again[0]["bleu"] == results[0]["bleu"]
     # the engine's memory is the figure of the run that wrote the stories, not of a reload
     assert [r["memory_mib"] for r in again] == [r["memory_mib"] for r in results]
+    # Readers' batches read these stories as they are saved, with the requests they answer.
+    from eval.readers import make_batches
+
+    made = make_batches(out, ["greedy", "sampled"], tmp_path / "readers")
+    assert made["items"] == 3 and 3 <= made["stories"] <= 6
+    shown = (tmp_path / "readers" / "batch_01.md").read_text()
+    assert json.loads(lines[0])["story"].strip()[:40] in shown
 
 
 def test_bad_comparison_inputs_are_clear_errors(tmp_path, comparison):

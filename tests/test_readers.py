@@ -54,8 +54,9 @@ def test_blind_batches_hide_the_systems_and_read_a_shared_story_once(tmp_path):
         "best": {"i0": "Same story for both.", "i1": "A better story.", "i2": "Third better."},
     }
     for system, stories in texts.items():
-        rows = [
-            {"id": i, "key": "k", "text": t, "request": REQUEST} for i, t in sorted(stories.items())
+        rows = [  # as eval.compare.generate saves them
+            {"id": i, "key": "k", "story": t, "plan": None, "provenance": {"request": REQUEST}}
+            for i, t in sorted(stories.items())
         ]
         (run / "generations" / f"{system}.jsonl").write_text(
             "".join(json.dumps(r) + "\n" for r in rows)
