@@ -56,7 +56,7 @@ def main() -> None:
                 expect(page.locator("#write-status")).to_contain_text("Done", timeout=120_000)
                 page.screenshot(path=str(ROOT / "docs/images/write.png"), full_page=False)
                 page.get_by_role("tab", name="Rate").click()
-                page.locator("#annotator input").fill("a reader")
+                page.locator("#annotator input, #annotator textarea").first.fill("a reader")
                 page.locator("#start-rating").click()
                 expect(page.locator("#start-status")).to_contain_text("Read both", timeout=30_000)
                 page.screenshot(path=str(ROOT / "docs/images/rate.png"), full_page=False)
