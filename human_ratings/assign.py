@@ -178,10 +178,12 @@ class Assigner:
                 self._counts.add(item_id)
 
     def finished(self, annotator: str) -> bool:
-        """Whether no item can ever come to this annotator again: each (gold items aside) is
-        one they have seen or one with its k votes cast (an item others merely hold may come
-        back to them after its timeout)."""
+        """Whether no item can ever come to this annotator again, and they hold none: each
+        item is one they have seen or one with its k votes cast (an item others merely hold
+        may come back to them after its timeout; gold comes only with an item)."""
         with self._lock:
+            if any(who == annotator for who, _ in self._open):
+                return False
             seen = self._seen[annotator]
             return all(i in seen or self._votes[i] >= self.k for i in self.items)
 
@@ -226,7 +228,11 @@ class Assigner:
             for (who, _), a in self._open.items():
                 if who == annotator:
                     return a
-            item, gold = None, False
+            # Gold is mixed among items, never given alone: an annotator with no item left
+            # gets none, so nothing can come to them once ``finished`` says so.
+            item, gold = self._fewest(annotator), False
+            if item is None:
+                return None
             given, golds = self._given[annotator]
             early = golds < self.gold_first and given % 2 == 1
             if self.gold and (early or self._rng.random() < self.gold_rate):
@@ -234,10 +240,6 @@ class Assigner:
                 unseen = [g for g in unseen if self.gold_from.get(g) not in self._seen[annotator]]
                 if unseen:
                     item, gold = self._rng.choice(unseen), True
-            if item is None:
-                item = self._fewest(annotator)
-            if item is None:
-                return None
             systems = self.gold[item] if gold else self.items[item]
             left, right = self._sides(annotator, *systems)
             a = Assignment(annotator, item, left, right, now, gold)

@@ -32,6 +32,7 @@ from human_ratings.quality import GOLD_KINDS, Exclusion, make_gold, review
 from human_ratings.sequential import MARGIN, decisions
 from human_ratings.store import VoteStore
 from storygen.config import ConfigError, from_dict, read_yaml
+from storygen.prompt_format import request_fields
 from storygen.request import StoryRequest
 
 REVEALS = ("each", "end", "never")
@@ -334,8 +335,11 @@ class Study:
                 if v.item_id in self.gold
                 else ""
             )
+            item = self.by_id.get(v.item_id)
+            asked = "; ".join(list(request_fields(item.request).values())[:2]) if item else ""
+            asked = f" ({asked[:80]})" if asked else ""
             rows.append(
-                f"- `{v.item_id}`: A was `{v.system_left}`, B `{v.system_right}`; "
+                f"- `{v.item_id}`{asked}: A was `{v.system_left}`, B `{v.system_right}`; "
                 f"you chose {what}{gold}"
             )
         if not rows:

@@ -129,8 +129,10 @@ def show(services, state: dict, note: str = "", where: str = "vote"):
             else "Nothing needs your vote now: every item you may rate has its votes. Thank you!"
         )
         note = (note + "\n\n" + msg).strip()
-        final = study.closed or study.complete() or study.assigner.finished(annotator)
-        if study.config.reveal == "end" and final and not (study.config.live and not study.closed):
+        # Only what cannot be undone: a closed study, or an annotator no item can come to (a
+        # study "decided" now may be undecided by the next vote; a live one makes new items).
+        final = study.closed or (not study.config.live and study.assigner.finished(annotator))
+        if study.config.reveal == "end" and final:
             note = (note + "\n\n" + study.revealed(annotator)).strip()  # nothing left to bias
         return _say(*EMPTY, keep, where, note, shown=secrets.token_hex(8))
     item = study.by_id[a.item_id]

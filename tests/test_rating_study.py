@@ -612,10 +612,26 @@ def test_reveal_at_the_end_names_the_systems_only_when_no_item_can_come_back(
     mine = [v for v in services.study.votes(with_gold=True) if v.annotator == "anon:browser-1"]
     assert "Your votes, with their systems" in final and len(mine) >= 2
     for v in mine:
-        line = final.split(f"`{v.item_id}`:")[1].split("\n")[0]
-        assert line.startswith(f" A was `{v.system_left}`, B `{v.system_right}`; ")
+        line = final.split(f"`{v.item_id}` (mystery")[1].split("\n")[0]  # what was asked
+        assert f"): A was `{v.system_left}`, B `{v.system_right}`; " in line
         assert f"you chose `{v.system_left}`" in line
         assert ("a gold item" in line) == (v.item_id in services.study.gold), line
+
+
+def test_gold_comes_only_with_items_so_a_finished_annotator_gets_nothing_more():
+    """Gold is mixed among items, never given alone: once an annotator has no item left,
+    no gold item reaches them either (else a reveal at the end would come before gold)."""
+    items = {f"i{n}": ("a", "b") for n in range(4)}
+    gold = {f"g{n}": ("a", "b") for n in range(3)}
+    for seed in range(30):
+        assigner = Assigner(items, k=1, gold=gold, gold_rate=0.9, seed=seed)
+        given = []
+        while (a := assigner.next("ann")) is not None:
+            assert not assigner.finished("ann")  # they hold an item
+            given.append(a.item_id)
+            assigner.voted("ann", a.item_id)
+        assert assigner.finished("ann") and set(items) <= set(given)
+        assert all(assigner.next("ann") is None for _ in range(20))  # gold left, never alone
 
 
 def test_reference_items_set_a_system_beside_a_strong_models_stories(tmp_path, tiny_model_dir):
