@@ -124,12 +124,18 @@ def story_losses(scorer, stories: list[tuple[str, str]]):
 
 
 def greedy_tokens(backend, request: StoryRequest, n: int) -> list[int]:
-    """The first ``n`` greedy tokens of a story, through the backend's own generation path."""
-    from storygen.generation import decode
+    """The first ``n`` greedy tokens of a story, from the backend's own token stream (what
+    generation reads; without its loop cut, so both engines give ``n`` tokens and every
+    divergence is seen)."""
+    from storygen.generation import DecodeStats
 
     greedy = SamplingConfig(temperature=0, repetition_penalty=1.0)
-    ids, _ = list(decode(backend, tagged_prompt(request), greedy, n, stop_on_eos=False))[-1]
-    return list(ids)
+    backend.check_sampling(greedy, False)
+    stream = backend.tokens(tagged_prompt(request), greedy, n, DecodeStats(), stop_on_eos=False)
+    try:
+        return [int(t) for _, t in zip(range(n), stream, strict=False)]
+    finally:
+        stream.close()
 
 
 def divergence_gap(scorer: HFScorer, prompt: list[int], ours: list[int], theirs: list[int]):
