@@ -34,21 +34,34 @@ BOOTSTRAP = 2000
 
 
 def _generations(run: Path, system: str) -> dict[str, dict]:
-    """Item id -> {"text", "request"} of a system's stories in a comparison's folder (as
-    :mod:`eval.compare.generate` saves them: the story, and the request it was written for in
-    its provenance). A row made with other settings than a later one of the same id is
-    replaced by that later one, as the comparison itself does."""
+    """Item id -> {"text", "request"} of the stories a comparison's report scored for a system
+    (``per_item/`` names each by its saved row's key; the story is the row's, the request the
+    one in its provenance). A run scored before per-item keys were saved gives each id's last
+    saved row."""
     path = run / "generations" / f"{system}.jsonl"
     if not path.exists():
         raise EvalError(f"{path} does not exist: run the comparison first (eval compare)")
-    rows = {}
-    for line in path.read_text().splitlines():
+    saved: dict[tuple[str, str], dict] = {}
+    last: dict[str, dict] = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
         try:
             row = json.loads(line)
-            rows[row["id"]] = {"text": row["story"], "request": row["provenance"]["request"]}
-        except (ValueError, KeyError, TypeError):
+            entry = {"text": row["story"], "request": row["provenance"]["request"]}
+        except ValueError:
             continue  # a line torn by an interrupted run
-    return rows
+        except (KeyError, TypeError) as exc:
+            raise EvalError(f"{path}:{n}: not a saved story of eval compare ({exc})") from exc
+        saved[(row["id"], row.get("key"))] = last[row["id"]] = entry
+    scored = run / "per_item" / f"{system}.jsonl"
+    if not scored.exists():
+        return last
+    rows = [json.loads(x) for x in scored.read_text().splitlines() if x.strip()]
+    if not all("story_key" in r for r in rows):
+        return last
+    missing = [r["id"] for r in rows if (r["id"], r["story_key"]) not in saved]
+    if missing:
+        raise EvalError(f"{path}: the story the report scored for {missing[0]} is not saved")
+    return {r["id"]: saved[(r["id"], r["story_key"])] for r in rows}
 
 
 def make_batches(

@@ -295,7 +295,14 @@ def test_comparison_writes_reports_and_resumes(comparison, tmp_path, monkeypatch
     made = make_batches(out, ["greedy", "sampled"], tmp_path / "readers")
     assert made["items"] == 3 and 3 <= made["stories"] <= 6
     shown = (tmp_path / "readers" / "batch_01.md").read_text()
-    assert json.loads(lines[0])["story"].strip()[:40] in shown
+    first = json.loads(lines[0])["story"].strip()
+    assert first and first[:40] in shown
+    # A story saved under other settings, after the one the report scored, is not the one read.
+    stale = {**json.loads(lines[0]), "key": "other-settings", "story": "A stale story."}
+    with (out / "generations" / "greedy.jsonl").open("a") as f:
+        f.write(json.dumps(stale) + "\n")
+    make_batches(out, ["greedy", "sampled"], tmp_path / "readers2")
+    assert "A stale story." not in (tmp_path / "readers2" / "batch_01.md").read_text()
 
 
 def test_bad_comparison_inputs_are_clear_errors(tmp_path, comparison):
@@ -635,4 +642,12 @@ def test_speed_pools_tokens_over_writing_time_and_skips_untimed_stories():
     ]
     assert rows[2:] == [{}, {}]
     figures = {f.name: f.of(rows) for f in METRIC.figures(rows)}
-    assert figures == {"tokens_per_s": 4.0, "first_token_s": pytest.approx(0.3)}
+    assert figures == {
+        "tokens_per_s": 4.0,
+        "first_token_s": pytest.approx(0.3),
+        "seconds_per_story": 2.5,
+    }
+    # Best of n: the reader waits for every attempt, not only the one kept.
+    best = {"new_tokens": 10, "seconds": 1.0, "attempts": {"n": 4, "seconds": 9.0}}
+    row = METRIC.score(item(best))
+    assert row["story_seconds"] == 9.0 and row["writing_seconds"] == 1.0

@@ -27,6 +27,7 @@ TABLE_COLUMNS = (
     "mean_words",
     "tokens_per_s",
     "first_token_s",
+    "seconds_per_story",
     "memory_mib",
 )
 

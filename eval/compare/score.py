@@ -75,7 +75,11 @@ def evaluate_system(
         )
         for i, it in enumerate(items)
     ]
-    per_item = [{"id": it["id"]} for it in items]
+    # which saved story each row scored (readers' batches take the same ones)
+    per_item = [
+        {"id": it["id"], **({"story_key": rows[i]["key"]} if rows else {})}
+        for i, it in enumerate(items)
+    ]
     figures = []
     for metric in chosen:
         if metric.needs == "scorer":
