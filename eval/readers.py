@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from eval.adherence import FIELD_KINDS
 from eval.compare import EvalError
 
 BOOTSTRAP = 2000
@@ -178,6 +179,9 @@ def score(folder: Path) -> dict[str, Any]:
             "all": float(np.mean(list(answers.values()))) if answers else float("nan"),
             "measured": float(np.mean(scoped)) if scoped else float("nan"),
         }
+        for kind in FIELD_KINDS:  # each kind of field: the share of this request's followed
+            hits = [ok for f, ok in answers.items() if fields[f][0] == kind]
+            figures[kind] = float(np.mean(hits)) if hits else float("nan")
         for w in k["writers"]:
             per.setdefault(w["system"], {})[w["item"]] = figures
     systems = sorted(per)
@@ -186,16 +190,21 @@ def score(folder: Path) -> dict[str, Any]:
     draws = [rng.integers(0, len(items), len(items)) for _ in range(BOOTSTRAP)]
     out: dict[str, Any] = {"items": len(items), "stories": len(key), "systems": {}, "pairs": []}
     for s in systems:
-        for scope in SCOPES:
+        for scope in (*SCOPES, *FIELD_KINDS):
             v = np.array([per[s][i][scope] for i in items])
+            if np.isnan(v).all():
+                continue
             out["systems"].setdefault(s, {})[scope] = {
                 "mean": float(np.nanmean(v)),
                 "ci95": _boot(v, draws),
+                "items": int(np.sum(~np.isnan(v))),
             }
     for n, a in enumerate(systems):
         for b in systems[n + 1 :]:
-            for scope in SCOPES:
+            for scope in (*SCOPES, *FIELD_KINDS):
                 d = np.array([per[b][i][scope] - per[a][i][scope] for i in items])
+                if np.isnan(d).all():
+                    continue
                 out["pairs"].append(
                     {
                         "a": a,
@@ -210,7 +219,8 @@ def score(folder: Path) -> dict[str, Any]:
 
 
 SCOPES = ("all", "measured")
-"""Every field a request sets; only the fields (and values) the judges measure."""
+"""Every field a request sets; only the fields (and values) the judges measure. Each kind of
+field (genre, character, event, ...) is also scored alone, over the items that ask for it."""
 
 
 def _boot(values: np.ndarray, draws: list[np.ndarray]) -> list[float]:

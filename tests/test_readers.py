@@ -81,3 +81,7 @@ def test_blind_batches_hide_the_systems_and_read_a_shared_story_once(tmp_path):
     assert pair["a"] == "best" and pair["b"] == "one"
     assert pair["b_minus_a"] == pytest.approx(-0.2 * 2 / 3) and pair["items_that_differ"] == 2
     assert result["systems"]["best"]["all"]["mean"] == 1.0
+    # Each kind of field alone: only the event moved; era was not asked for.
+    kinds = {p["scope"]: p["b_minus_a"] for p in result["pairs"]}
+    assert kinds["event"] == pytest.approx(-2 / 3) and kinds["character"] == 0.0
+    assert "era" not in kinds and result["systems"]["one"]["event"]["items"] == 3
