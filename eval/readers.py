@@ -70,7 +70,7 @@ def make_batches(
 ) -> dict[str, int]:
     """Write ``batch_NN.md`` and ``key.jsonl`` under ``out`` for the stories ``systems`` wrote
     for the same items of the comparison in ``run``."""
-    from finetune.judge_set import batch_markdown, shown_request
+    from storygen.judges.labels import batch_markdown, shown_request
 
     if len(systems) < 2:
         raise EvalError("name at least two systems to compare")
@@ -111,8 +111,8 @@ def followed(label: dict, request: dict) -> dict[str, bool]:
     ending, point of view and arc against the ones asked for, and each part's presence. Keys
     as the judges name them (``genre``, ``character:Mara``, ``trait:Mara:kind``,
     ``event:0``)."""
-    from finetune.judge_set import units
     from storygen.judges import asked
+    from storygen.judges.labels import units
     from storygen.request import StoryRequest
 
     u = units(label, request)

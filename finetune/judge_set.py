@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.clean import clean_pair
+from storygen.judges.labels import units
 
 GOLD = Path(__file__).resolve().parent / "gold" / "judges"
 SOURCES = {
@@ -191,17 +192,6 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def batch_markdown(stories: list[tuple[str, str, dict | None]], title: str) -> str:
-    """Stories (id, text, request or None) as one Markdown file for a reader."""
-    parts = [f"# {title}\n"]
-    for sid, text, request in stories:
-        parts.append(f"\n---\n\n## Story `{sid}`\n")
-        if request is not None:
-            parts.append("**Request:**\n\n```json\n" + json.dumps(request, indent=1) + "\n```\n")
-        parts.append("**Story:**\n\n" + text.strip() + "\n")
-    return "\n".join(parts)
-
-
 SYSTEMS = {
     "smollm2-demo": {"adapter": "adapters/smollm2-135m-wp-demo-v3"},  # the demo of the time
     "smollm2-base": {"adapter": None},
@@ -301,56 +291,6 @@ def write_system_stories(rows: list[dict], progress: bool = True) -> list[dict]:
             backend.close()
     order = {r["id"]: i for i, r in enumerate(rows)}
     return sorted(out, key=lambda r: order[r["id"]])
-
-
-CLASS_FIELDS = ("genre", "tone", "ending", "pov", "arc")
-"""Fields labelled as the story's own, whatever was asked."""
-
-
-def shown_request(request: dict) -> dict:
-    """The part of a request labellers see: what the story is checked against (characters,
-    place, era, events). The genre, tone, ending, point of view and arc asked for are not
-    shown: those are labelled as the story's own, unprimed."""
-    return {
-        "characters": [
-            {"name": c["name"], "traits": list(c.get("traits") or [])}
-            for c in request.get("characters") or []
-        ],
-        "place": (request.get("setting") or {}).get("place") or None,
-        "era": (request.get("setting") or {}).get("era") or None,
-        "events": list(request.get("plot_points") or []),
-    }
-
-
-def units(label: dict, request: dict) -> dict[str, Any]:
-    """A labeller's answers as units, each judged on its own: the story's genre, tone,
-    ending, point of view and arc, and for the request, ``place``, ``era``,
-    ``character:I:present``, ``character:I:trait:T`` and ``event:J`` (a part the request
-    lacks has no unit)."""
-    shown = shown_request(request)
-    out: dict[str, Any] = {f: label[f] for f in CLASS_FIELDS}
-    for key in ("place", "era"):
-        if shown[key]:
-            out[key] = bool(label.get(key))
-    given = {c.get("name"): c for c in label.get("characters") or [] if isinstance(c, dict)}
-    for i, c in enumerate(shown["characters"]):
-        answer = given.get(c["name"]) or {}
-        out[f"character:{i}:present"] = bool(answer.get("present"))
-        traits = answer.get("traits") or {}
-        for t in c["traits"]:
-            out[f"character:{i}:trait:{t}"] = bool(traits.get(t))
-    events = label.get("events") or []
-    for j in range(len(shown["events"])):
-        out[f"event:{j}"] = bool(events[j]) if j < len(events) else False
-    return out
-
-
-def unit_kind(key: str) -> str:
-    """``character:0:trait:kind`` -> ``trait``; ``event:1`` -> ``event``."""
-    parts = key.split(":")
-    if parts[0] == "character":
-        return "character" if parts[2] == "present" else "trait"
-    return parts[0]
 
 
 def disagreements(a: dict, b: dict, request: dict) -> dict[str, tuple[Any, Any]]:

@@ -34,11 +34,10 @@ from typing import Any
 import numpy as np
 
 from finetune import judge_set as js
-from storygen.judges import rules
+from storygen.judges import CLASS_FIELDS, PRESENCE_KINDS, rules
 from storygen.judges.features import CannotJudge, StoryView
+from storygen.judges.labels import shown_request, units
 
-CLASS_FIELDS = js.CLASS_FIELDS
-PRESENCE_KINDS = ("place", "era", "character", "trait", "event")
 FOLDS = 5
 STRENGTHS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 """Inverse regularisation strengths (scikit-learn's C) tried for each head."""
@@ -55,7 +54,7 @@ class Story:
     text: str
     request: dict
     gold: dict[str, Any]
-    """Settled answer per unit (:func:`finetune.judge_set.units`), plus genres_also, tones_also."""
+    """Settled answer per unit (:func:`storygen.judges.labels.units`), genres_also, tones_also."""
     a: dict[str, Any]
     b: dict[str, Any]
     prompt: str = ""
@@ -90,8 +89,8 @@ def load(gold_dir: Path, data_dir: Path) -> list[Story]:
                 text,
                 req,
                 labels[s["id"]]["units"],
-                js.units(a[s["id"]], req),
-                js.units(b[s["id"]], req),
+                units(a[s["id"]], req),
+                units(b[s["id"]], req),
                 js.prompt_of(s),
             )
         )
@@ -103,7 +102,7 @@ def load(gold_dir: Path, data_dir: Path) -> list[Story]:
 
 def presence_units(story: Story, kind: str) -> list[tuple[str, str, str]]:
     """(unit key, phrase, character name) for each requested part of this kind."""
-    shown = js.shown_request(story.request)
+    shown = shown_request(story.request)
     out = []
     if kind in ("place", "era") and shown[kind]:
         out.append((kind, shown[kind], ""))
