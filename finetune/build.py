@@ -19,7 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from finetune.clean import clean_pair, fingerprint, truncate_words
-from finetune.data import SPLITS, DataError, RawPair, iter_pairs
+from finetune.data import MIX_SUFFIXES, SPLITS, DataError, MixSource, RawPair, iter_pairs, read_mix
 from storygen.arcs import extract_beats
 from storygen.prompt_format import PROMPT_FORMAT_VERSION, render_example, render_plan_example
 from storygen.request import (
@@ -54,6 +54,31 @@ class BuildReport:
     dropped: Counter = field(default_factory=Counter)
     prompt_tags: Counter = field(default_factory=Counter)
     fields: Counter = field(default_factory=Counter)
+    mix: str = ""
+    """The data mix file, when the source is one."""
+    sources: list[dict] = field(default_factory=list)
+    """Per source of a mix: its file, writer, whether a model wrote it, and its counts."""
+
+    def _mix(self) -> dict:
+        if not self.sources:
+            return {}
+        train = [s["train"] for s in self.sources]
+        words = [s["train_words"] for s in self.sources]
+        model = [s["model_written"] for s in self.sources]
+        return {
+            "mix": {
+                "file": self.mix,
+                "sources": self.sources,
+                "model_written_share": {
+                    "train stories": round(
+                        sum(t for t, m in zip(train, model) if m) / max(1, sum(train)), 3
+                    ),
+                    "train words": round(
+                        sum(w for w, m in zip(words, model) if m) / max(1, sum(words)), 3
+                    ),
+                },
+            }
+        }
 
     def to_dict(self) -> dict:
         return {
@@ -72,6 +97,7 @@ class BuildReport:
             "dropped": dict(self.dropped.most_common()),
             "prompt_tags": dict(self.prompt_tags.most_common()),
             "fields_present": dict(self.fields.most_common()),
+            **self._mix(),
         }
 
 
@@ -187,20 +213,40 @@ def _present(request: dict) -> list[str]:
     return [k for k, v in request.items() if (any(v.values()) if k == "setting" else v)]
 
 
+def prompt_key(prompt: str) -> str:
+    """A cleaned prompt's key, up to case and whitespace: the stories of a mix that answer the
+    same prompt share a split."""
+    norm = " ".join(prompt.lower().split())
+    return hashlib.blake2b(norm.encode(), digest_size=12).hexdigest()
+
+
 def _work(
-    args: tuple[tuple[list[str], ...], int, float, dict[str, tuple[float, float]], frozenset],
+    args: tuple[
+        tuple[list, ...], int, float, dict[str, tuple[float, float]], frozenset, tuple[str, ...]
+    ],
 ) -> list:
     """Worker side: everything per pair, including the JSON line, so that the parent process
     only de-duplicates, counts and writes. Batches travel as lists of strings (pickling those
     is much cheaper than pickling dataclasses). Returns one tuple per pair: (fingerprint or
-    None, why dropped, prompt tags, fields present, JSON line, the split it goes to)."""
-    (prompts, stories, ids, origins), budget, dropout, bands, held = args
+    None, why dropped, prompt tags, fields present, JSON line, the split it goes to, the
+    prompt's key, words).
+
+    ``writers``: a mix's writers by source index (empty for one source). A story from a source
+    after the first gets its writer before its id (``gpt-4:123``); every story of a mix names
+    its writer."""
+    (prompts, stories, ids, origins, indexes), budget, dropout, bands, held, writers = args
     out = []
-    for raw, origin in zip(map(RawPair, prompts, stories, ids), origins, strict=True):
+    for raw, origin, index in zip(
+        map(RawPair, prompts, stories, ids), origins, indexes, strict=True
+    ):
         example, why = make_example(raw, budget, dropout)
         if example is None:
-            out.append((None, why, (), (), "", ""))
+            out.append((None, why, (), (), "", "", "", 0))
             continue
+        if writers:
+            example["writer"] = writers[index]
+            if index:
+                example["id"] = f"{writers[index]}:{raw.source_id}"
         key = example["fingerprint"]  # duplicates: the same text once cleaned
         out.append(
             (
@@ -214,9 +260,16 @@ def _work(
                 "test"
                 if raw.source_id in held
                 else _split_of(example["source_key"], origin, bands),
+                prompt_key(example["request"]["prompt"]),
+                example["words"],
             )
         )
     return out
+
+
+def _with_indexes(args) -> tuple[list, list[int]]:
+    """:func:`_work`'s rows with each one's source index (the parent sorts a mix by it)."""
+    return _work(args), args[0][4]
 
 
 def _split_of(
@@ -240,22 +293,42 @@ def _split_of(
 def _batches(pairs: Iterable[RawPair], size: int) -> Iterator[tuple[list[str], ...]]:
     it = iter(pairs)
     while batch := list(islice(it, size)):
-        pairs_, origins = [p for p, _ in batch], [o for _, o in batch]
         yield (
-            [p.prompt for p in pairs_],
-            [p.story for p in pairs_],
-            [p.source_id for p in pairs_],
-            origins,
+            [p.prompt for p, _, _ in batch],
+            [p.story for p, _, _ in batch],
+            [p.source_id for p, _, _ in batch],
+            [o for _, o, _ in batch],
+            [i for _, _, i in batch],
         )
 
 
 def _read(
     source: str | Path, split: str, limit: int | None = None
-) -> tuple[Iterator[tuple[RawPair, str]], list[str]]:
-    """The pairs to build, each with the original split it comes from, and those splits.
+) -> tuple[Iterator[tuple[RawPair, str, int]], list[str], list[MixSource]]:
+    """The pairs to build, each with the original split it comes from and its source's index
+    in a mix (0 otherwise); those splits; the mix's sources (none for one source).
 
     A folder of the original release is read split by split (``all``: every split it has);
-    any other source is one body of stories, read as train."""
+    a data mix (YAML) source after source, as one body of stories; any other source is one
+    body of stories, read as train."""
+    text = str(source)
+    if not text.startswith("hub:") and Path(text).suffix.lower() in MIX_SUFFIXES:
+        sources = read_mix(source)
+        if split not in ("all", "train"):
+            raise DataError(f"{source}: --split {split} names an original split; a mix has none")
+        pairs = (
+            (pair, "train", i)
+            for i, s in enumerate(sources)
+            for pair in islice(iter_pairs(s.path), limit or None)
+        )
+        return pairs, ["train"], sources
+    pairs, originals = _read_one(source, split, limit)
+    return ((pair, origin, 0) for pair, origin in pairs), originals, []
+
+
+def _read_one(
+    source: str | Path, split: str, limit: int | None = None
+) -> tuple[Iterator[tuple[RawPair, str]], list[str]]:
     text = str(source)
     folder = None if text.startswith("hub:") else Path(source)
     if folder is not None and folder.is_dir():
@@ -331,7 +404,7 @@ def build(
         raise DataError("valid_fraction + test_fraction must leave some stories to train on")
     if split not in ("all", *SPLITS):
         raise DataError(f"unknown split {split!r}; known: all, {', '.join(SPLITS)}")
-    pairs, originals = _read(source, split, limit)
+    pairs, originals, sources = _read(source, split, limit)
     bands, splits = {}, {}
     for name, (low, high) in (
         ("valid", (0.0, valid_fraction)),
@@ -349,14 +422,33 @@ def build(
         splits["train"] = "the original train split" if originals != ["train"] else "the rest"
     names = ["train", "valid", *(["test"] if "test" in splits else [])]
     report = BuildReport(splits=splits)
+    writers = tuple(s.writer for s in sources)
+    if sources:
+        report.mix = str(source)
+        report.sources = [
+            {
+                "path": str(s.path),
+                "writer": s.writer,
+                "model_written": s.model_written,
+                **dict.fromkeys(("read", "kept", "train", "valid", "test", "train_words"), 0),
+            }
+            for s in sources
+        ]
+        report.splits["mix"] = (
+            f"a story from {', '.join(writers[1:]) or 'no other source'} for a prompt that "
+            f"{writers[0]} also answers takes that story's split; the others draw their own"
+        )
+    primary_split: dict[str, str] = {}  # a mix's primary prompts -> the split they went to
     seen: set[str] = set()
     held = frozenset(hold_out)
-    jobs = ((b, word_budget, field_dropout, bands, held) for b in _batches(pairs, 256))
+    jobs = ((b, word_budget, field_dropout, bands, held, writers) for b in _batches(pairs, 256))
     made = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = {name: out_dir / f".{name}.jsonl.partial" for name in names}
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
-    results = _bounded_map(pool, _work, jobs, 4 * workers) if pool else map(_work, jobs)
+    results = (
+        _bounded_map(pool, _with_indexes, jobs, 4 * workers) if pool else map(_with_indexes, jobs)
+    )
     bar = tqdm(desc="preprocess", unit=" pairs", disable=not progress, mininterval=1)
     try:
         with contextlib.ExitStack() as stack:
@@ -364,9 +456,14 @@ def build(
             if pool:
                 stack.enter_context(pool)
             files = {name: stack.enter_context(path.open("w")) for name, path in partial.items()}
-            for batch in results:
-                for key, why, prompt_tags, fields, line, dest in batch:
+            for batch, indexes in results:
+                for (key, why, prompt_tags, fields, line, dest, prompt, words), index in zip(
+                    batch, indexes, strict=True
+                ):
                     report.read += 1
+                    counts = report.sources[index] if sources else None
+                    if counts is not None:
+                        counts["read"] += 1
                     if key is None:
                         report.dropped[why] += 1
                         continue
@@ -374,6 +471,14 @@ def build(
                         report.dropped["duplicate"] += 1
                         continue
                     seen.add(key)
+                    if sources and index == 0:
+                        primary_split.setdefault(prompt, dest)
+                    elif sources and dest != "test":  # held out by id stays held out
+                        dest = primary_split.get(prompt, dest)
+                    if counts is not None:
+                        counts["kept"] += 1
+                        counts[dest] += 1
+                        counts["train_words"] += words * (dest == "train")
                     report.kept += 1
                     report.prompt_tags.update(prompt_tags)
                     report.fields.update(fields)

@@ -52,6 +52,9 @@ _BARE_LINK = re.compile(
     r"|(?:https?: ?//|(?<![\w.])www\.[\w-]+\.)[^\s?)]*(?:\? ?[\w%-]+=\S*)?"
 )
 _CARET = re.compile(r"(?<!\S)\^+(?=[^\W_])")
+# A header line before the story (model-written stories often open with one): "Title: ...",
+# "Prompt: ...", "Writing Prompt: ...". Only the first paragraph, and only a short one.
+_HEADER = re.compile(r"^[*#_\s]*(?:title|(?:writing )?prompt)\s*[*_]*\s*:", re.I)
 _WORD_RUNS: dict[int, re.Pattern] = {}
 
 
@@ -203,7 +206,10 @@ def paragraphs(story: str) -> list[str]:
     """
     text = _unlink(detokenize(story.replace("<newline>", "\n")))
     lines = (line.strip() for line in text.split("\n"))
-    return [p for p in lines if p and not _LEFTOVER.match(p)]
+    paras = [p for p in lines if p and not _LEFTOVER.match(p)]
+    if paras and len(paras[0].split()) <= 30 and _HEADER.match(paras[0]):
+        del paras[0]
+    return paras
 
 
 def truncate_words(text: str, budget: int, n_words: int | None = None) -> str:

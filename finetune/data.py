@@ -157,3 +157,56 @@ def _iter_source(source: str | Path, split: str) -> Iterator[RawPair]:
     if reader is None:
         raise DataError(f"{path}: unknown format; use .csv, .jsonl, .parquet or a .wp_* folder")
     yield from reader(path)
+
+
+@dataclass(frozen=True)
+class MixSource:
+    """One source of a data mix: a file of prompt/story pairs and who wrote its stories."""
+
+    path: Path
+    writer: str
+    model_written: bool
+
+
+MIX_SUFFIXES = (".yaml", ".yml")
+
+
+def read_mix(path: str | Path) -> list[MixSource]:
+    """The sources a mix file names (YAML: ``sources``, each a ``path``, a ``writer`` and
+    ``model_written``), every file checked to exist before anything is read. The first source
+    is the primary one: another source's story for a prompt the primary has takes that
+    prompt's split (:func:`finetune.build.build`). ``model_written`` has no default: a mix
+    states which stories people wrote."""
+    import yaml
+
+    path = Path(path)
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise DataError(f"cannot read the data mix {path}: {exc}") from exc
+    rows = spec.get("sources") if isinstance(spec, dict) else None
+    if not isinstance(rows, list) or not rows:
+        raise DataError(f"{path}: a data mix needs a non-empty list `sources`")
+    out: list[MixSource] = []
+    for n, row in enumerate(rows, 1):
+        if not isinstance(row, dict) or set(row) != {"path", "writer", "model_written"}:
+            raise DataError(
+                f"{path}: source {n} must have exactly path, writer and model_written; got "
+                f"{sorted(row) if isinstance(row, dict) else type(row).__name__}"
+            )
+        if not isinstance(row["model_written"], bool):
+            raise DataError(f"{path}: source {n}: model_written must be true or false")
+        writer = str(row["writer"]).strip()
+        if not writer or ":" in writer or writer in {s.writer for s in out}:
+            raise DataError(
+                f"{path}: source {n}: writer {writer!r} must be non-empty, unique and without ':'"
+            )
+        file = Path(str(row["path"]))
+        if file.suffix.lower() in MIX_SUFFIXES or file.is_dir():
+            raise DataError(
+                f"{path}: source {n}: {file} must be a file of pairs, not a mix or folder"
+            )
+        if not file.exists():
+            raise DataError(f"{path}: source {n} ({writer}): {file} does not exist")
+        out.append(MixSource(file, writer, row["model_written"]))
+    return out

@@ -567,3 +567,94 @@ def test_training_tags_come_from_the_validated_judges_and_leave_out_the_unmeasur
         }
         checked += 1
     assert checked >= 3
+
+
+def _model_stories(path, rows, extra_prompt="[ WP ] A prompt only the model answered ."):
+    """A model's CSV for the fixture's prompts: its own stories, each under a title line, one
+    more for a prompt the fixture lacks, an empty story and a 50,000-character one."""
+    import csv
+
+    story = (
+        "Title: The Quiet Answer\n\nMira opened the door and the wind came in. She had waited "
+        "for this letter for years, and now it lay on the floor, wet and torn. She read it "
+        "twice. Then she laughed, because it said nothing at all, and went to find her brother."
+    )
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["row_id", "prompt", "story", "writer"])
+        for row in rows:
+            w.writerow([row["row_id"], row["prompt"], story + f" ({row['row_id']})", "gpt-x"])
+        w.writerow(["900", extra_prompt, story, "gpt-x"])
+        w.writerow(["901", extra_prompt + " Again", "", "gpt-x"])
+        w.writerow(["902", extra_prompt + " Long", "word. " * 8400, "gpt-x"])
+
+
+def test_a_data_mix_keeps_each_prompt_in_one_split_and_names_every_writer(tmp_path):
+    import csv
+
+    primary = FIXTURES / "wp_hf.csv"
+    rows = list(csv.DictReader(primary.open()))
+    model = tmp_path / "model.csv"
+    _model_stories(model, rows)
+    mix = tmp_path / "mix.yaml"
+    mix.write_text(
+        f"sources:\n  - {{path: {primary}, writer: reddit, model_written: false}}\n"
+        f"  - {{path: {model}, writer: gpt-x, model_written: true}}\n"
+    )
+    build(primary, tmp_path / "alone", valid_fraction=0.3, progress=False)
+    held = rows[-1]["row_id"]
+    report = build(mix, tmp_path / "mix", valid_fraction=0.3, hold_out={held}, progress=False)
+    out = {
+        name: read_examples(tmp_path / "mix" / f"{name}.jsonl")
+        for name in ("train", "valid", "test")
+    }
+    split_of = {r["id"]: name for name, got in out.items() for r in got}
+    # The primary's stories are split exactly as they are alone (but the one held out).
+    for name in ("train", "valid"):
+        ids = {r["id"] for r in read_examples(tmp_path / "alone" / f"{name}.jsonl")} - {held}
+        assert ids == {i for i, s in split_of.items() if ":" not in i and s == name}
+    assert split_of[held] == "test" and split_of[f"gpt-x:{held}"] == "test"
+    # A model's story for a prompt the primary answers shares that prompt's split.
+    for row in rows:
+        if row["row_id"] in split_of:
+            assert split_of.get(f"gpt-x:{row['row_id']}") == split_of[row["row_id"]]
+    examples = [r for got in out.values() for r in got]
+    assert {r["writer"] for r in examples} == {"reddit", "gpt-x"}
+    model_rows = [r for r in examples if r["writer"] == "gpt-x"]
+    assert all(r["id"].startswith("gpt-x:") for r in model_rows)
+    assert not any("Title:" in r["completion"] for r in model_rows)  # the header line goes
+    # The empty story is dropped and counted; the 50,000-character one is cut to the budget.
+    assert report.dropped["empty or removed story"] >= 1
+    assert all(r["words"] <= 1000 for r in examples) and "gpt-x:902" in split_of
+    mixed = report.to_dict()["mix"]
+    by = {s["writer"]: s for s in mixed["sources"]}
+    assert by["gpt-x"]["read"] == len(rows) + 3 and by["reddit"]["read"] == len(rows)
+    assert sum(s["train"] for s in mixed["sources"]) == report.train
+    share = by["gpt-x"]["train"] / report.train
+    assert mixed["model_written_share"]["train stories"] == round(share, 3)
+    saved = json.loads((tmp_path / "mix" / "report.json").read_text())
+    assert saved["mix"]["sources"][1]["model_written"] is True
+
+
+@pytest.mark.parametrize(
+    "sources, message",
+    [
+        ("  - {path: MISSING, writer: a, model_written: false}\n", "does not exist"),
+        ("  - {path: PRIMARY, writer: a}\n", "exactly path, writer and model_written"),
+        ("  - {path: PRIMARY, writer: a, model_written: maybe}\n", "true or false"),
+        (
+            "  - {path: PRIMARY, writer: a, model_written: false}\n"
+            "  - {path: PRIMARY, writer: a, model_written: true}\n",
+            "unique",
+        ),
+        ("[]\n", "non-empty list"),
+    ],
+)
+def test_a_bad_data_mix_is_refused_before_anything_is_written(tmp_path, sources, message):
+    mix = tmp_path / "mix.yaml"
+    body = sources.replace("MISSING", str(tmp_path / "nope.csv"))
+    body = body.replace("PRIMARY", str(FIXTURES / "wp_hf.csv"))
+    mix.write_text(("sources:\n" + body) if not body.startswith("[") else "sources: []\n")
+    with pytest.raises(DataError, match=message):
+        build(mix, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
