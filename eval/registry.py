@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from eval import adherence, diversity, overlap, perplexity, ranking, speed, structure
+from eval import adherence, diversity, length, overlap, perplexity, ranking, speed, structure
 from eval.metric import Figure, Metric
 
 METRICS: dict[str, Metric] = {
@@ -14,6 +14,7 @@ METRICS: dict[str, Metric] = {
         diversity.METRIC,
         adherence.METRIC,
         structure.METRIC,
+        length.METRIC,
         ranking.METRIC,
         speed.METRIC,
     )

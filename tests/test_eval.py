@@ -651,3 +651,17 @@ def test_speed_pools_tokens_over_writing_time_and_skips_untimed_stories():
     best = {"new_tokens": 10, "seconds": 1.0, "attempts": {"n": 4, "seconds": 9.0}}
     row = METRIC.score(item(best))
     assert row["story_seconds"] == 9.0 and row["writing_seconds"] == 1.0
+
+
+def test_length_is_met_within_its_band_and_an_ending_is_the_models_own():
+    from eval.length import length_scores
+
+    short = " ".join(["word"] * 349) + " end."  # short asks about 350 words
+    met = length_scores(short, "short", "eos")
+    assert met["length_met"] == 1 and met["ended"] == 1 and met["ends_at_sentence"] == 1
+    cut = length_scores(" ".join(["word"] * 100), "short", "length")
+    assert cut["length_met"] == 0 and cut["ended"] == 0 and cut["ends_at_sentence"] == 0
+    assert cut["length_ratio"] == pytest.approx(100 / 350)
+    long = length_scores(" ".join(["word"] * 600) + ".", "short", None)
+    assert long["length_met"] == 0 and "ended" not in long  # no provenance: not guessed
+    assert length_scores('He ran. "Go!"', "flash", "eos")["ends_at_sentence"] == 1
