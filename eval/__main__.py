@@ -55,10 +55,17 @@ def main(argv: list[str] | None = None) -> int:
         help="adherence as readers see it: blind batches of a comparison's stories, then "
         "their labels scored per system (eval/readers.py)",
     )
-    r.add_argument("step", choices=["batch", "score"])
+    r.add_argument(
+        "step",
+        choices=["batch", "score", "pairs"],
+        help="batch: blind batches for labellers; score: their labels per system; pairs: an "
+        "A/B pairs file of two systems' stories for a study (human_ratings study new --items)",
+    )
     r.add_argument("folder", type=Path, help="batch: the comparison's --out; score: the batches'")
-    r.add_argument("--systems", nargs="+", default=[], help="batch: the systems to compare")
-    r.add_argument("--out", type=Path, default=Path("runs/readers"), help="batch: where to")
+    r.add_argument("--systems", nargs="+", default=[], help="batch, pairs: the systems to compare")
+    r.add_argument(
+        "--out", type=Path, default=Path("runs/readers"), help="batch: where to; pairs: the file"
+    )
     r.add_argument("--per-batch", type=int, default=30, help="batch: stories per reader's batch")
     args = parser.parse_args(argv)
     try:
@@ -74,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.step == "batch":
                 made = readers.make_batches(args.folder, args.systems, args.out, args.per_batch)
                 print(json.dumps(made) + f"\nwritten to {args.out}/batch_*.md and key.jsonl")
+            elif args.step == "pairs":
+                made = readers.make_pairs(args.folder, args.systems, args.out)
+                print(f"{made} A/B items written to {args.out}")
             else:
                 print(json.dumps(readers.score(args.folder), indent=2))
         else:

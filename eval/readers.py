@@ -35,10 +35,10 @@ BOOTSTRAP = 2000
 
 
 def _generations(run: Path, system: str) -> dict[str, dict]:
-    """Item id -> {"text", "request"} of the stories a comparison's report scored for a system
-    (``per_item/`` names each by its saved row's key; the story is the row's, the request the
-    one in its provenance). A run scored before per-item keys were saved gives each id's last
-    saved row."""
+    """Item id -> {"text", "request", "provenance"} of the stories a comparison's report scored
+    for a system (``per_item/`` names each by its saved row's key; the story is the row's, the
+    request the one in its provenance). A run scored before per-item keys were saved gives each
+    id's last saved row."""
     path = run / "generations" / f"{system}.jsonl"
     if not path.exists():
         raise EvalError(f"{path} does not exist: run the comparison first (eval compare)")
@@ -47,7 +47,11 @@ def _generations(run: Path, system: str) -> dict[str, dict]:
     for n, line in enumerate(path.read_text().splitlines(), 1):
         try:
             row = json.loads(line)
-            entry = {"text": row["story"], "request": row["provenance"]["request"]}
+            entry = {
+                "text": row["story"],
+                "request": row["provenance"]["request"],
+                "provenance": row["provenance"],
+            }
         except ValueError:
             continue  # a line torn by an interrupted run
         except (KeyError, TypeError) as exc:
@@ -104,6 +108,37 @@ def make_batches(
     ]
     (out / "key.jsonl").write_text("".join(json.dumps(k) + "\n" for k in key))
     return {"items": len(items), "stories": len(stories), "batches": len(batches)}
+
+
+def make_pairs(run: Path, systems: list[str], out: Path) -> int:
+    """An A/B pairs file (``human_ratings``' items, for a study) of the stories two systems
+    wrote for the same items of the comparison in ``run``: the stories its report scored, each
+    with its provenance. Items where both wrote the same text are left out (nothing to
+    choose). Returns the number of items."""
+    from human_ratings.pairs import Item, item_id, item_row
+    from storygen.request import StoryRequest
+
+    if len(systems) != 2 or systems[0] == systems[1]:
+        raise EvalError("an A/B item compares two systems: name exactly two")
+    rows = {s: _generations(run, s) for s in systems}
+    items = [i for i in rows[systems[0]] if i in rows[systems[1]]]
+    if not items:
+        raise EvalError(f"the systems {systems} share no item in {run}")
+    made = 0
+    with out.open("w") as f:
+        for item in items:
+            a, b = (rows[s][item] for s in systems)
+            if a["text"] == b["text"]:
+                continue
+            request = StoryRequest.from_dict(a["request"])
+            seed = a["provenance"].get("sampling", {}).get("seed", 0)
+            stories = {
+                s: {"text": r["text"], "provenance": r["provenance"]}
+                for s, r in zip(systems, (a, b))
+            }
+            f.write(json.dumps(item_row(Item(item_id(request, seed), request, stories))) + "\n")
+            made += 1
+    return made
 
 
 def followed(label: dict, request: dict) -> dict[str, bool]:

@@ -81,12 +81,40 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--names", nargs="*", default=[], help="codes for these annotator ids")
     i.add_argument("--owner", action="store_true", help="the codes open the Study tab too")
     i.add_argument("--revoke", nargs="*", default=[], help="revoke these annotators' codes")
+    t = sub.add_parser(
+        "rate",
+        formatter_class=HelpFormatter,
+        help="the Rate tab from a terminal: the item on screen, or a vote on it",
+    )
+    t.add_argument(
+        "url", help="the running app (app.py --study FOLDER), e.g. http://127.0.0.1:7860"
+    )
+    t.add_argument("--code", required=True, help="your invite code")
+    t.add_argument("--vote", choices=["A", "B", "tie", "bad"], help="your vote on the item shown")
+    t.add_argument("--screen", help="the screen id printed under the item the vote answers")
+    t.add_argument("--comment", default="", help="an optional comment")
+    t.add_argument(
+        "--ratings",
+        type=lambda s: [int(x) if x.strip() else None for x in s.split(",")],
+        default=None,
+        help="optional 1-5 marks, comma-separated: A's coherence, engagement, relevance, "
+        "personalization, then B's (leave one empty to skip it)",
+    )
     e = sub.add_parser("export", formatter_class=HelpFormatter, help="Parquet + dataset card")
     e.add_argument("folder", type=Path, help="the study's folder")
     e.add_argument("--out", type=Path, default=None, help="default: FOLDER/export")
     e.add_argument("--real-ids", action="store_true", help="keep annotator ids as they are")
     args = parser.parse_args(argv)
 
+    if args.command == "rate":
+        from human_ratings.terminal import TerminalError, rate
+
+        try:
+            print(rate(args.url, args.code, args.vote, args.screen, args.comment, args.ratings))
+        except TerminalError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     if args.command in ("study", "invite", "export"):
         return _study_command(args)
     if args.command == "stats":

@@ -669,3 +669,28 @@ def test_reference_items_set_a_system_beside_a_strong_models_stories(tmp_path, t
         assert set(item.stories) == {"gpt-4", "tiny"}
         assert item.stories["gpt-4"]["text"].startswith("A strong story number")
         assert item.stories["gpt-4"]["provenance"]["writer"] == "gpt-4"
+
+
+def test_a_terminal_votes_through_the_rate_tab_on_the_item_it_read(invite_study):
+    from human_ratings.terminal import TerminalError, rate
+
+    services, codes, url = invite_study["services"], invite_study["codes"], invite_study["url"]
+    page = rate(url, codes["ann"])
+    screen = page.rsplit("screen: ", 1)[1].strip()
+    assert "## Story A" in page and "## Story B" in page
+    assert rate(url, codes["ann"]) == page  # signing in again shows the item held
+    with pytest.raises(TerminalError, match="not the one you read"):
+        rate(url, codes["ann"], vote="A", screen="00000000")
+    assert services.study.votes(with_gold=True) == []
+    after = rate(url, codes["ann"], vote="B", screen=screen, comment="the second reads on")
+    assert "**Saved**" in after and after.rsplit("screen: ", 1)[1].strip() != screen
+    (vote,) = services.study.votes(with_gold=True)
+    assert vote.annotator == "ann" and vote.choice == "right"
+    assert vote.comment == "the second reads on"
+    # The screen named was the one the study gave: its sides are the ones recorded.
+    item = services.study.by_id[vote.item_id]
+    assert item.stories[vote.system_right]["text"] in page.split("## Story B", 1)[1]
+    with pytest.raises(TerminalError, match="one of"):
+        rate(url, codes["ann"], vote="C", screen=screen)
+    refused = rate(url, "not-a-code")
+    assert "not an invitation" in refused
