@@ -303,6 +303,19 @@ def test_comparison_writes_reports_and_resumes(comparison, tmp_path, monkeypatch
         f.write(json.dumps(stale) + "\n")
     make_batches(out, ["greedy", "sampled"], tmp_path / "readers2")
     assert "A stale story." not in (tmp_path / "readers2" / "batch_01.md").read_text()
+    # A/B items for a study: the scored stories, side by side, each with its provenance.
+    from eval.readers import make_pairs
+    from human_ratings.pairs import load_items
+
+    n = make_pairs(out, ["greedy", "sampled"], tmp_path / "items.jsonl")
+    items = load_items(tmp_path / "items.jsonl")
+    assert len(items) == n and 1 <= n <= 3
+    texts = {json.loads(x)["id"]: json.loads(x)["story"] for x in lines}
+    assert {it.stories["greedy"]["text"] for it in items} <= set(texts.values())
+    assert "A stale story." not in {it.stories["greedy"]["text"] for it in items}
+    assert all(it.stories["sampled"]["provenance"]["sampling"] for it in items)
+    with pytest.raises(EvalError, match="exactly two"):
+        make_pairs(out, ["greedy"], tmp_path / "x.jsonl")
 
 
 def test_bad_comparison_inputs_are_clear_errors(tmp_path, comparison):
