@@ -678,3 +678,29 @@ def test_length_is_met_within_its_band_and_an_ending_is_the_models_own():
     long = length_scores(" ".join(["word"] * 600) + ".", "short", None)
     assert long["length_met"] == 0 and "ended" not in long  # no provenance: not guessed
     assert length_scores('He ran. "Go!"', "flash", "eos")["ends_at_sentence"] == 1
+
+
+def test_a_report_says_which_data_trained_each_system(tmp_path):
+    from eval.compare.report import trained_on, trained_on_table
+    from storygen.config import SystemSpec
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    sources = [
+        {"writer": "reddit", "model_written": False, "train": 397},
+        {"writer": "gpt-4", "model_written": True, "train": 394},
+    ]
+    mix = {"sources": sources, "model_written_share": {"train words": 0.41}}
+    (folder / "data_report.json").write_text(json.dumps({"train": 791, "mix": mix}))
+
+    def said(adapter):
+        return trained_on(SystemSpec.from_dict({"name": "x", "adapter": adapter}, "t").spec())
+
+    assert said(str(folder)) == (
+        "mixed: 397 by reddit, 394 by gpt-4 (model-written); 41% of its words model-written"
+    )
+    assert said("none") == "no adapter: the base model"
+    (folder / "data_report.json").write_text(json.dumps({"train": 12}))
+    assert said(str(folder)) == "mixed: 12 stories of one source (no mix)"
+    table = trained_on_table([{"system": "x", "trained_on": said(str(folder))}])
+    assert "| x | mixed: 12 stories" in table

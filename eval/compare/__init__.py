@@ -20,6 +20,8 @@ from eval.compare.report import (
     markdown_table,
     plot_metrics,
     system_differences,
+    trained_on,
+    trained_on_table,
 )
 from eval.compare.score import evaluate_system
 
@@ -37,11 +39,14 @@ def run(config: Path | Comparison, out_dir: Path) -> list[dict]:
     results, rows = [], {}
     for system in cmp.systems:  # results.json grows system by system
         result, rows[system.name] = evaluate_system(system, items, cmp, out_dir)
+        result["trained_on"] = trained_on(system.spec())
         results.append(result)
         (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     differences = system_differences(rows, cmp.metrics)
     (out_dir / "differences.json").write_text(json.dumps(differences, indent=2) + "\n")
-    (out_dir / "results.md").write_text(markdown_table(results) + differences_table(differences))
+    (out_dir / "results.md").write_text(
+        trained_on_table(results) + markdown_table(results) + differences_table(differences)
+    )
     plot_metrics(results, out_dir / "metrics.png")
     runs = {
         s.name: read_curves(Path(s.run_dir) / "loss_curve.csv")

@@ -25,6 +25,9 @@ TABLE_COLUMNS = (
     "beat_order",
     "prompt_ranking_acc",
     "mean_words",
+    "length_met",
+    "ended",
+    "ends_at_sentence",
     "tokens_per_s",
     "first_token_s",
     "seconds_per_story",
@@ -49,6 +52,46 @@ def markdown_table(results: list[dict]) -> str:
             )
         lines.append(f"| {r['system']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def trained_on(spec) -> str:
+    """What trained a system's adapter, from the data report it carries
+    (``data_report.json``): each source of a data mix with its writer, its training stories and
+    whether a model wrote them, and the model-written share; model-written stories are never
+    mixed silently with people's."""
+    import json
+
+    from storygen.loading import LoadError, adapter_path
+
+    try:
+        folder = adapter_path(spec)
+    except LoadError as exc:
+        return f"unknown ({exc})"
+    if folder is None:
+        return "no adapter: the base model"
+    path = folder / "data_report.json"
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return f"{folder.name}: no data report"
+    mix = report.get("mix")
+    if not mix:
+        return f"{folder.name}: {report.get('train', '?')} stories of one source (no mix)"
+    parts = [
+        f"{s['train']} by {s['writer']}" + (" (model-written)" if s["model_written"] else "")
+        for s in mix["sources"]
+    ]
+    share = mix["model_written_share"]["train words"]
+    return f"{folder.name}: " + ", ".join(parts) + f"; {share:.0%} of its words model-written"
+
+
+def trained_on_table(results: list[dict]) -> str:
+    """Each system's training data, as a table (empty when no result names it)."""
+    if not any("trained_on" in r for r in results):
+        return ""
+    lines = ["| system | trained on |", "|---|---|"]
+    lines += [f"| {r['system']} | {r.get('trained_on', '')} |" for r in results]
+    return "\n".join(lines) + "\n\n"
 
 
 def plot_metrics(results: list[dict], png: Path) -> None:
