@@ -34,7 +34,7 @@ from eval.compare import EvalError
 BOOTSTRAP = 2000
 
 
-def _generations(run: Path, system: str) -> dict[str, dict]:
+def scored_stories(run: Path, system: str) -> dict[str, dict]:
     """Item id -> {"text", "request", "provenance"} of the stories a comparison's report scored
     for a system (``per_item/`` names each by its saved row's key; the story is the row's, the
     request the one in its provenance). A run scored before per-item keys were saved gives each
@@ -78,7 +78,7 @@ def make_batches(
 
     if len(systems) < 2:
         raise EvalError("name at least two systems to compare")
-    rows = {s: _generations(run, s) for s in systems}
+    rows = {s: scored_stories(run, s) for s in systems}
     items = sorted(set.intersection(*(set(r) for r in rows.values())))
     if not items:
         raise EvalError(f"the systems {systems} share no item in {run}")
@@ -120,7 +120,7 @@ def make_pairs(run: Path, systems: list[str], out: Path) -> int:
 
     if len(systems) != 2 or systems[0] == systems[1]:
         raise EvalError("an A/B item compares two systems: name exactly two")
-    rows = {s: _generations(run, s) for s in systems}
+    rows = {s: scored_stories(run, s) for s in systems}
     items = [i for i in rows[systems[0]] if i in rows[systems[1]]]
     if not items:
         raise EvalError(f"the systems {systems} share no item in {run}")
