@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         help="batch: blind batches for labellers; score: their labels per system; pairs: an "
         "A/B pairs file of two systems' stories for a study (human_ratings study new --items)",
     )
-    r.add_argument("folder", type=Path, help="batch: the comparison's --out; score: the batches'")
+    r.add_argument(
+        "folder", type=Path, help="batch, pairs: the comparison's --out; score: the batches'"
+    )
     r.add_argument("--systems", nargs="+", default=[], help="batch, pairs: the systems to compare")
     r.add_argument(
         "--out", type=Path, default=Path("runs/readers"), help="batch: where to; pairs: the file"
@@ -82,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
                 made = readers.make_batches(args.folder, args.systems, args.out, args.per_batch)
                 print(json.dumps(made) + f"\nwritten to {args.out}/batch_*.md and key.jsonl")
             elif args.step == "pairs":
+                if args.out.suffix != ".jsonl":
+                    raise EvalError("pairs: --out names the items file to write (a .jsonl)")
+                args.out.parent.mkdir(parents=True, exist_ok=True)
                 made = readers.make_pairs(args.folder, args.systems, args.out)
                 print(f"{made} A/B items written to {args.out}")
             else:

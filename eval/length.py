@@ -4,15 +4,15 @@
   times the requested length's words (``storygen.request.LENGTHS``: short is about 350).
 - ``length_ratio``: words written over words asked, averaged.
 - ``ended``: the share of stories the model ended itself (it wrote its end of text), rather
-  than the token budget or the repetition guard cutting them.
-- ``ends_at_sentence``: the share whose text ends at a sentence end, whoever stopped it.
+  than the token budget or the repetition guard cutting them. (A cut story is trimmed back to
+  its last sentence end when it is written, so whether a text ends at a sentence end says
+  little; whether the model chose to end it says what a reader sees: an ending, or none.)
 """
 
 from __future__ import annotations
 
 from eval.metric import Figure, Item, Metric, mean_of
 from storygen.request import LENGTHS
-from storygen.text import SENTENCE_END
 
 LOW, HIGH = 2 / 3, 3 / 2
 """A story meets its length when its words are within [LOW, HIGH] times the length's words."""
@@ -21,14 +21,7 @@ LOW, HIGH = 2 / 3, 3 / 2
 def length_scores(story: str, length: str, stop_reason: str | None) -> dict[str, float]:
     """One story's length and ending figures (``stop_reason``: its provenance's, when known)."""
     ratio = len(story.split()) / LENGTHS[length]
-    text = story.rstrip()
-    out = {
-        "length_ratio": ratio,
-        "length_met": float(LOW <= ratio <= HIGH),
-        "ends_at_sentence": float(
-            bool(text) and any(m.end() == len(text) for m in SENTENCE_END.finditer(text))
-        ),
-    }
+    out = {"length_ratio": ratio, "length_met": float(LOW <= ratio <= HIGH)}
     if stop_reason is not None:
         out["ended"] = float(stop_reason == "eos")
     return out

@@ -228,8 +228,8 @@ def _work(
     """Worker side: everything per pair, including the JSON line, so that the parent process
     only de-duplicates, counts and writes. Batches travel as lists of strings (pickling those
     is much cheaper than pickling dataclasses). Returns one tuple per pair: (fingerprint or
-    None, why dropped, prompt tags, fields present, JSON line, the split it goes to, the
-    prompt's key, words).
+    None, why dropped, prompt tags, fields present, JSON line, the split its own draw gives,
+    whether it is held out by id, the prompt's key, words).
 
     ``writers``: a mix's writers by source index (empty for one source). A story from a source
     after the first gets its writer before its id (``gpt-4:123``); every story of a mix names
@@ -241,7 +241,7 @@ def _work(
     ):
         example, why = make_example(raw, budget, dropout)
         if example is None:
-            out.append((None, why, (), (), "", "", "", 0))
+            out.append((None, why, (), (), "", "", False, "", 0))
             continue
         if writers:
             example["writer"] = writers[index]
@@ -257,9 +257,8 @@ def _work(
                 + ["plan task"] * bool(example["tasks"])
                 + ["written from plan"] * example["planned"],
                 json.dumps(example),
-                "test"
-                if raw.source_id in held
-                else _split_of(example["source_key"], origin, bands),
+                _split_of(example["source_key"], origin, bands),
+                raw.source_id in held,
                 prompt_key(example["request"]["prompt"]),
                 example["words"],
             )
@@ -267,20 +266,19 @@ def _work(
     return out
 
 
+STRICTNESS = ("test", "valid", "train")
+"""A prompt two stories put in two splits goes, for a mix's later writers, to the first here."""
+
+
 def _with_indexes(args) -> tuple[list, list[int]]:
-    """:func:`_work`'s rows with each one's source index (the parent sorts a mix by it)."""
+    """:func:`_work`'s rows with each one's source index (the parent counts per source)."""
     return _work(args), args[0][4]
 
 
-def _split_of(
-    key: str, origin: str, bands: dict[str, tuple[float, float]], held: bool = False
-) -> str:
-    """A row held out by id goes to test; a row of an original valid or test split stays
-    there; a train row goes to a carved split when its seeded number falls in that split's band
-    (valid [0, v), test [v, v + t)), so that adding a test split leaves the validation rows as
-    they were."""
-    if held:
-        return "test"
+def _split_of(key: str, origin: str, bands: dict[str, tuple[float, float]]) -> str:
+    """A row of an original valid or test split stays there; a train row goes to a carved split
+    when its seeded number falls in that split's band (valid [0, v), test [v, v + t)), so that
+    adding a test split leaves the validation rows as they were."""
     if origin != "train":
         return origin
     u = _unit(key, "split")
@@ -435,10 +433,13 @@ def build(
             for s in sources
         ]
         report.splits["mix"] = (
-            f"a story from {', '.join(writers[1:]) or 'no other source'} for a prompt that "
-            f"{writers[0]} also answers takes that story's split; the others draw their own"
+            f"{writers[0]}'s stories split as they would alone; a story of "
+            f"{', '.join(writers[1:]) or 'no other source'} takes its prompt's split (the "
+            "strictest of test, valid, train that prompt has gone to), else its own draw"
         )
-    primary_split: dict[str, str] = {}  # a mix's primary prompts -> the split they went to
+    # A mix's prompts -> the strictest split they went to, and those the primary answers.
+    prompt_split: dict[str, str] = {}
+    primary_prompts: set[str] = set()
     seen: set[str] = set()
     held = frozenset(hold_out)
     jobs = ((b, word_budget, field_dropout, bands, held, writers) for b in _batches(pairs, 256))
@@ -457,9 +458,17 @@ def build(
                 stack.enter_context(pool)
             files = {name: stack.enter_context(path.open("w")) for name, path in partial.items()}
             for batch, indexes in results:
-                for (key, why, prompt_tags, fields, line, dest, prompt, words), index in zip(
-                    batch, indexes, strict=True
-                ):
+                for (
+                    key,
+                    why,
+                    prompt_tags,
+                    fields,
+                    line,
+                    dest,
+                    is_held,
+                    prompt,
+                    words,
+                ), index in zip(batch, indexes, strict=True):
                     report.read += 1
                     counts = report.sources[index] if sources else None
                     if counts is not None:
@@ -470,11 +479,20 @@ def build(
                     if key in seen:
                         report.dropped["duplicate"] += 1
                         continue
+                    if sources and index and sources[index].same_prompts:
+                        if prompt not in primary_prompts:
+                            report.dropped[f"prompt not in {sources[0].writer}'s"] += 1
+                            continue
                     seen.add(key)
-                    if sources and index == 0:
-                        primary_split.setdefault(prompt, dest)
-                    elif sources and dest != "test":  # held out by id stays held out
-                        dest = primary_split.get(prompt, dest)
+                    if is_held:
+                        dest = "test"
+                    elif sources and index:
+                        dest = prompt_split.get(prompt, dest)
+                    if sources:
+                        if not index:
+                            primary_prompts.add(prompt)
+                        before = prompt_split.get(prompt, "train")
+                        prompt_split[prompt] = min(before, dest, key=STRICTNESS.index)
                     if counts is not None:
                         counts["kept"] += 1
                         counts[dest] += 1

@@ -166,17 +166,22 @@ class MixSource:
     path: Path
     writer: str
     model_written: bool
+    same_prompts: bool = False
+    """Keep only its stories for prompts the primary source answers (the others are dropped
+    and counted): another writer's stories for the same prompts."""
 
 
 MIX_SUFFIXES = (".yaml", ".yml")
+MIX_KEYS = {"path", "writer", "model_written", "same_prompts"}
 
 
 def read_mix(path: str | Path) -> list[MixSource]:
-    """The sources a mix file names (YAML: ``sources``, each a ``path``, a ``writer`` and
-    ``model_written``), every file checked to exist before anything is read. The first source
-    is the primary one: another source's story for a prompt the primary has takes that
-    prompt's split (:func:`finetune.build.build`). ``model_written`` has no default: a mix
-    states which stories people wrote."""
+    """The sources a mix file names (YAML: ``sources``, each a ``path``, relative to the mix
+    file, a ``writer``, ``model_written`` and optionally ``same_prompts``), every file checked
+    to exist before anything is read. The first source is the primary one: another source's
+    story takes its prompt's split (:func:`finetune.build.build`). ``model_written`` has no
+    default: a mix states which stories people wrote. A source is one body of stories (CSV,
+    JSONL or Parquet): the original release's files carry splits of their own."""
     import yaml
 
     path = Path(path)
@@ -189,24 +194,27 @@ def read_mix(path: str | Path) -> list[MixSource]:
         raise DataError(f"{path}: a data mix needs a non-empty list `sources`")
     out: list[MixSource] = []
     for n, row in enumerate(rows, 1):
-        if not isinstance(row, dict) or set(row) != {"path", "writer", "model_written"}:
+        keys = set(row) if isinstance(row, dict) else set()
+        if not {"path", "writer", "model_written"} <= keys <= MIX_KEYS:
+            got = sorted(keys) if isinstance(row, dict) else type(row).__name__
             raise DataError(
-                f"{path}: source {n} must have exactly path, writer and model_written; got "
-                f"{sorted(row) if isinstance(row, dict) else type(row).__name__}"
+                f"{path}: source {n} must have path, writer and model_written (and may have "
+                f"same_prompts); got {got}"
             )
-        if not isinstance(row["model_written"], bool):
-            raise DataError(f"{path}: source {n}: model_written must be true or false")
+        for flag in ("model_written", "same_prompts"):
+            if not isinstance(row.get(flag, False), bool):
+                raise DataError(f"{path}: source {n}: {flag} must be true or false")
         writer = str(row["writer"]).strip()
         if not writer or ":" in writer or writer in {s.writer for s in out}:
             raise DataError(
                 f"{path}: source {n}: writer {writer!r} must be non-empty, unique and without ':'"
             )
-        file = Path(str(row["path"]))
-        if file.suffix.lower() in MIX_SUFFIXES or file.is_dir():
+        file = path.parent / str(row["path"])
+        if file.suffix.lower() not in (".csv", ".jsonl", ".json", ".parquet"):
             raise DataError(
-                f"{path}: source {n}: {file} must be a file of pairs, not a mix or folder"
+                f"{path}: source {n}: {file} must be a CSV, JSONL or Parquet file of pairs"
             )
         if not file.exists():
             raise DataError(f"{path}: source {n} ({writer}): {file} does not exist")
-        out.append(MixSource(file, writer, row["model_written"]))
+        out.append(MixSource(file, writer, row["model_written"], row.get("same_prompts", False)))
     return out

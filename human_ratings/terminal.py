@@ -23,9 +23,9 @@ class TerminalError(RuntimeError):
     """A vote the terminal client did not send, with the reason."""
 
 
-def screen_id(story_a: str, story_b: str) -> str:
-    """A short hash of the two stories on screen."""
-    return hashlib.sha256(f"{story_a}\x1f{story_b}".encode()).hexdigest()[:8]
+def screen_id(request_md: str, story_a: str, story_b: str) -> str:
+    """A short hash of what is on screen: the request and the two stories."""
+    return hashlib.sha256(f"{request_md}\x1f{story_a}\x1f{story_b}".encode()).hexdigest()[:8]
 
 
 def _page(reply, notes: str = "") -> str:
@@ -35,7 +35,7 @@ def _page(reply, notes: str = "") -> str:
         return notes or "No item on screen."
     return (
         f"{request_md}\n\n## Story A\n\n{story_a}\n\n## Story B\n\n{story_b}\n\n---\n{notes}\n\n"
-        f"screen: {screen_id(story_a, story_b)}"
+        f"screen: {screen_id(request_md, story_a, story_b)}"
     )
 
 
@@ -56,8 +56,20 @@ def rate(
     if vote is not None and not screen:
         raise TerminalError("name the screen the vote answers (--screen, printed with the item)")
     marks = list(ratings or [None] * 8)
-    if len(marks) != 8:
-        raise TerminalError("ratings: eight marks (A's four criteria, then B's), or none")
+    if len(marks) != 8 or any(m is not None and m not in range(1, 6) for m in marks):
+        raise TerminalError("ratings: eight marks from 1 to 5 (A's four criteria, then B's)")
+    marks = [None if m is None else str(m) for m in marks]  # the page's radios hold text
+    try:
+        return _rate(url, code, vote, screen, comment, marks, client)
+    except TerminalError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the app unreachable, or an error it sent back
+        raise TerminalError(
+            f"the app at {url} did not answer: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _rate(url, code, vote, screen, comment, marks, client) -> str:
     if client is None:
         from gradio_client import Client
 
@@ -65,7 +77,7 @@ def rate(
     shown = client.predict(code, "", api_name="/start_rating")
     if vote is None:
         return _page(shown)
-    if not shown[1] or screen_id(shown[1], shown[2]) != screen:
+    if not shown[1] or screen_id(*shown[:3]) != screen:
         raise TerminalError(
             "the item on screen is not the one you read (it was given back, or voted on): "
             "nothing was sent. Here is the item on screen now:\n\n" + _page(shown)

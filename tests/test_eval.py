@@ -671,13 +671,15 @@ def test_length_is_met_within_its_band_and_an_ending_is_the_models_own():
 
     short = " ".join(["word"] * 349) + " end."  # short asks about 350 words
     met = length_scores(short, "short", "eos")
-    assert met["length_met"] == 1 and met["ended"] == 1 and met["ends_at_sentence"] == 1
-    cut = length_scores(" ".join(["word"] * 100), "short", "length")
-    assert cut["length_met"] == 0 and cut["ended"] == 0 and cut["ends_at_sentence"] == 0
+    assert met["length_met"] == 1 and met["ended"] == 1
+    cut = length_scores(" ".join(["word"] * 100) + ".", "short", "length")
+    assert cut["length_met"] == 0 and cut["ended"] == 0
     assert cut["length_ratio"] == pytest.approx(100 / 350)
+    assert length_scores(" ".join(["w"] * 233) + ".", "short", "eos")["length_met"] == 0  # < 2/3
+    assert length_scores(" ".join(["w"] * 525), "short", "eos")["length_met"] == 1  # 3/2
     long = length_scores(" ".join(["word"] * 600) + ".", "short", None)
     assert long["length_met"] == 0 and "ended" not in long  # no provenance: not guessed
-    assert length_scores('He ran. "Go!"', "flash", "eos")["ends_at_sentence"] == 1
+    assert length_scores("He ran.", "flash", "repetition")["ended"] == 0
 
 
 def test_a_report_says_which_data_trained_each_system(tmp_path):

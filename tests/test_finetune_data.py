@@ -569,78 +569,121 @@ def test_training_tags_come_from_the_validated_judges_and_leave_out_the_unmeasur
     assert checked >= 3
 
 
-def _model_stories(path, rows, extra_prompt="[ WP ] A prompt only the model answered ."):
-    """A model's CSV for the fixture's prompts: its own stories, each under a title line, one
-    more for a prompt the fixture lacks, an empty story and a 50,000-character one."""
+def _model_stories(path, rows, writer, extra_prompt="[ WP ] A prompt only the models answered ."):
+    """A model's CSV for the fixture's prompts, under ids of its own (so that a split must
+    follow the prompt, not the id): its own stories, each under a title line, one more for a
+    prompt the fixture lacks, an empty story and a 50,000-character one."""
     import csv
 
     story = (
-        "Title: The Quiet Answer\n\nMira opened the door and the wind came in. She had waited "
-        "for this letter for years, and now it lay on the floor, wet and torn. She read it "
-        "twice. Then she laughed, because it said nothing at all, and went to find her brother."
+        f"Title: The Quiet Answer\n\nMira opened the door and the wind came in ({writer}). She "
+        "had waited for this letter for years, and now it lay on the floor, wet and torn. She "
+        "read it twice. Then she laughed, because it said nothing at all, and went to find her "
+        "brother."
     )
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["row_id", "prompt", "story", "writer"])
         for row in rows:
-            w.writerow([row["row_id"], row["prompt"], story + f" ({row['row_id']})", "gpt-x"])
-        w.writerow(["900", extra_prompt, story, "gpt-x"])
-        w.writerow(["901", extra_prompt + " Again", "", "gpt-x"])
-        w.writerow(["902", extra_prompt + " Long", "word. " * 8400, "gpt-x"])
+            w.writerow([f"m{row['row_id']}", row["prompt"], story + f" ({row['row_id']})", writer])
+        w.writerow(["900", extra_prompt, story, writer])
+        w.writerow(["901", extra_prompt + " Again", "", writer])
+        w.writerow(["902", extra_prompt + " Long", "word. " * 8400, writer])
 
 
-def test_a_data_mix_keeps_each_prompt_in_one_split_and_names_every_writer(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_data_mix_keeps_each_prompt_in_one_split_and_names_every_writer(tmp_path, workers):
     import csv
 
     primary = FIXTURES / "wp_hf.csv"
     rows = list(csv.DictReader(primary.open()))
-    model = tmp_path / "model.csv"
-    _model_stories(model, rows)
-    mix = tmp_path / "mix.yaml"
+    for writer in ("gpt-x", "gpt-y"):
+        _model_stories(tmp_path / f"{writer}.csv", rows, writer)
+    mix = tmp_path / "mix.yaml"  # paths relative to the mix file
     mix.write_text(
         f"sources:\n  - {{path: {primary}, writer: reddit, model_written: false}}\n"
-        f"  - {{path: {model}, writer: gpt-x, model_written: true}}\n"
+        "  - {path: gpt-x.csv, writer: gpt-x, model_written: true}\n"
+        "  - {path: gpt-y.csv, writer: gpt-y, model_written: true}\n"
     )
-    build(primary, tmp_path / "alone", valid_fraction=0.3, progress=False)
+    settings = {"valid_fraction": 0.3, "test_fraction": 0.3, "progress": False}
+    build(primary, tmp_path / "alone", **settings)
     held = rows[-1]["row_id"]
-    report = build(mix, tmp_path / "mix", valid_fraction=0.3, hold_out={held}, progress=False)
-    out = {
-        name: read_examples(tmp_path / "mix" / f"{name}.jsonl")
-        for name in ("train", "valid", "test")
-    }
+    report = build(mix, tmp_path / "mix", **settings, hold_out={held}, workers=workers)
+    out = {n: read_examples(tmp_path / "mix" / f"{n}.jsonl") for n in ("train", "valid", "test")}
     split_of = {r["id"]: name for name, got in out.items() for r in got}
     # The primary's stories are split exactly as they are alone (but the one held out).
-    for name in ("train", "valid"):
+    for name in ("train", "valid", "test"):
         ids = {r["id"] for r in read_examples(tmp_path / "alone" / f"{name}.jsonl")} - {held}
-        assert ids == {i for i, s in split_of.items() if ":" not in i and s == name}
-    assert split_of[held] == "test" and split_of[f"gpt-x:{held}"] == "test"
-    # A model's story for a prompt the primary answers shares that prompt's split.
-    for row in rows:
-        if row["row_id"] in split_of:
-            assert split_of.get(f"gpt-x:{row['row_id']}") == split_of[row["row_id"]]
+        assert ids == {i for i, s in split_of.items() if ":" not in i and s == name} - {held}
+    assert split_of[held] == "test"
+    # Every story of a prompt is in one split, whoever wrote it and whatever its own draw:
+    # the primary's, or for the prompt only the models answered, the first model's.
+    by_prompt = {}
+    for name, got in out.items():
+        for r in got:
+            by_prompt.setdefault(r["request"]["prompt"], set()).add(name)
+    assert all(len(splits) == 1 for splits in by_prompt.values()), by_prompt
+    assert split_of[f"gpt-x:m{held}"] == split_of[f"gpt-y:m{held}"] == "test"
+    assert split_of["gpt-x:900"] == split_of["gpt-y:900"]
+    # Drawn alone, some model stories would have gone elsewhere than their prompt: the rule acts.
+    build(tmp_path / "gpt-x.csv", tmp_path / "x-alone", **settings)
+    alone_x = {
+        r["id"]: n
+        for n in ("train", "valid", "test")
+        for r in read_examples(tmp_path / "x-alone" / f"{n}.jsonl")
+    }
+    assert any(split_of[f"gpt-x:{i}"] != n for i, n in alone_x.items())
     examples = [r for got in out.values() for r in got]
-    assert {r["writer"] for r in examples} == {"reddit", "gpt-x"}
-    model_rows = [r for r in examples if r["writer"] == "gpt-x"]
-    assert all(r["id"].startswith("gpt-x:") for r in model_rows)
+    assert {r["writer"] for r in examples} == {"reddit", "gpt-x", "gpt-y"}
+    model_rows = [r for r in examples if r["writer"] != "reddit"]
+    assert all(r["id"].split(":")[0] in ("gpt-x", "gpt-y") for r in model_rows)
     assert not any("Title:" in r["completion"] for r in model_rows)  # the header line goes
     # The empty story is dropped and counted; the 50,000-character one is cut to the budget.
-    assert report.dropped["empty or removed story"] >= 1
+    alone_report = json.loads((tmp_path / "alone" / "report.json").read_text())
+    assert report.dropped["empty or removed story"] == (
+        alone_report["dropped"].get("empty or removed story", 0) + 2
+    )
     assert all(r["words"] <= 1000 for r in examples) and "gpt-x:902" in split_of
     mixed = report.to_dict()["mix"]
     by = {s["writer"]: s for s in mixed["sources"]}
     assert by["gpt-x"]["read"] == len(rows) + 3 and by["reddit"]["read"] == len(rows)
     assert sum(s["train"] for s in mixed["sources"]) == report.train
-    share = by["gpt-x"]["train"] / report.train
+    share = (by["gpt-x"]["train"] + by["gpt-y"]["train"]) / report.train
     assert mixed["model_written_share"]["train stories"] == round(share, 3)
     saved = json.loads((tmp_path / "mix" / "report.json").read_text())
     assert saved["mix"]["sources"][1]["model_written"] is True
+
+
+def test_a_mix_source_can_keep_only_the_primary_prompts(tmp_path):
+    import csv
+
+    primary = FIXTURES / "wp_hf.csv"
+    rows = list(csv.DictReader(primary.open()))
+    _model_stories(tmp_path / "m.csv", rows, "gpt-x")
+    mix = tmp_path / "mix.yaml"
+    mix.write_text(
+        f"sources:\n  - {{path: {primary}, writer: reddit, model_written: false}}\n"
+        "  - {path: m.csv, writer: gpt-x, model_written: true, same_prompts: true}\n"
+    )
+    report = build(mix, tmp_path / "out", valid_fraction=0.3, progress=False)
+    ids = {
+        r["id"] for n in ("train", "valid") for r in read_examples(tmp_path / "out" / f"{n}.jsonl")
+    }
+    assert "gpt-x:900" not in ids and "gpt-x:902" not in ids
+    # 900 and 902 (901 is empty), and the stories of prompts whose Reddit story was dropped
+    assert report.dropped["prompt not in reddit's"] >= 2
+    kept = [r for n in ("train", "valid") for r in read_examples(tmp_path / "out" / f"{n}.jsonl")]
+    prompts = {r["request"]["prompt"] for r in kept if r["writer"] == "reddit"}
+    assert all(r["request"]["prompt"] in prompts for r in kept)
 
 
 @pytest.mark.parametrize(
     "sources, message",
     [
         ("  - {path: MISSING, writer: a, model_written: false}\n", "does not exist"),
-        ("  - {path: PRIMARY, writer: a}\n", "exactly path, writer and model_written"),
+        ("  - {path: PRIMARY, writer: a}\n", "must have path, writer and model_written"),
+        ("  - {path: PRIMARY, writer: a, model_written: false, x: 1}\n", "must have path"),
+        ("  - {path: PRIMARY.wp_source, writer: a, model_written: false}\n", "CSV, JSONL"),
         ("  - {path: PRIMARY, writer: a, model_written: maybe}\n", "true or false"),
         (
             "  - {path: PRIMARY, writer: a, model_written: false}\n"

@@ -682,11 +682,21 @@ def test_a_terminal_votes_through_the_rate_tab_on_the_item_it_read(invite_study)
     with pytest.raises(TerminalError, match="not the one you read"):
         rate(url, codes["ann"], vote="A", screen="00000000")
     assert services.study.votes(with_gold=True) == []
-    after = rate(url, codes["ann"], vote="B", screen=screen, comment="the second reads on")
+    after = rate(
+        url, codes["ann"], vote="B", screen=screen, comment="reads on", ratings=[4, 3, None, 5] * 2
+    )
     assert "**Saved**" in after and after.rsplit("screen: ", 1)[1].strip() != screen
     (vote,) = services.study.votes(with_gold=True)
-    assert vote.annotator == "ann" and vote.choice == "right"
-    assert vote.comment == "the second reads on"
+    assert vote.annotator == "ann" and vote.choice == "right" and vote.comment == "reads on"
+    assert (vote.left_coherence, vote.left_relevance, vote.right_personalization) == (4, None, 5)
+    # The same screen again (a repeated command): the item on screen is another now.
+    with pytest.raises(TerminalError, match="not the one you read"):
+        rate(url, codes["ann"], vote="B", screen=screen)
+    assert len(services.study.votes(with_gold=True)) == 1
+    with pytest.raises(TerminalError, match="from 1 to 5"):
+        rate(url, codes["ann"], vote="A", screen=screen, ratings=[6] * 8)
+    with pytest.raises(TerminalError, match="did not answer"):
+        rate("http://127.0.0.1:9/", codes["ann"])
     # The screen named was the one the study gave: its sides are the ones recorded.
     item = services.study.by_id[vote.item_id]
     assert item.stories[vote.system_right]["text"] in page.split("## Story B", 1)[1]

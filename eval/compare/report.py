@@ -3,6 +3,7 @@ the plots."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -27,7 +28,6 @@ TABLE_COLUMNS = (
     "mean_words",
     "length_met",
     "ended",
-    "ends_at_sentence",
     "tokens_per_s",
     "first_token_s",
     "seconds_per_story",
@@ -59,10 +59,10 @@ def trained_on(spec) -> str:
     (``data_report.json``): each source of a data mix with its writer, its training stories and
     whether a model wrote them, and the model-written share; model-written stories are never
     mixed silently with people's."""
-    import json
-
     from storygen.loading import LoadError, adapter_path
 
+    if spec.endpoint:
+        return f"served by {spec.endpoint}: not known here"
     try:
         folder = adapter_path(spec)
     except LoadError as exc:
