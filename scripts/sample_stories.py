@@ -46,7 +46,7 @@ def main() -> None:
             print(
                 f"<details><summary><b>{system}</b>: {words} words, stopped by {stop}</summary>\n"
             )
-            print(row["text"].strip().replace("\n", "\n\n") + "\n\n</details>\n")
+            print(row["text"].strip().replace("\n", "<br>\n") + "\n\n</details>\n")
 
 
 if __name__ == "__main__":
