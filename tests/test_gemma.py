@@ -74,7 +74,7 @@ def test_gemma_is_an_embedded_gguf_base_with_its_own_demo_adapter():
     spec = ModelSpec(base="gemma3-270m")
     assert spec.is_gguf_base() and spec.resolved_backend() == "llamacpp"
     assert demo_adapter_dir("gemma3-270m") == project_root() / "adapters" / "gemma3-270m-wp-demo"
-    assert demo_adapter_dir() == project_root() / "adapters" / "smollm2-135m-wp-demo"
+    assert demo_adapter_dir() == project_root() / "adapters" / "smollm2-135m-wp-mix"
     with pytest.raises(ConfigError, match="embedded model"):
         demo_adapter_dir("meta-llama/Llama-2-7b-hf")
 

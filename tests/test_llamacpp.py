@@ -42,7 +42,7 @@ def test_the_default_on_a_cpu_is_llamacpp_with_the_demo_adapter(demo):
     assert ModelSpec().resolved_backend() == "llamacpp"
     p = generate_story(demo, StoryRequest(genre="horror", length="flash"), SETTINGS).provenance
     assert p["backend"] == "llamacpp" and p["quantization"] == "gguf-q4_1"
-    assert p["adapter_name"] == "smollm2-135m-wp-demo" and p["prompt_style"] == "tagged"
+    assert p["adapter_name"] == "smollm2-135m-wp-mix" and p["prompt_style"] == "tagged"
     assert p["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 

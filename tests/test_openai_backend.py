@@ -88,7 +88,7 @@ def test_streams_a_story_and_records_where_it_came_from(backend):
     assert story.text and story.stop_reason in ("eos", "length", "repetition")
     p = story.provenance
     assert p["backend"] == "openai" and p["served_model"] == "storygen-demo"
-    assert p["adapter_name"] == "smollm2-135m-wp-demo" and p["prompt_style"] == "tagged"
+    assert p["adapter_name"] == "smollm2-135m-wp-mix" and p["prompt_style"] == "tagged"
     # Each update is one token's new text (a token that adds no visible text sends none).
     assert len(texts) <= p["new_tokens"] <= 48
     assert (p["new_tokens"] == 48) == (story.stop_reason == "length")
