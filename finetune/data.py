@@ -175,13 +175,14 @@ MIX_SUFFIXES = (".yaml", ".yml")
 MIX_KEYS = {"path", "writer", "model_written", "same_prompts"}
 
 
-def read_mix(path: str | Path) -> list[MixSource]:
+def read_mix(path: str | Path, check_files: bool = True) -> list[MixSource]:
     """The sources a mix file names (YAML: ``sources``, each a ``path``, relative to the mix
     file, a ``writer``, ``model_written`` and optionally ``same_prompts``), every file checked
     to exist before anything is read. The first source is the primary one: another source's
     story takes its prompt's split (:func:`finetune.build.build`). ``model_written`` has no
     default: a mix states which stories people wrote. A source is one body of stories (CSV,
-    JSONL or Parquet): the original release's files carry splits of their own."""
+    JSONL or Parquet): the original release's files carry splits of their own.
+    ``check_files=False`` checks the mix alone (its files may live outside the project)."""
     import yaml
 
     path = Path(path)
@@ -214,7 +215,7 @@ def read_mix(path: str | Path) -> list[MixSource]:
             raise DataError(
                 f"{path}: source {n}: {file} must be a CSV, JSONL or Parquet file of pairs"
             )
-        if not file.exists():
+        if check_files and not file.exists():
             raise DataError(f"{path}: source {n} ({writer}): {file} does not exist")
         out.append(MixSource(file, writer, row["model_written"], row.get("same_prompts", False)))
     return out

@@ -21,6 +21,15 @@ def _load(path: str):
     name = Path(path).name
     if path.startswith("eval/"):
         return Comparison.load(ROOT / path)
+    if name == "study.yaml":  # a human study's folder (human_ratings study new)
+        from human_ratings.study import StudyConfig as HumanStudy
+        from storygen.config import read_yaml
+
+        return HumanStudy.from_dict(read_yaml(ROOT / path))
+    if path.startswith("finetune/mix_"):
+        from finetune.data import read_mix
+
+        return read_mix(ROOT / path, check_files=False)  # its data lives outside the project
     if name == "train_config.yaml" or path.startswith("finetune/"):
         return TrainConfig.load(ROOT / path)
     if name == "preference_config.yaml":
