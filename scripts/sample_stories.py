@@ -1,6 +1,7 @@
 """The first stories a comparison wrote, per system, as Markdown: what the README shows.
 
-    .venv/bin/python scripts/sample_stories.py runs/mix_compare --systems demo mix --n 3
+    .venv/bin/python scripts/sample_stories.py runs/mix_compare --systems demo mix --n 3 \
+        --label "demo=Reddit-only" "mix=mix (the default)"
 
 The first ``n`` items of the comparison's test set, in its order (their seeds are the run's
 first: seed, seed + 1, ...), each system's story for them as the comparison saved and scored
@@ -26,7 +27,11 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="a comparison's --out folder")
     parser.add_argument("--systems", nargs="+", required=True)
     parser.add_argument("--n", type=int, default=3)
+    parser.add_argument(
+        "--label", nargs="*", default=[], help="SYSTEM=LABEL: how to name a system shown"
+    )
     args = parser.parse_args()
+    labels = dict(x.split("=", 1) for x in args.label)
     stories = {s: scored_stories(args.run, s) for s in args.systems}
     order = [
         json.loads(x)["id"]
@@ -43,9 +48,8 @@ def main() -> None:
             row = stories[system][item]
             words = len(row["text"].split())
             stop = row["provenance"].get("stop_reason", "")
-            print(
-                f"<details><summary><b>{system}</b>: {words} words, stopped by {stop}</summary>\n"
-            )
+            name = labels.get(system, system)
+            print(f"<details><summary><b>{name}</b>: {words} words, stopped by {stop}</summary>\n")
             print(row["text"].strip().replace("\n", "<br>\n") + "\n\n</details>\n")
 
 
