@@ -524,3 +524,24 @@ def test_a_hub_sync_pushes_append_only_copies_one_file_per_process(
         (pseudonym(key, "bob"), "bob"),
     ]
     assert {v.annotator for v in services.store.votes()} == {"ann", "bob"}
+
+
+def test_a_value_of_the_wrong_type_is_refused_with_a_message_never_converted(app):
+    """Over the API, a number or a dict where text belongs, and a seed Gradio would round or
+    default, are refused naming the field: never written about as their text or run as
+    another seed."""
+    c = app["client"]
+    cases = [
+        ({"characters": 123}, 5, "characters** must be text, not int"),
+        ({"place": {"a": 1}}, 5, "place** must be text, not dict"),
+        ({"characters": "Mara"}, 1.5, "seed must be a whole number, not '1.5'"),
+        ({"characters": "Mara"}, None, "seed must be a whole number, not 'None'"),
+    ]
+    for form, seed, said in cases:
+        out = _write(c, seed=seed, **form).result()
+        assert said in out[1], (form, seed, out[1])
+        assert not out[1].startswith("Done:")
+    assert _write(c, seed=7.0, characters="Mara").result()[2] == 7  # a whole float is a seed
+    text = [*{**FORM_DEFAULTS, "characters": "Mara"}.values(), *SAMPLING, 5, False, 1]
+    out = c.predict(*text, {"text": "Once"}, api_name="/continue")
+    assert "the story to continue must be text" in out[1]

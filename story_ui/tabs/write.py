@@ -8,7 +8,7 @@ import hashlib
 import gradio as gr
 
 from story_ui import write
-from story_ui.components import Number, Slider
+from story_ui.components import Number, Slider, Textbox
 from story_ui.forms import SamplingForm, named_handler
 from story_ui.services import Services
 from storygen.best_of import MAX_ATTEMPTS
@@ -27,19 +27,19 @@ def _any(choices) -> list[tuple[str, str]]:
 def story_form() -> dict[str, gr.Component]:
     """The request's controls, by :class:`~story_ui.forms.StoryForm` field name."""
     c: dict[str, gr.Component] = {}
-    c["characters"] = gr.Textbox(
+    c["characters"] = Textbox(
         label="Characters (one per line: Name: trait, trait)",
         lines=3,
         placeholder="Mara: stubborn, kind\nJonah: curious",
         elem_id="characters",
     )
     with gr.Row():
-        c["place"] = gr.Textbox(label="Place", placeholder="a lighthouse", elem_id="place")
-        c["era"] = gr.Textbox(label="Era", placeholder="the 1920s", elem_id="era")
+        c["place"] = Textbox(label="Place", placeholder="a lighthouse", elem_id="place")
+        c["era"] = Textbox(label="Era", placeholder="the 1920s", elem_id="era")
     with gr.Row():
         c["genre"] = gr.Dropdown(_any(GENRES), value="", label="Genre", elem_id="genre")
         c["tone"] = gr.Dropdown(_any(TONES), value="", label="Tone", elem_id="tone")
-    c["plot_points"] = gr.Textbox(
+    c["plot_points"] = Textbox(
         label="Events that must happen (one per line)", lines=2, elem_id="plot"
     )
     with gr.Row():
@@ -53,7 +53,7 @@ def story_form() -> dict[str, gr.Component]:
             elem_id="arc",
         )
         c["length"] = gr.Radio(list(LENGTHS), value="short", label="Length", elem_id="length")
-    c["prompt"] = gr.Textbox(label="Anything else (free text)", lines=2, elem_id="prompt")
+    c["prompt"] = Textbox(label="Anything else (free text)", lines=2, elem_id="prompt")
     # The order Gradio passes them in is StoryForm's.
     order = ["characters", "place", "era", "genre", "tone", "plot_points", "ending", "pov"]
     return {k: c[k] for k in [*order, "length", "prompt", "arc"]}
@@ -110,7 +110,7 @@ def build(services: Services) -> None:
                 regen = gr.Button("Regenerate (new seed)", elem_id="regen-btn")
                 cont = gr.Button("Continue", elem_id="continue-btn")
             plan = plan_section()
-            story = gr.Textbox(label="Story", lines=18, interactive=False, elem_id="story")
+            story = Textbox(label="Story", lines=18, interactive=False, elem_id="story")
             status = gr.Markdown(elem_id="write-status")
             download = download_section()
             reactions = reaction_section()
