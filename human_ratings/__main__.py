@@ -6,6 +6,7 @@ invite FOLDER                   invite codes for a study's annotators (shown onc
 export FOLDER                   a study's votes and reactions as Parquet with a dataset card
 stats VOTES                     win rates, Bradley-Terry, agreement, position bias of a log
 pairs / arena                   A/B items from requests and two systems
+rate URL --code CODE            the Rate tab from a terminal: the item on screen, or a vote
 """
 
 from __future__ import annotations
