@@ -33,10 +33,7 @@ def _score(item: Item) -> dict[str, float]:
 
 
 def _figures(rows: list[dict]) -> list[Figure]:
-    return [
-        Figure(k, mean_of(k), k)
-        for k in ("length_met", "length_ratio", "ended", "ends_at_sentence")
-    ]
+    return [Figure(k, mean_of(k), k) for k in ("length_met", "length_ratio", "ended")]
 
 
 METRIC = Metric("length", "stories", _score, _figures)
