@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from finetune.clean import clean_pair, fingerprint, truncate_words
+from finetune.clean import clean_pair, fingerprint, text_key, truncate_words
 from finetune.data import MIX_SUFFIXES, SPLITS, DataError, MixSource, RawPair, iter_pairs, read_mix
 from storygen.arcs import extract_beats
 from storygen.prompt_format import PROMPT_FORMAT_VERSION, render_example, render_plan_example
@@ -213,13 +213,6 @@ def _present(request: dict) -> list[str]:
     return [k for k, v in request.items() if (any(v.values()) if k == "setting" else v)]
 
 
-def prompt_key(prompt: str) -> str:
-    """A cleaned prompt's key, up to case and whitespace: the stories of a mix that answer the
-    same prompt share a split."""
-    norm = " ".join(prompt.lower().split())
-    return hashlib.blake2b(norm.encode(), digest_size=12).hexdigest()
-
-
 def _work(
     args: tuple[
         tuple[list, ...], int, float, dict[str, tuple[float, float]], frozenset, tuple[str, ...]
@@ -259,7 +252,9 @@ def _work(
                 json.dumps(example),
                 _split_of(example["source_key"], origin, bands),
                 raw.source_id in held,
-                prompt_key(example["request"]["prompt"]),
+                text_key(
+                    example["request"]["prompt"]
+                ),  # a mix's stories of one prompt share a split
                 example["words"],
             )
         )

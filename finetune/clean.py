@@ -262,7 +262,12 @@ def clean_pair(
     return CleanPair(prompt_text, tags, text, source_id, n_words), ""
 
 
+def text_key(text: str) -> str:
+    """A hash that identifies a text up to case and whitespace."""
+    norm = " ".join(text.lower().split())
+    return hashlib.blake2b(norm.encode(), digest_size=12).hexdigest()
+
+
 def fingerprint(pair: CleanPair) -> str:
     """A hash that identifies a pair up to case and whitespace, for de-duplication."""
-    norm = " ".join((pair.prompt + " || " + pair.story).lower().split())
-    return hashlib.blake2b(norm.encode(), digest_size=12).hexdigest()
+    return text_key(pair.prompt + " || " + pair.story)
