@@ -69,6 +69,16 @@ def scored_stories(run: Path, system: str) -> dict[str, dict]:
     return {r["id"]: saved[(r["id"], r["story_key"])] for r in rows}
 
 
+def _shared(run: Path, systems: list[str]) -> tuple[dict[str, dict], list[str]]:
+    """Each system's scored stories, and the items every one of them wrote for (in the first
+    system's order)."""
+    rows = {s: scored_stories(run, s) for s in systems}
+    items = [i for i in rows[systems[0]] if all(i in rows[s] for s in systems[1:])]
+    if not items:
+        raise EvalError(f"the systems {systems} share no item in {run}")
+    return rows, items
+
+
 def make_batches(
     run: Path, systems: list[str], out: Path, per_batch: int = 30, seed: int = 0
 ) -> dict[str, int]:
@@ -78,10 +88,8 @@ def make_batches(
 
     if len(systems) < 2:
         raise EvalError("name at least two systems to compare")
-    rows = {s: scored_stories(run, s) for s in systems}
-    items = sorted(set.intersection(*(set(r) for r in rows.values())))
-    if not items:
-        raise EvalError(f"the systems {systems} share no item in {run}")
+    rows, items = _shared(run, systems)
+    items = sorted(items)
     stories: dict[str, dict] = {}  # text -> its blind id, request and writers
     for item in items:
         for system in systems:
@@ -120,10 +128,7 @@ def make_pairs(run: Path, systems: list[str], out: Path) -> int:
 
     if len(systems) != 2 or systems[0] == systems[1]:
         raise EvalError("an A/B item compares two systems: name exactly two")
-    rows = {s: scored_stories(run, s) for s in systems}
-    items = [i for i in rows[systems[0]] if i in rows[systems[1]]]
-    if not items:
-        raise EvalError(f"the systems {systems} share no item in {run}")
+    rows, items = _shared(run, systems)
     made = 0
     with out.open("w") as f:
         for item in items:
