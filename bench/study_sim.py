@@ -3,8 +3,8 @@
     python -m bench.study_sim [--items 30] [--k 3] [--careful 8] [--json OUT]
 
 Three systems (``alpha`` better than ``beta`` better than ``gamma``: Bradley-Terry strengths
-+1, 0, -1) wrote the stories of an invite-only study with gold items. Twelve annotators sign
-in with their codes over gradio_client:
++gap, 0, -gap, ``--gap`` 1 by default) wrote the stories of an invite-only study with gold
+items. Twelve annotators sign in with their codes over gradio_client:
 
 - 8 careful ones read (they wait ``--read-s`` per item) and prefer a system with the
   probability its true strength gives (a noisy reader), and the intact story of a gold item 9
@@ -33,7 +33,7 @@ from pathlib import Path
 
 from bench.app_serving import start_app
 
-STRENGTH = {"alpha": 1.0, "beta": 0.0, "gamma": -1.0}
+STRENGTH = {"alpha": 1.0, "beta": 0.0, "gamma": -1.0}  # times --gap
 RECEIPT = re.compile(r"receipt `([0-9a-f]+)`")
 CHOICES = ["A is better", "B is better", "Tie", "Both are bad"]
 
@@ -58,7 +58,9 @@ def make_items(path: Path, n: int) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def reader(kind: str, rng: random.Random, who_wrote: dict, gold: dict, a: str, b: str) -> str:
+def reader(
+    kind: str, rng: random.Random, who_wrote: dict, gold: dict, a: str, b: str, gap: float = 1.0
+) -> str:
     """The choice a simulated annotator of this kind makes for stories A and B."""
     if kind == "random" or kind == "fast":
         return rng.choice(CHOICES)
@@ -68,11 +70,11 @@ def reader(kind: str, rng: random.Random, who_wrote: dict, gold: dict, a: str, b
         better = gold[(a, b)]
         right = "A is better" if better == a else "B is better"
         return right if rng.random() < 0.9 else rng.choice(CHOICES)
-    sa, sb = STRENGTH[who_wrote[a]], STRENGTH[who_wrote[b]]
+    sa, sb = gap * STRENGTH[who_wrote[a]], gap * STRENGTH[who_wrote[b]]
     return "A is better" if rng.random() < 1 / (1 + math.exp(sb - sa)) else "B is better"
 
 
-def annotate(url_of, code, kind, read_s, seed, acked, errors, stop, down):
+def annotate(url_of, code, kind, read_s, seed, acked, errors, stop, down, gap):
     from gradio_client import Client
 
     rng = random.Random(seed)
@@ -88,7 +90,7 @@ def annotate(url_of, code, kind, read_s, seed, acked, errors, stop, down):
             if not shown[1]:
                 return  # nothing needs this annotator any more
             time.sleep(read_s * (0.8 + 0.4 * rng.random()))
-            choice = reader(kind, rng, who_wrote, gold, shown[1], shown[2])
+            choice = reader(kind, rng, who_wrote, gold, shown[1], shown[2], gap)
             res = client.predict(choice, "", *[None] * 8, api_name="/vote")
             got = RECEIPT.search(res[-1] or "")
             if got:
@@ -108,6 +110,7 @@ def run(
     read_s: float = 2.0,
     seed: int = 0,
     timeout: float = 900,
+    gap: float = 1.0,
 ) -> dict:
     import yaml
 
@@ -160,6 +163,7 @@ def run(
                     errors,
                     stop,
                     down,
+                    gap,
                 ),
             )
             for i, (name, kind) in enumerate(zip(names, kinds, strict=True))
@@ -237,9 +241,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--careful", type=int, default=8)
     p.add_argument("--read-s", type=float, default=2.0, help="careful readers' seconds per item")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--gap",
+        type=float,
+        default=1.0,
+        help="strength between neighbouring systems (1: a careful reader prefers the better "
+        "of two neighbours 73%% of the time, 2: 88%%)",
+    )
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
-    r = run(args.items, args.k, args.careful, args.read_s, args.seed)
+    r = run(args.items, args.k, args.careful, args.read_s, args.seed, gap=args.gap)
     for key, value in r.items():
         print(f"{key:>26}: {value}")
     if args.json:
