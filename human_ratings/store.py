@@ -26,7 +26,7 @@ import json
 import re
 import zlib
 from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from human_ratings.applog import AppendLog
@@ -80,7 +80,7 @@ class Vote:
     anonymous: bool = False
     """Cast in an open study by a visitor known only by a browser-scoped id."""
     schema_version: int = SCHEMA_VERSION
-    timestamp_utc: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    timestamp_utc: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
 
     def __post_init__(self):
         errors = []

