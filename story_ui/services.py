@@ -185,6 +185,8 @@ class Services:
         self._stops_lock = threading.Lock()  # not _lock: Stop must not wait for a model load
         # Never the server's file path: the Results tab shows this line to every visitor.
         self.sync_status = "Votes are kept on this server only (not synced anywhere)."
+        self.scheduler = None
+        """The Hub sync's ``huggingface_hub.CommitScheduler``, when it runs."""
 
     @staticmethod
     def _study(config: AppConfig) -> Study | None:
@@ -284,6 +286,17 @@ class Services:
         for event in events:
             event.set()
         return bool(events)
+
+    def flush_sync(self, timeout: float = 60) -> str:
+        """Push what the Hub sync has not pushed yet, now (before the app stops: a Space is
+        restarted with SIGTERM, and its disk may not outlive it). Returns what happened."""
+        if self.scheduler is None:
+            return "no Hub sync"
+        try:
+            self.scheduler.trigger().result(timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - said, the app is stopping anyway
+            return f"the last push to the Hub failed: {type(exc).__name__}: {exc}"
+        return "pushed to the Hub"
 
     def model_for(self, system: SystemSpec) -> Backend:
         """A model per live system, loaded once. Separate models rather than toggling one
