@@ -1,12 +1,15 @@
 """The app as its users meet it: start-up, then 1, 4 and 8 people asking for a story at once.
 
-    python -m bench.app_serving [--users 1,4,8] [--length short] [--tokens 0]
+    python -m bench.app_serving [--users 1,8] [--length short] [--tokens 0] [--repeats 2]
 
-Starts ``app.py`` in a fresh process on the embedded default (llama.cpp + demo adapter) and
-times start to serving (the first page answered), next to the same start on the old default
-(transformers NF4 + adapter). Then drives it through gradio_client: for each round, that many
-users submit the Write form at once; per user, the time to the first streamed text, the time to
-the finished story and its tokens/s (from the story's provenance).
+Starts ``app.py`` twice, each in a process of its own, on the embedded model with the demo
+adapter: in process (llama.cpp, today's default, 4 stories at once) and in many-readers mode
+(``--backend llama-server --concurrency 8``: llama.cpp's own server, continuous batching), and
+times start to serving (the first page answered). Then drives them through gradio_client, one
+app at a time, the rounds alternating between them: for each round, that many users submit the
+Write form at once; per user, the time to the first streamed text, the time to the finished
+story and its tokens/s (from the story's provenance); per round, all the tokens over its wall
+time. Prints the server's figures as ratios to in process's, with their spread.
 """
 
 from __future__ import annotations
@@ -101,61 +104,114 @@ def one_user(url: str, form: list, tokens: int, seed: int, out: list) -> None:
     )
 
 
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
 def round_of(url: str, users: int, form: list, tokens: int) -> dict:
     results: list[dict] = []
     threads = [
         threading.Thread(target=one_user, args=(url, form, tokens, 100 + i, results))
         for i in range(users)
     ]
+    t0 = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    wall = time.perf_counter() - t0
     return {
         "users": users,
         "ttft_s_median": statistics.median(r["ttft_s"] for r in results),
         "ttft_s_max": max(r["ttft_s"] for r in results),
         "tokens_per_s_per_user": statistics.median(r["tokens_per_s"] for r in results),
+        "total_tokens_per_s": sum(r["tokens"] for r in results) / wall,
         "tokens_median": statistics.median(r["tokens"] for r in results),
         "done_s_median": statistics.median(r["done_s"] for r in results),
         "done_s_max": max(r["done_s"] for r in results),
     }
 
 
+MODES = {
+    "in process": ["--backend", "llamacpp"],
+    "llama-server": ["--backend", "llama-server", "--concurrency", "8"],
+}
+"""Today's default (llama.cpp in process, 4 stories at once) and many-readers mode."""
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--users", default="1,4,8")
+    parser.add_argument("--users", default="1,8")
     parser.add_argument("--length", default="short", help="the requested story length")
     parser.add_argument("--tokens", type=int, default=0, help="max new tokens (0: from length)")
-    parser.add_argument("--skip-nf4-start", action="store_true")
+    parser.add_argument("--repeats", type=int, default=2, help="rounds per mode, interleaved")
+    parser.add_argument("--modes", default=",".join(MODES), help="which of " + ", ".join(MODES))
     args = parser.parse_args(argv)
     form = [*FORM[:8], args.length, *FORM[9:]]
-    starts = []
+    modes = args.modes.split(",")
+    users = [int(n) for n in args.users.split(",")]
+    starts, rows = [], []
     with tempfile.TemporaryDirectory() as d:
-        if not args.skip_nf4_start:
-            proc, _, seconds = start_app(
-                Path(d) / "nf4.csv", "--backend", "transformers", "--quantization", "nf4"
-            )
-            starts.append(
-                {"app": "transformers nf4 + adapter (old default)", "start_to_serving_s": seconds}
-            )
-            proc.terminate()
-            proc.wait(30)
-        proc, url, seconds = start_app(Path(d) / "v.csv")
-        starts.append({"app": "llamacpp + adapter (default)", "start_to_serving_s": seconds})
+        apps = {}
         try:
-            round_of(url, 1, form, 8)  # warm-up
-            rows = [round_of(url, int(n), form, args.tokens) for n in args.users.split(",")]
+            for mode in modes:
+                proc, url, seconds = start_app(Path(d) / f"{len(apps)}.csv", *MODES[mode])
+                apps[mode] = (proc, url)
+                starts.append({"app": mode, "start_to_serving_s": seconds})
+                round_of(url, 1, form, 8)  # warm-up
+            # One app writes at a time; the rounds alternate between the modes, so that the
+            # machine's drift falls on both alike.
+            for repeat in range(args.repeats):
+                for n in users:
+                    for mode in modes:
+                        rows.append(
+                            {
+                                "mode": mode,
+                                "repeat": repeat,
+                                **round_of(apps[mode][1], n, form, args.tokens),
+                            }
+                        )
         finally:
-            proc.terminate()
-            proc.wait(30)
+            for proc, _ in apps.values():
+                proc.terminate()
+                proc.wait(30)
     print(table(starts, ["app", "start_to_serving_s"]))
     print(
-        f"\napp on the embedded default (llama.cpp + demo adapter, default concurrency), "
-        f"{args.length} stories, max new tokens {args.tokens or 'from the length'}\n"
+        f"\nthe embedded model + demo adapter, {args.length} stories, max new tokens "
+        f"{args.tokens or 'from the length'}; each row one round\n"
     )
-    cols = ["users", "ttft_s_median", "ttft_s_max", "tokens_per_s_per_user", "tokens_median"]
-    print(table(rows, [*cols, "done_s_median", "done_s_max"]))
+    cols = ["mode", "users", "ttft_s_median", "ttft_s_max", "tokens_per_s_per_user"]
+    print(table(rows, [*cols, "total_tokens_per_s", "tokens_median", "done_s_max"]))
+    if set(MODES) <= set(modes):
+        print("\nllama-server against in process, median over the rounds (min-max):")
+        summary = []
+        for n in users:
+
+            def of(mode, key, n=n):
+                return [r[key] for r in rows if r["mode"] == mode and r["users"] == n]
+
+            for key in ("total_tokens_per_s", "tokens_per_s_per_user"):
+                ratios = [a / b for a, b in zip(of("llama-server", key), of("in process", key))]
+                summary.append(
+                    {
+                        "users": n,
+                        "figure": key,
+                        "ratio": spread(ratios),
+                    }
+                )
+            for key in ("ttft_s_median", "ttft_s_max"):
+                summary.append(
+                    {
+                        "users": n,
+                        "figure": f"{key} llama-server",
+                        "ratio": f"{statistics.median(of('llama-server', key)):.2f} s",
+                    }
+                )
+        print(table(summary, ["users", "figure", "ratio"]))
+        print(
+            "targets: 8 readers: median first token < 3 s, max < 6 s, total tokens/s >= 2x; "
+            "1 reader: tokens/s >= 0.9x"
+        )
 
 
 if __name__ == "__main__":

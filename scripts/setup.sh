@@ -46,6 +46,36 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # A llama-cpp-python of the same version built with other flags may be installed already.
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --force-reinstall \
     "$wheels"/llama_cpp_python-*.whl
+  # llama.cpp's own server (the llama-server backend: many readers at once) and the tools that
+  # merge an adapter into the base and re-quantize it, from the same pinned source as the wheel,
+  # static, for the same AVX2 baseline; kept in the cache like the wheel (about 10 min once).
+  tools_flags="-DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF"
+  tools_targets="llama-server llama-export-lora llama-quantize"
+  tools_key=$(echo "$llama_version $tools_flags $tools_targets" | sha256sum | cut -c1-12)
+  tools="${STORYGEN_WHEELS:-$HOME/.cache/storygen/wheels}/llama-tools-$tools_key"
+  if [ ! -x "$tools/llama-server" ]; then
+    echo "building llama-server, llama-export-lora and llama-quantize $llama_version, once (about 10 min on 2 cores) ..."
+    cmake=$(command -v cmake || true)
+    if [ -z "$cmake" ]; then  # no system cmake: PyPI's
+      .venv/bin/python -m pip install -q --disable-pip-version-check cmake
+      cmake=.venv/bin/cmake
+    fi
+    src=$(mktemp -d)
+    .venv/bin/python -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
+      -d "$src" "llama-cpp-python==$llama_version"
+    tar xzf "$src"/llama_cpp_python-*.tar.gz -C "$src"
+    # shellcheck disable=SC2086
+    "$cmake" -S "$src"/llama_cpp_python-*/vendor/llama.cpp -B "$src/build" -DCMAKE_BUILD_TYPE=Release \
+      $tools_flags >/dev/null
+    # shellcheck disable=SC2086
+    "$cmake" --build "$src/build" -j "$(nproc)" --target $tools_targets >/dev/null
+    rm -rf "$tools.tmp" && mkdir -p "$tools.tmp"
+    # shellcheck disable=SC2086
+    (cd "$src/build/bin" && cp $tools_targets "$tools.tmp/")
+    mv "$tools.tmp" "$tools"
+    rm -rf "$src"
+  fi
+  cp "$tools"/llama-* .venv/bin/
   # The embedded model ships inside this wheel, and the judges' sentence-embedding model
   # (all-MiniLM-L6-v2, read in numpy) inside the second; their own dependencies are not needed.
   # shellcheck disable=SC2046

@@ -16,7 +16,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 try:
@@ -209,9 +209,22 @@ class Services:
         with one slot per story the app writes at once."""
         with self._lock:
             if self._backend is None:
-                self._backend = load_backend(self.config.model, slots=self.config.concurrency)
+                self._backend = self._load(self.config.model)
                 register(self._backend)
             return self._backend
+
+    def _load(self, spec: ModelSpec) -> Backend:
+        """The model on its backend; if llama.cpp's server cannot be started, the same model in
+        process (one reader's speed, the same stories' quality), with a line saying why."""
+        from storygen.backends.server import ServerError
+
+        try:
+            return load_backend(spec, slots=self.config.concurrency)
+        except ServerError as exc:
+            fallback = replace(spec, backend="llamacpp", server_port=None)
+            print(f"llama-server: {exc}\nwriting in process instead (llamacpp)", flush=True)
+            self.config.model = fallback
+            return load_backend(fallback, slots=self.config.concurrency)
 
     def write(
         self,

@@ -19,7 +19,7 @@ EMBEDDED = "embedded"
 DEMO_ADAPTER = "demo"
 QUANTIZATIONS = ("nf4", "int8", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
-BACKENDS = ("auto", "transformers", "llamacpp", "openai")
+BACKENDS = ("auto", "transformers", "llamacpp", "openai", "llama-server")
 
 T = TypeVar("T")
 
@@ -121,8 +121,10 @@ class ModelSpec:
     base, or none for the base model alone."""
     backend: str = "auto"
     """transformers (torch, NF4/int8/bf16/fp32 + peft), llamacpp (llama.cpp in process, the
-    GGUF base + the adapter's GGUF form) or openai (an OpenAI-compatible server at --endpoint).
-    auto: llamacpp for a GGUF base on the CPU, transformers otherwise."""
+    GGUF base + the adapter's GGUF form), openai (an OpenAI-compatible server at --endpoint) or
+    llama-server (llama.cpp's own server, started by the app, one slot per story written at once
+    with continuous batching: for many readers). auto: llamacpp for a GGUF base on the CPU,
+    transformers otherwise."""
     quantization: str | None = None
     """transformers only: nf4 (4-bit NormalFloat, double quantization; the default there), int8,
     bf16 or fp32. llamacpp runs the GGUF file's own quantization."""
@@ -137,6 +139,8 @@ class ModelSpec:
     """llamacpp only: CPU threads per story (0: the cores shared among the stories running)."""
     timeout: float = 60.0
     """openai only: seconds the server may stay silent before the request is abandoned."""
+    server_port: int | None = None
+    """llama-server only: the port it listens on, on 127.0.0.1 (default: a free one)."""
 
     def __post_init__(self):
         if self.quantization in ("", "auto", "none", "None"):
@@ -164,9 +168,17 @@ class ModelSpec:
             )
         if backend != "openai" and (self.endpoint or self.served_model):
             raise ConfigError("--endpoint and --served-model belong to the openai backend")
-        if backend == "llamacpp" and self.quantization is not None:
+        if self.server_port is not None and backend != "llama-server":
+            raise ConfigError("--server-port belongs to the llama-server backend")
+        if self.server_port is not None and not 0 < self.server_port < 65536:
+            raise ConfigError(f"server_port must be a port number, not {self.server_port}")
+        if backend == "llama-server" and not self.is_gguf_base():
             raise ConfigError(
-                f"the llamacpp backend runs the GGUF file's own quantization; --quantization "
+                "the llama-server backend runs GGUF files: an embedded base or a .gguf file"
+            )
+        if backend in ("llamacpp", "llama-server") and self.quantization is not None:
+            raise ConfigError(
+                f"the {backend} backend runs the GGUF file's own quantization; --quantization "
                 f"{self.quantization} needs --backend transformers"
             )
 

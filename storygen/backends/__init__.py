@@ -6,6 +6,8 @@
   is, with the adapter's GGUF form; the default on a CPU.
 - ``openai`` (:mod:`storygen.backends.openai`): any OpenAI-compatible completions server, over
   HTTP; how the app scales past one machine.
+- ``llama-server`` (:mod:`storygen.backends.server`): llama.cpp's own server, started and
+  watched by the app, through the openai backend; many readers on one machine.
 
 The engine modules are imported only when their backend is loaded, so the app starts without
 torch when it serves through llama.cpp or a server.
@@ -31,6 +33,10 @@ def load_backend(spec: ModelSpec | None = None, slots: int = 1) -> Backend:
         from storygen.backends.llamacpp import LlamaCppBackend
 
         return LlamaCppBackend(spec, slots=slots)
+    if backend == "llama-server":
+        from storygen.backends.server import LlamaServerBackend
+
+        return LlamaServerBackend(spec, slots=slots)
     if backend == "openai":
         from storygen.backends.openai import OpenAIBackend
 

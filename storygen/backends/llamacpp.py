@@ -56,6 +56,38 @@ def resolve_gguf_base(base: str) -> tuple[Path, str]:
     return path, str(path.resolve())
 
 
+def file_type_name(file_type) -> str:
+    """A GGUF's ``general.file_type`` as the quantization name provenance records."""
+    try:
+        from gguf import LlamaFileType
+
+        name = LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_")
+    except (ImportError, TypeError, ValueError):
+        name = "unknown"
+    return f"gguf-{name.lower()}"
+
+
+def tokenize(llm, prompt: Prompt) -> list[int]:
+    """The prompt's token ids: the format's markers as special tokens, the request's and the
+    story's text never (a marker typed into them stays plain text)."""
+    ids: list[int] = []
+    for text, special in prompt.parts:
+        ids += llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
+    return with_leading(leading_tokens(llm), ids)
+
+
+def chat_template(llm) -> tuple[str, dict[str, str]] | None:
+    """The GGUF's chat template and the special tokens it names, if it has one."""
+    template = llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        return None
+
+    def text(token: int) -> str:
+        return llm.detokenize([token], special=True).decode("utf-8", errors="replace")
+
+    return template, {"bos_token": text(llm.token_bos()), "eos_token": text(llm.token_eos())}
+
+
 def leading_tokens(llm) -> list[int]:
     """The model's own rule for a leading BOS (its GGUF's add_bos_token), as in training."""
     return llm.tokenize(b"", add_bos=True, special=False)
@@ -184,35 +216,16 @@ class LlamaCppBackend(LocalBackend):
         return llm
 
     def quantization(self) -> str:
-        try:
-            from gguf import LlamaFileType
-
-            name = LlamaFileType(int(self._file_type)).name.removeprefix("MOSTLY_")
-        except (ImportError, TypeError, ValueError):
-            name = "unknown"
-        return f"gguf-{name.lower()}"
+        return file_type_name(self._file_type)
 
     def provenance(self):
         return {**super().provenance(), "engine": f"llama-cpp-python {self._llama_cpp.__version__}"}
 
     def chat_template(self):
-        llm = self._all[0]
-        template = llm.metadata.get("tokenizer.chat_template")
-        if not template:
-            return None
-
-        def text(token: int) -> str:
-            return llm.detokenize([token], special=True).decode("utf-8", errors="replace")
-
-        specials = {"bos_token": text(llm.token_bos()), "eos_token": text(llm.token_eos())}
-        return template, specials
+        return chat_template(self._all[0])
 
     def tokenize(self, prompt: Prompt) -> list[int]:
-        llm = self._all[0]  # the vocabulary is read-only: any slot's model will do
-        ids: list[int] = []
-        for text, special in prompt.parts:
-            ids += llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
-        return with_leading(leading_tokens(llm), ids)
+        return tokenize(self._all[0], prompt)  # the vocabulary is read-only: any slot will do
 
     def count_tokens(self, text: str) -> int:
         return len(self._all[0].tokenize(text.encode("utf-8"), add_bos=False, special=False))
