@@ -8,8 +8,10 @@ adapter: in process (llama.cpp, today's default, 4 stories at once) and in many-
 times start to serving (the first page answered). Then drives them through gradio_client, one
 app at a time, the rounds alternating between them: for each round, that many users submit the
 Write form at once; per user, the time to the first streamed text, the time to the finished
-story and its tokens/s (from the story's provenance); per round, all the tokens over its wall
-time. Prints the server's figures as ratios to in process's, with their spread.
+story and its tokens/s (from the story's provenance). A round is a steady load: each reader
+asks for another story as soon as one is written, for ``--seconds``; its total is all the
+tokens over its wall time. Prints the server's figures as ratios to in process's, with their
+spread.
 """
 
 from __future__ import annotations
@@ -108,12 +110,22 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
-def round_of(url: str, users: int, form: list, tokens: int) -> dict:
+def round_of(url: str, users: int, form: list, tokens: int, seconds: float = 0) -> dict:
+    """``users`` readers at once, each asking for a story and, while ``seconds`` have not
+    passed, for another as soon as one is written (0: one story each). The total is every
+    token over the round's wall time: a steady load, not one batch's slowest story alone."""
     results: list[dict] = []
-    threads = [
-        threading.Thread(target=one_user, args=(url, form, tokens, 100 + i, results))
-        for i in range(users)
-    ]
+    deadline = time.perf_counter() + seconds
+
+    def reader(i: int) -> None:
+        seed = 100 + i
+        while True:
+            one_user(url, form, tokens, seed, results)
+            seed += users
+            if time.perf_counter() >= deadline:
+                return
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(users)]
     t0 = time.perf_counter()
     for t in threads:
         t.start()
@@ -122,6 +134,7 @@ def round_of(url: str, users: int, form: list, tokens: int) -> dict:
     wall = time.perf_counter() - t0
     return {
         "users": users,
+        "stories": len(results),
         "ttft_s_median": statistics.median(r["ttft_s"] for r in results),
         "ttft_s_max": max(r["ttft_s"] for r in results),
         "tokens_per_s_per_user": statistics.median(r["tokens_per_s"] for r in results),
@@ -145,6 +158,9 @@ def main(argv=None) -> None:
     parser.add_argument("--length", default="short", help="the requested story length")
     parser.add_argument("--tokens", type=int, default=0, help="max new tokens (0: from length)")
     parser.add_argument("--repeats", type=int, default=2, help="rounds per mode, interleaved")
+    parser.add_argument(
+        "--seconds", type=float, default=40, help="each round's steady load (0: one story each)"
+    )
     parser.add_argument("--modes", default=",".join(MODES), help="which of " + ", ".join(MODES))
     args = parser.parse_args(argv)
     form = [*FORM[:8], args.length, *FORM[9:]]
@@ -168,7 +184,7 @@ def main(argv=None) -> None:
                             {
                                 "mode": mode,
                                 "repeat": repeat,
-                                **round_of(apps[mode][1], n, form, args.tokens),
+                                **round_of(apps[mode][1], n, form, args.tokens, args.seconds),
                             }
                         )
         finally:
@@ -178,9 +194,10 @@ def main(argv=None) -> None:
     print(table(starts, ["app", "start_to_serving_s"]))
     print(
         f"\nthe embedded model + demo adapter, {args.length} stories, max new tokens "
-        f"{args.tokens or 'from the length'}; each row one round\n"
+        f"{args.tokens or 'from the length'}; each row one round: that many readers asking for "
+        f"stories for {args.seconds:g} s\n"
     )
-    cols = ["mode", "users", "ttft_s_median", "ttft_s_max", "tokens_per_s_per_user"]
+    cols = ["mode", "users", "stories", "ttft_s_median", "ttft_s_max", "tokens_per_s_per_user"]
     print(table(rows, [*cols, "total_tokens_per_s", "tokens_median", "done_s_max"]))
     if set(MODES) <= set(modes):
         print("\nllama-server against in process, median over the rounds (min-max):")

@@ -271,9 +271,21 @@ class LlamaServerBackend(OpenAIBackend):
         return chat_template(self._vocab)
 
     def body(self, prompt, sampling, budget):
+        """The openai request, with the prompt as token ids and llama.cpp's samplers set to
+        ours: repetition penalty, top-k, temperature, top-p, in that order, and none of its
+        others (min-p is on by default there). Its penalty covers the last 64 tokens, the
+        prompt's tail among them at first, where ours covers every story token and no prompt
+        token; over 24 seeds of the same request the stories came out as long (mean 202
+        against 191 tokens; 32 tokens gave 224, 256 far shorter)."""
         from storygen.backends.llamacpp import tokenize
 
-        return {**super().body(prompt, sampling, budget), "prompt": tokenize(self._vocab, prompt)}
+        return {
+            **super().body(prompt, sampling, budget),
+            "prompt": tokenize(self._vocab, prompt),
+            "samplers": ["penalties", "top_k", "temperature", "top_p"],
+            "min_p": 0.0,
+            "repeat_last_n": 64,
+        }
 
     def count_tokens(self, text: str) -> int:
         return len(self._vocab.tokenize(text.encode("utf-8"), add_bos=False, special=False))
