@@ -192,3 +192,73 @@ def export_gguf(adapter_dir: Path, out: Path | None = None, config: dict | None 
     writer.close()
     os.replace(tmp, out)  # a half-written file never takes the adapter's name
     return out
+
+
+MERGE_TYPES = ("Q4_0", "Q4_1", "Q4_K_M", "Q8_0", "F16")
+"""What ``--merge`` re-quantizes to (llama-quantize's names)."""
+
+
+def merge_gguf(
+    adapter_dir: Path, quant: str, out: Path | None = None, base_gguf: Path | None = None
+) -> Path:
+    """The adapter merged into its base's GGUF and re-quantized to ``quant``, with llama.cpp's
+    own tools (``llama-export-lora`` then ``llama-quantize``, built by setup.sh); returns the
+    file (default ``ADAPTER_DIR/merged-<quant>.gguf``).
+
+    llama-export-lora dequantizes each adapted weight, adds the LoRA's B·A at its scale and
+    writes F16, from which the file is quantized again: for an embedded Q4_1 base that is a
+    second rounding, so a merged file must be measured against the unmerged path before it is
+    used (``python -m bench.merged``). A JSON beside it records what it was made of."""
+    import subprocess
+    import tempfile
+
+    from storygen.backends.llamacpp import resolve_gguf_base
+    from storygen.backends.server import ServerError, llama_tool
+    from storygen.embedded import by_model_id
+
+    quant = quant.upper()
+    if quant not in MERGE_TYPES:
+        raise ExportError(f"--merge takes one of {', '.join(MERGE_TYPES)}, not {quant!r}")
+    adapter_dir = Path(adapter_dir)
+    meta = read_adapter_meta(adapter_dir)
+    if base_gguf is None:
+        embedded = by_model_id(str(meta.get("base_model")))
+        if embedded is None:
+            raise ExportError(
+                f"{adapter_dir}: its base {meta.get('base_model')!r} is not an embedded model: "
+                "give its GGUF file with --base-gguf"
+            )
+        base_gguf, _ = resolve_gguf_base(embedded.name)
+    lora = adapter_dir / GGUF_ADAPTER
+    if not lora.exists():
+        export_gguf(adapter_dir)
+    try:
+        export_lora, quantize = llama_tool("llama-export-lora"), llama_tool("llama-quantize")
+    except ServerError as exc:
+        raise ExportError(str(exc)) from exc
+    out = Path(out) if out else adapter_dir / f"merged-{quant.lower()}.gguf"
+    with tempfile.TemporaryDirectory() as tmp:
+        f16 = Path(tmp) / "merged-f16.gguf"
+        steps = [[str(export_lora), "-m", str(base_gguf), "--lora", str(lora), "-o", str(f16)]]
+        steps.append([str(quantize), str(f16), str(out) + ".tmp", quant, str(os.cpu_count())])
+        for cmd in steps:
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
+                raise ExportError(f"{Path(cmd[0]).name} failed: {' | '.join(tail)}")
+    os.replace(str(out) + ".tmp", out)
+    out.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "adapter": str(meta.get("name") or adapter_dir.name),
+                "base_model": meta.get("base_model"),
+                "prompt_format": meta.get("prompt_format"),
+                "base_gguf": Path(base_gguf).name,
+                "quantization": quant,
+                "made_with": "llama-export-lora + llama-quantize",
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return out

@@ -12,14 +12,24 @@ HELP = "write an adapter's GGUF form for the llama.cpp backend"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("adapter_dir", type=Path, help="a folder written by `finetune train`")
     p.add_argument("--out", type=Path, default=None, help="default: ADAPTER_DIR/adapter_model.gguf")
+    p.add_argument(
+        "--merge",
+        metavar="TYPE",
+        help="instead, merge the adapter into its base and quantize the result to TYPE "
+        "(Q4_0, Q4_1, Q4_K_M, Q8_0, F16): ADAPTER_DIR/merged-<type>.gguf",
+    )
+    p.add_argument("--base-gguf", type=Path, help="--merge: the base's GGUF (default: embedded)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from finetune.export_gguf import ExportError, export_gguf
+    from finetune.export_gguf import ExportError, export_gguf, merge_gguf
     from storygen.loading import LoadError
 
     try:
-        print(export_gguf(args.adapter_dir, args.out))
+        if args.merge:
+            print(merge_gguf(args.adapter_dir, args.merge, args.out, args.base_gguf))
+        else:
+            print(export_gguf(args.adapter_dir, args.out))
     except (ExportError, LoadError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -48,20 +48,25 @@ class ServerError(BackendError):
     """The server cannot be started or has stopped for good; the message says why."""
 
 
-def server_binary() -> Path:
-    """``$STORYGEN_LLAMA_SERVER``, else ``llama-server`` beside this Python, else on PATH."""
-    named = os.environ.get(BINARY_ENV)
+def llama_tool(name: str, env: str | None = None) -> Path:
+    """One of llama.cpp's programs: ``$env`` if set, else beside this Python (where setup.sh
+    puts them), else on PATH."""
+    named = os.environ.get(env) if env else None
     candidates = [Path(named)] if named else []
-    candidates.append(Path(sys.executable).with_name("llama-server"))
-    on_path = shutil.which("llama-server")
+    candidates.append(Path(sys.executable).with_name(name))
+    on_path = shutil.which(name)
     candidates += [Path(on_path)] if on_path else []
     for path in candidates:
         if path.is_file() and os.access(path, os.X_OK):
             return path
     raise ServerError(
-        "llama-server is not installed: bash scripts/setup.sh builds it from llama.cpp's source "
-        f"(or set {BINARY_ENV} to a llama-server binary)"
+        f"{name} is not installed: bash scripts/setup.sh builds it from llama.cpp's source"
+        + (f" (or set {env} to one)" if env else "")
     )
+
+
+def server_binary() -> Path:
+    return llama_tool("llama-server", BINARY_ENV)
 
 
 def free_port() -> int:
