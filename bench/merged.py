@@ -15,6 +15,7 @@ in process, ``--tokens`` tokens decoded after the same prompt, the variants taki
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import tempfile
 import time
@@ -53,8 +54,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     adapter = demo_adapter_dir()
     with tempfile.TemporaryDirectory() as d:
-        files = {
-            t: merge_gguf(adapter, t, Path(d) / f"merged-{t}.gguf") for t in args.types.split(",")
+        files = {  # every type, however far its loss moved: measuring that is the point
+            t: merge_gguf(adapter, t, Path(d) / f"merged-{t}.gguf", max_loss_increase=math.inf)
+            for t in args.types.split(",")
         }
         specs = {RUNTIME: ModelSpec(adapter=DEMO_ADAPTER)}
         specs |= {f"merged {t}": ModelSpec(base=str(f), adapter=None) for t, f in files.items()}

@@ -23,13 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
+from storygen.backends.llamacpp import SCORED_TOKENS, LlamaScorer, nll_and_argmax
 from storygen.config import EMBEDDED, ModelSpec, SamplingConfig
-from storygen.loading import prompt_ids, with_leading
+from storygen.loading import prompt_ids
 from storygen.prompt_format import tagged_prompt
 from storygen.request import StoryRequest
 
 ROOT = Path(__file__).resolve().parent.parent
-MAX_TOKENS = 320  # prompt + story tokens scored per story, as in the demo adapter's validation
+MAX_TOKENS = SCORED_TOKENS  # prompt + story tokens scored per story
+
+__all__ = ["HFScorer", "LlamaScorer", "measure", "nll_and_argmax", "story_losses"]
 
 
 def example_requests(n: int) -> list[StoryRequest]:
@@ -43,15 +46,6 @@ def token_ids(prompt: str, story: str, scorer) -> tuple[list[int], int]:
     one, and the number of prompt ids."""
     p, s = scorer.prompt_ids(prompt), scorer.tokenize(story)
     return (p + s)[:MAX_TOKENS], len(p)
-
-
-def nll_and_argmax(logits: np.ndarray, ids: list[int], n_prompt: int):
-    """Per-token NLL of the story tokens and the model's top token at each of those positions."""
-    logits = logits[n_prompt - 1 : len(ids) - 1].astype(np.float64)
-    targets = np.asarray(ids[n_prompt:])
-    top = logits.max(-1, keepdims=True)
-    logz = top[:, 0] + np.log(np.exp(logits - top).sum(-1))
-    return logz - logits[np.arange(len(targets)), targets], logits.argmax(-1)
 
 
 class HFScorer:
@@ -75,42 +69,6 @@ class HFScorer:
 
         with torch.inference_mode():
             return self.backend.lm.model(input_ids=torch.tensor([ids])).logits[0].numpy()
-
-
-class LlamaScorer:
-    """Every position's logits from llama.cpp (the GGUF base, the adapter's GGUF form or none)."""
-
-    def __init__(self, adapter: str | None, threads: int = 2, base: str = EMBEDDED):
-        from llama_cpp import Llama
-
-        from storygen.backends.llamacpp import gguf_adapter, resolve_gguf_base
-
-        spec = ModelSpec(base=base, adapter=adapter, backend="llamacpp")
-        model_path, base_id = resolve_gguf_base(spec.base)
-        lora, _ = gguf_adapter(spec, base_id)
-        kwargs = {"lora_path": str(lora)} if lora else {}
-        self.llm = Llama(
-            model_path=str(model_path),
-            n_ctx=MAX_TOKENS,
-            n_batch=MAX_TOKENS,
-            n_threads=threads,
-            logits_all=True,
-            verbose=False,
-            **kwargs,
-        )
-
-    def tokenize(self, text: str) -> list[int]:
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
-
-    def prompt_ids(self, text: str) -> list[int]:
-        from storygen.backends.llamacpp import leading_tokens
-
-        return with_leading(leading_tokens(self.llm), self.tokenize(text))
-
-    def logits(self, ids: list[int]) -> np.ndarray:
-        self.llm.reset()
-        self.llm.eval(ids)
-        return np.array(self.llm.scores[: len(ids)])
 
 
 def story_losses(scorer, stories: list[tuple[str, str]]):

@@ -198,8 +198,30 @@ MERGE_TYPES = ("Q4_0", "Q4_1", "Q4_K_M", "Q8_0", "F16")
 """What ``--merge`` re-quantizes to (llama-quantize's names)."""
 
 
+PROBE = Path(__file__).resolve().parent.parent / "human_ratings" / "demo_pairs.jsonl"
+"""Stories with their requests, shipped with the project: what a merge's loss is checked on."""
+MAX_LOSS_INCREASE = 0.01
+
+
+def probe_texts(path: Path = PROBE) -> list[tuple[str, str]]:
+    """(tagged prompt, story) for every story of the shipped A/B items."""
+    from storygen.prompt_format import tagged_prompt
+    from storygen.request import StoryRequest
+
+    out = []
+    for line in path.read_text().splitlines():
+        item = json.loads(line)
+        prompt = tagged_prompt(StoryRequest.from_dict(item["request"])).text
+        out += [(prompt, story["text"]) for story in item["stories"].values()]
+    return out
+
+
 def merge_gguf(
-    adapter_dir: Path, quant: str, out: Path | None = None, base_gguf: Path | None = None
+    adapter_dir: Path,
+    quant: str,
+    out: Path | None = None,
+    base_gguf: Path | None = None,
+    max_loss_increase: float = MAX_LOSS_INCREASE,
 ) -> Path:
     """The adapter merged into its base's GGUF and re-quantized to ``quant``, with llama.cpp's
     own tools (``llama-export-lora`` then ``llama-quantize``, built by setup.sh); returns the
@@ -207,8 +229,12 @@ def merge_gguf(
 
     llama-export-lora dequantizes each adapted weight, adds the LoRA's B·A at its scale and
     writes F16, from which the file is quantized again: for an embedded Q4_1 base that is a
-    second rounding, so a merged file must be measured against the unmerged path before it is
-    used (``python -m bench.merged``). A JSON beside it records what it was made of."""
+    second rounding. So the merged file's per-token loss on the shipped A/B items' stories is
+    measured against the adapter on its base, both on llama.cpp, and a file more than
+    ``max_loss_increase`` worse is refused and removed (``python -m bench.merged`` measures
+    speed and loss against the fp32 reference on real stories). A JSON beside the file records
+    what it was made of and the loss measured; the llama.cpp backend reads it, so that
+    ``--base FILE --adapter none`` writes as the adapter does."""
     import subprocess
     import tempfile
 
@@ -240,22 +266,46 @@ def merge_gguf(
     with tempfile.TemporaryDirectory() as tmp:
         f16 = Path(tmp) / "merged-f16.gguf"
         steps = [[str(export_lora), "-m", str(base_gguf), "--lora", str(lora), "-o", str(f16)]]
-        steps.append([str(quantize), str(f16), str(out) + ".tmp", quant, str(os.cpu_count())])
+        tmp_out = out.with_name(out.stem + ".part.gguf")  # a .gguf name llama.cpp loads
+        steps.append([str(quantize), str(f16), str(tmp_out), quant, str(os.cpu_count())])
         for cmd in steps:
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
+                tmp_out.unlink(missing_ok=True)
                 tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
                 raise ExportError(f"{Path(cmd[0]).name} failed: {' | '.join(tail)}")
-    os.replace(str(out) + ".tmp", out)
+        from storygen.backends.llamacpp import LlamaScorer
+
+        texts = probe_texts()
+        scorers = [
+            LlamaScorer(None, base=str(tmp_out)),
+            LlamaScorer(None, base=str(base_gguf), lora=lora),
+        ]
+        merged_loss, unmerged_loss = (s.mean_loss(texts) for s in scorers)
+        for scorer in scorers:
+            scorer.close()
+        change = merged_loss / unmerged_loss - 1
+        if change > max_loss_increase:
+            os.unlink(tmp_out)
+            raise ExportError(
+                f"merged and quantized to {quant}, the model's loss is {change:+.2%} against the "
+                f"adapter on its base ({merged_loss:.4f} against {unmerged_loss:.4f}), more than "
+                f"{max_loss_increase:.0%}: not kept. Try Q8_0, or --max-loss-increase"
+            )
+        os.replace(tmp_out, out)
+    from storygen.backends.llamacpp import MERGED_WITH
+
     out.with_suffix(".json").write_text(
         json.dumps(
             {
-                "adapter": str(meta.get("name") or adapter_dir.name),
+                "name": str(meta.get("name") or adapter_dir.name),
                 "base_model": meta.get("base_model"),
                 "prompt_format": meta.get("prompt_format"),
                 "base_gguf": Path(base_gguf).name,
                 "quantization": quant,
-                "made_with": "llama-export-lora + llama-quantize",
+                "loss_change": round(change, 5),
+                "loss_probe": f"{len(texts)} stories of {PROBE.name}",
+                "made_with": MERGED_WITH,
             },
             indent=2,
         )

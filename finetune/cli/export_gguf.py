@@ -19,6 +19,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(Q4_0, Q4_1, Q4_K_M, Q8_0, F16): ADAPTER_DIR/merged-<type>.gguf",
     )
     p.add_argument("--base-gguf", type=Path, help="--merge: the base's GGUF (default: embedded)")
+    p.add_argument(
+        "--max-loss-increase",
+        type=float,
+        default=0.01,
+        help="--merge: refuse a merged model whose loss on the shipped A/B stories is this much "
+        "worse than the adapter on its base (default: %(default)s, 1%%)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,7 +34,10 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         if args.merge:
-            print(merge_gguf(args.adapter_dir, args.merge, args.out, args.base_gguf))
+            merged = merge_gguf(
+                args.adapter_dir, args.merge, args.out, args.base_gguf, args.max_loss_increase
+            )
+            print(merged)
         else:
             print(export_gguf(args.adapter_dir, args.out))
     except (ExportError, LoadError, OSError) as exc:

@@ -51,11 +51,12 @@ class Backend(ABC):
         """The prompt for a validated request: for its story (from ``plan``, if given) or, with
         ``task="plan"``, for its plan.
 
-        With an adapter the model was trained on the tagged format, so it gets exactly that, in
-        the adapter's own version. A bare instruction-tuned base gets the same fields inside its
-        own chat template.
+        With an adapter (its own, or one merged into the base) the model was trained on the
+        tagged format, so it gets exactly that, in the adapter's own version. A bare
+        instruction-tuned base gets the same fields inside its own chat template.
         """
-        chat = self.chat_template() if self.spec.adapter is None else None
+        bare = self.spec.adapter is None and self.adapter_meta is None
+        chat = self.chat_template() if bare else None
         if chat is not None:
             return chat_prompt(request, *chat, plan=plan, task=task)
         return tagged_prompt(request, self.prompt_format, plan, task)

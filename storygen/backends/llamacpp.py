@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from storygen.backends.base import BackendError, LocalBackend
-from storygen.config import ModelSpec
+from storygen.config import EMBEDDED, ModelSpec
 from storygen.loading import (
     GGUF_ADAPTER,
     LoadError,
@@ -32,6 +32,9 @@ from storygen.prompt_format import Prompt
 
 N_CTX = 4096
 """Prompt + story tokens a context holds (capped at the model's training context)."""
+SCORED_TOKENS = 320
+"""Prompt + story tokens scored per story when a model's loss is measured (as in the demo
+adapter's validation)."""
 
 
 def resolve_gguf_base(base: str) -> tuple[Path, str]:
@@ -93,11 +96,36 @@ def leading_tokens(llm) -> list[int]:
     return llm.tokenize(b"", add_bos=True, special=False)
 
 
+def merged_meta(model_path: Path) -> dict | None:
+    """What a GGUF with an adapter merged into it was made of (``finetune export-gguf
+    --merge`` writes it beside the file as JSON): the adapter's name, base and prompt format."""
+    import json
+
+    side = Path(model_path).with_suffix(".json")
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("made_with") != MERGED_WITH:
+        return None
+    return meta
+
+
+MERGED_WITH = "llama-export-lora + llama-quantize"
+
+
 def gguf_adapter(spec: ModelSpec, base_id: str) -> tuple[Path | None, dict | None]:
-    """The adapter's GGUF file and its metadata, both checked against the base."""
+    """The adapter's GGUF file and its metadata, both checked against the base. A base with an
+    adapter merged into it has no adapter file, and its merged adapter's metadata."""
     adir = adapter_path(spec)
+    merged = merged_meta(resolve_gguf_base(spec.base)[0])
     if adir is None:
-        return None, None
+        return None, merged
+    if merged is not None:
+        raise LoadError(
+            f"{spec.base} already has the adapter {merged.get('name')!r} merged into it: "
+            "pass --adapter none"
+        )
     if not adir.exists():
         raise LoadError(f"adapter folder {adir} does not exist")
     meta = read_adapter_meta(adir)
@@ -180,6 +208,8 @@ class LlamaCppBackend(LocalBackend):
         self.spec = spec
         self.model_path, self.base_id = resolve_gguf_base(spec.base)
         self.lora_path, self.adapter_meta = gguf_adapter(spec, self.base_id)
+        if self.lora_path is None and self.adapter_meta:  # an adapter merged into the base
+            self.base_id = self.adapter_meta.get("base_model") or self.base_id
         self._slots: queue.Queue = queue.Queue()
         self._all = [self._open() for _ in range(max(1, slots))]
         for llm in self._all:
@@ -267,3 +297,66 @@ class LlamaCppBackend(LocalBackend):
         for llm in self._all:
             llm.close()
         self._all = []
+
+
+def nll_and_argmax(logits: np.ndarray, ids: list[int], n_prompt: int):
+    """Per-token NLL of the story tokens and the model's top token at each of those positions."""
+    logits = logits[n_prompt - 1 : len(ids) - 1].astype(np.float64)
+    targets = np.asarray(ids[n_prompt:])
+    top = logits.max(-1, keepdims=True)
+    logz = top[:, 0] + np.log(np.exp(logits - top).sum(-1))
+    return logz - logits[np.arange(len(targets)), targets], logits.argmax(-1)
+
+
+class LlamaScorer:
+    """Every position's logits from llama.cpp (the GGUF base, the adapter's GGUF form or none)."""
+
+    def __init__(
+        self,
+        adapter: str | None,
+        threads: int = 2,
+        base: str = EMBEDDED,
+        lora: Path | None = None,
+    ):
+        """``adapter`` as the backends take it (checked against ``base``), or a GGUF LoRA file
+        as ``lora``, applied as it is."""
+        from llama_cpp import Llama
+
+        spec = ModelSpec(base=base, adapter=adapter, backend="llamacpp")
+        model_path, base_id = resolve_gguf_base(spec.base)
+        if lora is None:
+            lora, _ = gguf_adapter(spec, base_id)
+        kwargs = {"lora_path": str(lora)} if lora else {}
+        self.llm = Llama(
+            model_path=str(model_path),
+            n_ctx=SCORED_TOKENS,
+            n_batch=SCORED_TOKENS,
+            n_threads=threads,
+            logits_all=True,
+            verbose=False,
+            **kwargs,
+        )
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+    def prompt_ids(self, text: str) -> list[int]:
+        return with_leading(leading_tokens(self.llm), self.tokenize(text))
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        self.llm.reset()
+        self.llm.eval(ids)
+        return np.array(self.llm.scores[: len(ids)])
+
+    def mean_loss(self, texts: list[tuple[str, str]]) -> float:
+        """Mean per-token loss of each story after its prompt (the first SCORED_TOKENS of
+        both), averaged over the stories."""
+        losses = []
+        for prompt, story in texts:
+            p, s = self.prompt_ids(prompt), self.tokenize(story)
+            ids = (p + s)[:SCORED_TOKENS]
+            losses.append(float(nll_and_argmax(self.logits(ids), ids, len(p))[0].mean()))
+        return float(np.mean(losses))
+
+    def close(self) -> None:
+        self.llm.close()
