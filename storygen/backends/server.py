@@ -84,13 +84,18 @@ def port_taken(port: int) -> bool:
     return False
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def _parent_death_signal():
+    """A function for the child to call between fork and exec that asks the kernel to kill it
+    when its parent thread ends (``prctl(PR_SET_PDEATHSIG, SIGKILL)``), resolved here in the
+    parent so that the child only makes the call; None off Linux (closing the backend still
+    stops the server)."""
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: closing the backend still stops it
-        pass
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGKILL)
 
 
 class LlamaServer:
@@ -114,12 +119,17 @@ class LlamaServer:
         self.binary = binary
         self.ready_timeout = ready_timeout
         self.port: int | None = None
-        self.restarts: deque[float] = deque()
-        """When the server was started again after dying."""
+        self.restarts = 0
+        """How often the server was started again after dying."""
+        self.last_restart = -1.0
+        self.down = threading.Event()
+        """Set when the server died too often and is left down."""
         self.log = Path(tempfile.mkstemp(prefix="storygen-llama-server-", suffix=".log")[1])
         self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()  # the process, against stop() racing a restart
         self._stopping = threading.Event()
         self._ready = threading.Event()
+        self._started = threading.Event()
         self._failed: str | None = None
         self._thread: threading.Thread | None = None
 
@@ -150,68 +160,100 @@ class LlamaServer:
         atexit.register(self.stop)  # before it exists: an exit while it loads stops it too
         self._thread = threading.Thread(target=self._supervise, name="llama-server", daemon=True)
         self._thread.start()
-        self._ready.wait()
+        if not self._started.wait(self.ready_timeout + 30):
+            self._failed = f"llama-server did not start within {self.ready_timeout + 30:g} s"
         if self._failed:
             self.stop()
             raise ServerError(self._failed)
         return self.url
 
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None and self._ready.is_set()
+        proc = self._proc
+        up = self._ready.is_set() and not self.down.is_set()
+        return up and proc is not None and proc.poll() is None
 
-    def restarted_since(self, t: float) -> bool:
-        return any(r >= t for r in self.restarts)
+    def died_since(self, t: float, wait: float = 2.0) -> bool:
+        """Whether the server died (or was started again) since ``t``; a request cut off a
+        moment ago may be seen before the watching thread sees the death, so wait a little."""
+        deadline = time.monotonic() + wait
+        while True:
+            proc = self._proc
+            if self.last_restart >= t or self.down.is_set() or (proc and proc.poll() is not None):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
     def stop(self) -> None:
         self._stopping.set()
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        with self._lock:
+            proc = self._proc
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        atexit.unregister(self.stop)
+        self.log.unlink(missing_ok=True)
 
     def _spawn(self) -> str | None:
         """Start one process and wait for /health; None when it serves, else why not."""
         import httpx
 
         self._ready.clear()
-        with self.log.open("ab") as out:
-            self._proc = subprocess.Popen(
-                self.command(),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - the child only calls prctl
-            )
+        with self._lock:
+            if self._stopping.is_set():
+                return "stopped"
+            with self.log.open("ab") as out:
+                self._proc = subprocess.Popen(
+                    self.command(),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    preexec_fn=_parent_death_signal(),  # noqa: PLW1509 - only calls prctl
+                )
+            proc = self._proc
+        health = f"http://127.0.0.1:{self.port}/health"
         deadline = time.monotonic() + self.ready_timeout
-        while time.monotonic() < deadline and not self._stopping.is_set():
-            if self._proc.poll() is not None:
-                return f"llama-server exited with {self._proc.returncode}: {self._tail()}"
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200:
-                    self._ready.set()
-                    return None
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self._proc.kill()
+        with httpx.Client(trust_env=False, timeout=1) as http:  # never through a proxy
+            while time.monotonic() < deadline and not self._stopping.is_set():
+                if proc.poll() is not None:
+                    return f"llama-server exited with {proc.returncode}: {self._tail()}"
+                try:
+                    if http.get(health).status_code == 200:
+                        self._ready.set()
+                        return None
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.1)
+        with self._lock:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         return f"llama-server did not answer within {self.ready_timeout:g} s: {self._tail()}"
 
     def _supervise(self) -> None:
-        self._failed = self._spawn()
+        try:
+            self._failed = self._spawn()
+        except Exception as exc:  # noqa: BLE001 - start() reports it, never waits forever
+            self._failed = f"llama-server could not be started: {type(exc).__name__}: {exc}"
+        finally:
+            self._started.set()
         if self._failed:
-            self._ready.set()  # wakes start(), which reports the failure
             return
+        recent: deque[float] = deque()
         while not self._stopping.wait(0.2):
             if self._proc.poll() is None:
                 continue
             now = time.monotonic()
-            while self.restarts and now - self.restarts[0] > 60:
-                self.restarts.popleft()
-            if len(self.restarts) >= MAX_RESTARTS:
+            self._ready.clear()
+            self.last_restart = now
+            while recent and now - recent[0] > 60:
+                recent.popleft()
+            if len(recent) >= MAX_RESTARTS:
+                self.down.set()
                 print(
                     f"llama-server died {MAX_RESTARTS + 1} times within a minute; it is left "
                     f"down ({self._tail()})",
@@ -224,9 +266,13 @@ class LlamaServer:
                 file=sys.stderr,
                 flush=True,
             )
-            self.restarts.append(now)
-            why = self._spawn()
-            if why:
+            recent.append(now)
+            self.restarts += 1
+            try:
+                why = self._spawn()
+            except Exception as exc:  # noqa: BLE001 - the next round tries again
+                why = f"{type(exc).__name__}: {exc}"
+            if why and why != "stopped":
                 print(why, file=sys.stderr, flush=True)
 
     def _tail(self, lines: int = 6) -> str:
@@ -253,7 +299,11 @@ class LlamaServerBackend(OpenAIBackend):
         # markers are special tokens, text typed by a person never is.
         self._vocab = Llama(model_path=str(model), vocab_only=True, verbose=False)
         self.server = LlamaServer(model, lora, slots, spec.threads, spec.server_port)
-        self.server.start()
+        try:
+            self.server.start()
+        except Exception:
+            self._vocab.close()
+            raise
         self.slots = self.server.slots
         try:
             served = replace(
@@ -266,6 +316,7 @@ class LlamaServerBackend(OpenAIBackend):
             super().__init__(served)
         except Exception:
             self.server.stop()
+            self._vocab.close()
             raise
         self.spec = spec
         self._file_type = self._vocab.metadata.get("general.file_type")
@@ -300,7 +351,12 @@ class LlamaServerBackend(OpenAIBackend):
         try:
             return (yield from super().tokens(prompt, sampling, budget, stats, stop_on_eos))
         except BackendError as exc:
-            if self.server.restarted_since(t0) or not self.server.alive():
+            if self.server.down.is_set():
+                raise BackendError(
+                    "the story server stopped and could not be started again: the text so far "
+                    "is kept; the app must be restarted"
+                ) from exc
+            if self.server.died_since(t0):
                 raise BackendError(
                     "the story server stopped while writing this story and is being started "
                     "again: the text so far is kept; press Write or Continue in a moment"
