@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_model_args(parser)
     on_spaces = bool(os.environ.get("SPACE_ID"))
-    if os.environ.get("SPACES_ZERO_GPU"):
+    if os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true"):  # as `spaces` reads it
         # A ZeroGPU Space: the transformers backend, 4-bit NF4 + the adapter on CUDA, each
         # story inside the @spaces.GPU function (story_ui.services.generate).
         parser.set_defaults(device="cuda")

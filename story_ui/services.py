@@ -4,8 +4,11 @@ generation entry point, :func:`generate`, a ZeroGPU ``@spaces.GPU`` function.
 On a ZeroGPU Space a GPU is attached only while a ``@spaces.GPU`` function runs, and it runs in
 a worker process forked from the app that gets its arguments and sends back what it yields
 pickled. So :func:`generate` takes what can be pickled (the work, the request, the settings, a
-:class:`SharedStop`) and finds the loaded model by number in :data:`ENGINES`, which the worker
-inherits. Elsewhere the decorator does nothing and the same function runs in the app's thread.
+:class:`SharedStop`, an :class:`Engine` naming the model) and finds the loaded model in
+:data:`ENGINES`, which the worker inherits (or loads it there, if the worker was forked before
+it was loaded). An error comes back as a value and is raised again in the app, unchanged: what
+the handlers catch is what was raised. Elsewhere the decorator does nothing and the same
+function runs in the app's thread.
 """
 
 from __future__ import annotations
@@ -44,14 +47,34 @@ from storygen.request import Plan, StoryRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-ENGINES: dict[int, Backend] = {}
-"""The loaded models by number (:func:`register`): a model cannot be pickled, so the GPU
-function is given its number and finds it here, in the app or in a worker forked from it."""
+ENGINES: dict[str, Backend] = {}
+"""The loaded models by key (:func:`engine`): a model cannot be pickled, so the GPU function is
+given an :class:`Engine` and finds the model here, in the app or in a worker forked from it."""
 
 
-def register(backend: Backend) -> int:
-    ENGINES.setdefault(id(backend), backend)
-    return id(backend)
+@dataclass(frozen=True)
+class Engine:
+    """What the GPU function needs to find a model, or to load it where it is missing (a
+    ZeroGPU worker forked before the model was loaded): picklable."""
+
+    key: str
+    spec: ModelSpec
+    slots: int = 1
+
+
+def engine(backend: Backend, slots: int = 1) -> Engine:
+    """The handle of a loaded model, registered in :data:`ENGINES`."""
+    key = str(id(backend))
+    ENGINES.setdefault(key, backend)
+    return Engine(key, backend.spec, slots)
+
+
+@dataclass
+class Failed:
+    """An error raised while writing, sent across as a value (ZeroGPU would replace it with
+    its own generic one) and raised again on the app's side, unchanged."""
+
+    error: Exception
 
 
 class SharedStop:
@@ -74,10 +97,24 @@ class SharedStop:
         self.path.unlink(missing_ok=True)
 
 
-def gpu_seconds(engine: int, work: str, *args, **kwargs) -> int:
-    """The GPU time ZeroGPU reserves for one call: a story of a small model takes seconds on a
-    GPU; best-of-n writes ``attempts`` of them. A short reservation is served sooner."""
-    return 60 * (args[2] if work == "best" else 1)
+GPU_TOKENS_PER_S = 20
+"""A cautious speed for sizing ZeroGPU reservations: the small model, token by token, in NF4."""
+
+
+def gpu_seconds(engine: Engine, work: str, *args, **kwargs) -> int:
+    """The GPU time ZeroGPU reserves for one call, from the tokens it may write: a reservation
+    that is too long costs the visitor's quota (and waits longer), one too short is cut off."""
+    from storygen.generation import max_new_tokens
+
+    if work == "item":  # (system, request, seed): the system's own attempts and plan
+        system, request, seed = args[0], args[1], args[2]
+        sampling = system.sampling_for(seed)
+        stories = system.attempts + (system.plan == "model")
+    else:  # (request, sampling, ...); best-of-n: (request, sampling, attempts, ...)
+        request, sampling = args[0], args[1]
+        stories = args[2] if work == "best" else 1
+    tokens = max_new_tokens(request, sampling) * stories
+    return min(300, 10 + round(tokens / GPU_TOKENS_PER_S))
 
 
 def _on_gpu(fn):
@@ -85,21 +122,35 @@ def _on_gpu(fn):
 
 
 @_on_gpu
-def generate(engine: int, work: str, *args, **kwargs) -> Iterator:
+def generate(engine: Engine, work: str, *args, **kwargs) -> Iterator:
     """Every generation the app does, on a GPU when it runs on ZeroGPU: ``work`` is ``story``
     (:func:`stream_story`), ``best`` (:func:`stream_best`), ``plan`` (:func:`stream_plan`) or
-    ``item`` (:func:`write_one`, yielded once), given the model and then these arguments."""
-    backend = ENGINES[engine]
-    if work == "story":
-        yield from stream_story(backend, *args, **kwargs)
-    elif work == "best":
-        yield from stream_best(backend, *args, **kwargs)
-    elif work == "plan":
-        yield from stream_plan(backend, *args, **kwargs)
-    elif work == "item":
-        yield write_one(backend, *args, **kwargs)
-    else:
-        raise ValueError(f"no such work {work!r}")
+    ``item`` (:func:`write_one`, yielded once), given the model and then these arguments. An
+    error is yielded as :class:`Failed` (:func:`relay` raises it again)."""
+    try:
+        backend = ENGINES.get(engine.key)
+        if backend is None:
+            backend = ENGINES[engine.key] = load_backend(engine.spec, slots=engine.slots)
+        if work == "story":
+            yield from stream_story(backend, *args, **kwargs)
+        elif work == "best":
+            yield from stream_best(backend, *args, **kwargs)
+        elif work == "plan":
+            yield from stream_plan(backend, *args, **kwargs)
+        elif work == "item":
+            yield write_one(backend, *args, **kwargs)
+        else:
+            raise ValueError(f"no such work {work!r}")
+    except Exception as exc:  # noqa: BLE001 - relayed to the app, raised there
+        yield Failed(exc)
+
+
+def relay(stream: Iterator) -> Iterator:
+    """What :func:`generate` yields, with a :class:`Failed` raised as its error."""
+    for item in stream:
+        if isinstance(item, Failed):
+            raise item.error
+        yield item
 
 
 @dataclass
@@ -210,7 +261,7 @@ class Services:
         with self._lock:
             if self._backend is None:
                 self._backend = self._load(self.config.model)
-                register(self._backend)
+                engine(self._backend, self.config.concurrency)
             return self._backend
 
     def _load(self, spec: ModelSpec) -> Backend:
@@ -244,12 +295,12 @@ class Services:
         still cleaned and returned, and the engine's slot is free at once.
         """
         with self._stoppable(session) as stop:
-            engine = register(self.backend)
+            model = engine(self.backend, self.config.concurrency)
             if attempts > 1 and not prefix:
-                yield from generate(engine, "best", request, sampling, attempts, stop, plan)
+                yield from relay(generate(model, "best", request, sampling, attempts, stop, plan))
                 return
-            for update in generate(
-                engine, "story", request, sampling, stop, prefix=prefix, plan=plan
+            for update in relay(
+                generate(model, "story", request, sampling, stop, prefix=prefix, plan=plan)
             ):
                 yield (None if update.story is not None else 0), update
 
@@ -275,7 +326,8 @@ class Services:
     ) -> Iterator[PlanUpdate]:
         """Stream the model's plan for ``request``; :meth:`stop` ends it like a story."""
         with self._stoppable(session) as stop:
-            yield from generate(register(self.backend), "plan", request, sampling, stop)
+            model = engine(self.backend, self.config.concurrency)
+            yield from relay(generate(model, "plan", request, sampling, stop))
 
     @contextmanager
     def _stoppable(self, session: str | None) -> Iterator[SharedStop]:
@@ -290,14 +342,14 @@ class Services:
                 self._stops[session].discard(stop)
                 if not self._stops[session]:
                     del self._stops[session]
-            stop.close()
+                stop.close()
 
     def stop(self, session: str | None) -> bool:
         """Stop the stories ``session`` is writing; False if it is writing none."""
-        with self._stops_lock:
+        with self._stops_lock:  # under the lock: never a stop file made after it was removed
             events = list(self._stops.get(session, ()))
-        for event in events:
-            event.set()
+            for event in events:
+                event.set()
         return bool(events)
 
     def flush_sync(self, timeout: float = 60) -> str:
@@ -326,7 +378,7 @@ class Services:
         request = random.SystemRandom().choice(load_requests(self.config.live_requests))
         seed = random.SystemRandom().randrange(2**31)
         stories = {
-            s.name: next(generate(register(self.model_for(s)), "item", s, request, seed)).as_story()
+            s.name: next(relay(generate(engine(self.model_for(s)), "item", s, request, seed)))
             for s in systems
         }
         return Item(f"live-{item_id(request, seed)}", request, stories)

@@ -15,10 +15,12 @@ from storygen.config import SamplingConfig
 from storygen.request import StoryRequest
 
 
-def _serve(fn, calls, results):
+def _serve(fn, calls, results, fresh):
     import torch
 
     torch.set_num_threads(1)  # a forked child cannot use the parent's thread pool
+    if fresh:  # forked before the app loaded its model
+        services_module.ENGINES.clear()
     args, kwargs = pickle.loads(calls.get())
     stream = fn(*args, **kwargs)
     try:
@@ -30,14 +32,16 @@ def _serve(fn, calls, results):
         results.put(pickle.dumps(("error", repr(exc))))
 
 
-def in_forked_worker(fn):
+def in_forked_worker(fn, fresh=False):
     """``fn`` as ZeroGPU runs a generator function: in a process forked from this one, its
-    arguments and each value it yields crossing the boundary pickled."""
+    arguments and each value it yields crossing the boundary pickled; an exception raised in
+    it comes back as ZeroGPU's own generic error, its type and message lost. ``fresh``: the
+    worker was forked before the app loaded its models."""
     ctx = multiprocessing.get_context("fork")
 
     def wrapper(*args, **kwargs):
         calls, results = ctx.SimpleQueue(), ctx.SimpleQueue()
-        worker = ctx.Process(target=_serve, args=(fn, calls, results), daemon=True)
+        worker = ctx.Process(target=_serve, args=(fn, calls, results, fresh), daemon=True)
         worker.start()
         try:
             calls.put(pickle.dumps((args, kwargs)))
@@ -47,7 +51,7 @@ def in_forked_worker(fn):
                 if kind == "end":
                     return
                 if kind == "error":
-                    raise RuntimeError(value)
+                    raise RuntimeError("ZeroGPU worker error")  # what spaces raises
                 yield value
         finally:
             worker.kill()
@@ -74,8 +78,22 @@ def test_generation_is_one_gpu_function_defined_at_import():
 
     assert services_module.spaces is spaces
     assert services_module.generate.__name__ == "generate"
-    assert services_module.gpu_seconds(0, "story") == 60
-    assert services_module.gpu_seconds(0, "best", None, None, 4) == 240
+
+
+def test_the_gpu_time_asked_for_follows_the_tokens_to_write():
+    from storygen.config import SystemSpec
+
+    short, flash = StoryRequest(length="short"), StoryRequest(length="flash")
+    seconds = services_module.gpu_seconds
+    one = seconds(None, "story", short, SamplingConfig())
+    assert 20 < one < 60 and seconds(None, "story", flash, SamplingConfig()) < one
+    assert seconds(None, "best", short, SamplingConfig(), 4) > 3 * (one - 10)
+    assert seconds(None, "story", short, SamplingConfig(max_new_tokens=40)) == 12
+    planned = SystemSpec(name="p", plan="model", attempts=2)
+    assert seconds(None, "item", planned, short, 1) > seconds(
+        None, "best", short, SamplingConfig(), 2
+    )
+    assert seconds(None, "best", short, SamplingConfig(), 64) == 300  # capped
 
 
 def test_a_story_written_in_a_forked_worker_is_the_one_written_here(
@@ -107,6 +125,31 @@ def test_stop_reaches_the_worker_and_the_story_so_far_comes_back(services, on_ze
     *_, (kept, last) = mine
     assert last.story.stop_reason == "stopped" and last.story.provenance["new_tokens"] == 1
     assert not services.stop("me")
+
+
+def test_a_worker_forked_before_the_model_was_loaded_loads_it(services, monkeypatch):
+    request = StoryRequest(genre="mystery", length="flash")
+    sampling = SamplingConfig(seed=6, max_new_tokens=20)
+    here = list(services.write(request, sampling))[-1][1].story.text
+    fresh = in_forked_worker(services_module.generate, fresh=True)
+    monkeypatch.setattr(services_module, "generate", fresh)
+    assert list(services.write(request, sampling))[-1][1].story.text == here
+
+
+def test_an_error_in_the_worker_reaches_the_app_as_it_was_raised(services, monkeypatch):
+    """ZeroGPU replaces an exception raised in its worker with a generic one; the app's
+    handlers catch BackendError and RequestError to keep the page and say why, so the error
+    must arrive as itself."""
+    from storygen.backends import BackendError
+
+    def broken(*args, **kwargs):
+        raise BackendError("the engine fell over")
+        yield
+
+    monkeypatch.setattr(services_module, "stream_story", broken)
+    monkeypatch.setattr(services_module, "generate", in_forked_worker(services_module.generate))
+    with pytest.raises(BackendError, match="the engine fell over"):
+        list(services.write(StoryRequest(genre="mystery"), SamplingConfig(seed=1)))
 
 
 def test_a_shared_stop_is_a_file_that_a_pickled_copy_sees():
