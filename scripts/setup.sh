@@ -18,7 +18,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.storygen-installed
-want=$(cat pyproject.toml constraints.txt scripts/setup.sh scripts/deps.py | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml constraints.txt scripts/setup.sh scripts/deps.py storygen/embedded.py | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # llama-cpp-python has no binary wheel on PyPI, so it is built from source once: for the
   # AVX2 baseline (GGML_NATIVE=OFF; a native build can use instructions another machine of the
@@ -61,6 +61,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
       cmake=.venv/bin/cmake
     fi
     src=$(mktemp -d)
+    trap 'rm -rf "$src"' EXIT
     .venv/bin/python -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
       -d "$src" "llama-cpp-python==$llama_version"
     tar xzf "$src"/llama_cpp_python-*.tar.gz -C "$src"

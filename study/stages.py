@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ MEASURED = ("tokens_per_s", "seconds", "first_token_s", "memory_mib")
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _stage(
@@ -249,7 +249,7 @@ def verify(manifest_path: Path, out: Path | None = None, progress: bool = True) 
     old = json.loads(Path(manifest_path).read_text())
     config = {k: v for k, v in old["config"].items() if k not in RETIRED}
     cfg = StudyConfig.from_dict(config, str(manifest_path))
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     out = out or Path(manifest_path).parent / f"verify-{stamp}"
     if out.exists() and any(out.iterdir()):
         raise StudyError(f"{out} is not empty: a verification reruns every stage from nothing")
