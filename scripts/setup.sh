@@ -37,11 +37,21 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
       -w "$wheels.tmp" "llama-cpp-python==$llama_version"
     mv "$wheels.tmp" "$wheels"
   fi
-  # Every dependency set of pyproject.toml (scripts/deps.py), pinned by constraints.txt. torch
-  # is its CPU build (torch==...+cpu in constraints.txt), from PyTorch's CPU index.
+  # torch first, alone: its CPU build (torch==...+cpu in constraints.txt), from PyTorch's CPU
+  # index when it can be reached (only for torch: an unreachable index costs every lookup its
+  # retries), else from wherever pip is configured to look.
+  torch_pin=$(grep '^torch==' constraints.txt)
+  torch_index=https://download.pytorch.org/whl/cpu
+  if .venv/bin/python -c "import urllib.request as u; u.urlopen('$torch_index/torch/', timeout=10)" 2>/dev/null; then
+    torch_from=(--extra-index-url "$torch_index")
+  else
+    torch_from=()
+  fi
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "${torch_from[@]}" \
+    "$torch_pin"
+  # Then every dependency set of pyproject.toml (scripts/deps.py), pinned by constraints.txt.
   .venv/bin/python scripts/deps.py core runtime gpu model dev > .venv/requirements-all.txt
   .venv/bin/python -m pip install -q --disable-pip-version-check --find-links "$wheels" \
-    --extra-index-url https://download.pytorch.org/whl/cpu \
     -r .venv/requirements-all.txt -c constraints.txt
   # A llama-cpp-python of the same version built with other flags may be installed already.
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --force-reinstall \
