@@ -377,10 +377,10 @@ class Services:
         systems = load_systems(self.config.live_systems)
         request = random.SystemRandom().choice(load_requests(self.config.live_requests))
         seed = random.SystemRandom().randrange(2**31)
-        stories = {
-            s.name: next(relay(generate(engine(self.model_for(s)), "item", s, request, seed)))
-            for s in systems
-        }
+        stories = {}
+        for s in systems:
+            written = next(relay(generate(engine(self.model_for(s)), "item", s, request, seed)))
+            stories[s.name] = written.as_story()
         return Item(f"live-{item_id(request, seed)}", request, stories)
 
 
