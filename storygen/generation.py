@@ -235,8 +235,10 @@ def stream_story(
     """Generate a story for ``request``, yielding text as it is produced.
 
     The last update has ``story`` set. Setting ``stop_event`` (or closing the iterator) ends the
-    work before the next token; the story so far is still cleaned and returned. ``prefix`` is
-    story text to continue from (the Continue button): the model picks up where it ends.
+    work before the next token; the story so far is returned as it was shown, cleaned of markers
+    but not cut back to a sentence (its stop reason, ``stopped``, says it is unfinished).
+    ``prefix`` is story text to continue from (the Continue button): the model picks up where
+    it ends.
     ``stop_on_eos=False`` always spends the whole budget (benchmarks compare equal lengths).
     ``plan`` (plan-then-write, stage 2): the story follows these beats, in order.
     """
@@ -271,7 +273,9 @@ def stream_story(
                 delta, shown = text[len(shown) :], text
                 yield StoryUpdate(delta, shown)
     raw = backend.detokenize(ids)
-    story_text = clean_story(prefix + raw.lstrip(" "), finished=reason == "eos")
+    # Stopped by the writer: the text they saw stays, half sentence and all (marked unfinished
+    # by its stop reason); only a story cut by its budget is cut back to a whole sentence.
+    story_text = clean_story(prefix + raw.lstrip(" "), finished=reason in ("eos", "stopped"))
     provenance = {
         **backend.provenance(),
         "sampling": sampling.to_dict(),

@@ -739,3 +739,20 @@ def test_best_of_n_keeps_the_judges_best_attempt_within_the_perplexity_guard(tin
     assert "5%" in provenance_of([{**c, "adherence": None} for c in cands], 0, [3, 4], len)["guard"]
     with pytest.raises(ValueError, match="attempts"):
         generate_best(tiny_backend, request, sampling, 0)
+
+
+def test_stop_keeps_the_text_shown_half_sentence_and_all():
+    """Stopped mid-sentence, the story is what the writer saw (marked unfinished by its stop
+    reason), not cut back to the last full sentence; a story cut by its budget is."""
+    pieces = [" Mara", " ran.", " Then", " the", " lamp", " went", " out", " and"]
+    stop = threading.Event()
+    updates = []
+    for update in stream_story(ScriptedBackend(pieces), STORY_REQUEST, SETTINGS, stop):
+        updates.append(update)
+        if update.text.endswith("lamp"):
+            stop.set()
+    assert updates[-1].story.stop_reason == "stopped"
+    assert updates[-1].story.text == updates[-2].text == "Mara ran. Then the lamp"
+    budget = SamplingConfig(seed=0, max_new_tokens=5)
+    cut = list(stream_story(ScriptedBackend(pieces), STORY_REQUEST, budget))[-1].story
+    assert cut.stop_reason == "length" and cut.text == "Mara ran."
