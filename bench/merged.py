@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
                 adapter_arg = DEMO_ADAPTER if name == RUNTIME else None
                 scorer = LlamaScorer(adapter_arg, base=spec.base)
                 rows[name]["loss"] = float(np.mean([x for x, _ in story_losses(scorer, stories)]))
-                scorer.llm.close()
+                scorer.close()
             today = rows[RUNTIME]["loss"]
             for row in rows.values():
                 row["vs_fp32_reference"] = f"{row['loss'] / ref - 1:+.2%}"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from storygen.backends.llamacpp import SCORED_TOKENS, LlamaScorer, nll_and_argmax
+from storygen.backends.llamacpp import SCORED_TOKENS, LlamaScorer, nll_and_argmax, token_ids
 from storygen.config import EMBEDDED, ModelSpec, SamplingConfig
 from storygen.loading import prompt_ids
 from storygen.prompt_format import tagged_prompt
@@ -32,20 +32,13 @@ from storygen.request import StoryRequest
 ROOT = Path(__file__).resolve().parent.parent
 MAX_TOKENS = SCORED_TOKENS  # prompt + story tokens scored per story
 
-__all__ = ["HFScorer", "LlamaScorer", "measure", "nll_and_argmax", "story_losses"]
+__all__ = ["HFScorer", "LlamaScorer", "measure", "nll_and_argmax", "story_losses", "token_ids"]
 
 
 def example_requests(n: int) -> list[StoryRequest]:
     lines = (ROOT / "examples" / "requests.jsonl").read_text().splitlines()
     requests = [StoryRequest.from_dict(json.loads(line)) for line in lines if line.strip()]
     return (requests * (n // len(requests) + 1))[:n]
-
-
-def token_ids(prompt: str, story: str, scorer) -> tuple[list[int], int]:
-    """Prompt + story ids (capped at MAX_TOKENS), the prompt after the model's BOS if it has
-    one, and the number of prompt ids."""
-    p, s = scorer.prompt_ids(prompt), scorer.tokenize(story)
-    return (p + s)[:MAX_TOKENS], len(p)
 
 
 class HFScorer:

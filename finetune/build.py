@@ -252,9 +252,7 @@ def _work(
                 json.dumps(example),
                 _split_of(example["source_key"], origin, bands),
                 raw.source_id in held,
-                text_key(
-                    example["request"]["prompt"]
-                ),  # a mix's stories of one prompt share a split
+                text_key(example["request"]["prompt"]),  # one prompt's stories share a split
                 example["words"],
             )
         )

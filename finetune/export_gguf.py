@@ -238,7 +238,7 @@ def merge_gguf(
     import subprocess
     import tempfile
 
-    from storygen.backends.llamacpp import resolve_gguf_base
+    from storygen.backends.llamacpp import MERGED_WITH, LlamaScorer, resolve_gguf_base
     from storygen.backends.server import ServerError, llama_tool
     from storygen.embedded import by_model_id
 
@@ -274,8 +274,6 @@ def merge_gguf(
                 tmp_out.unlink(missing_ok=True)
                 tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
                 raise ExportError(f"{Path(cmd[0]).name} failed: {' | '.join(tail)}")
-        from storygen.backends.llamacpp import LlamaScorer
-
         texts = probe_texts()
         scorers = [
             LlamaScorer(None, base=str(tmp_out)),
@@ -293,8 +291,6 @@ def merge_gguf(
                 f"{max_loss_increase:.0%}: not kept. Try Q8_0, or --max-loss-increase"
             )
         os.replace(tmp_out, out)
-    from storygen.backends.llamacpp import MERGED_WITH
-
     out.with_suffix(".json").write_text(
         json.dumps(
             {

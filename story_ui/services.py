@@ -261,7 +261,6 @@ class Services:
         with self._lock:
             if self._backend is None:
                 self._backend = self._load(self.config.model)
-                engine(self._backend, self.config.concurrency)
             return self._backend
 
     def _load(self, spec: ModelSpec) -> Backend:
@@ -292,15 +291,14 @@ class Services:
         holds the one kept.
 
         :meth:`stop` with the same ``session`` ends it between two tokens; the story so far is
-        still cleaned and returned, and the engine's slot is free at once.
+        still returned, as it was shown, and the engine's slot is free at once.
         """
         with self._stoppable(session) as stop:
-            model = engine(self.backend, self.config.concurrency)
             if attempts > 1 and not prefix:
-                yield from relay(generate(model, "best", request, sampling, attempts, stop, plan))
+                yield from self._generate("best", request, sampling, attempts, stop, plan)
                 return
-            for update in relay(
-                generate(model, "story", request, sampling, stop, prefix=prefix, plan=plan)
+            for update in self._generate(
+                "story", request, sampling, stop, prefix=prefix, plan=plan
             ):
                 yield (None if update.story is not None else 0), update
 
@@ -326,8 +324,13 @@ class Services:
     ) -> Iterator[PlanUpdate]:
         """Stream the model's plan for ``request``; :meth:`stop` ends it like a story."""
         with self._stoppable(session) as stop:
-            model = engine(self.backend, self.config.concurrency)
-            yield from relay(generate(model, "plan", request, sampling, stop))
+            yield from self._generate("plan", request, sampling, stop)
+
+    def _generate(self, work: str, *args, model: Backend | None = None, **kwargs) -> Iterator:
+        """:func:`generate` on ``model`` (default: the app's), errors raised as themselves."""
+        slots = self.config.concurrency if model is None else 1
+        handle = engine(model or self.backend, slots)
+        return relay(generate(handle, work, *args, **kwargs))
 
     @contextmanager
     def _stoppable(self, session: str | None) -> Iterator[SharedStop]:
@@ -379,7 +382,7 @@ class Services:
         seed = random.SystemRandom().randrange(2**31)
         stories = {}
         for s in systems:
-            written = next(relay(generate(engine(self.model_for(s)), "item", s, request, seed)))
+            written = next(self._generate("item", s, request, seed, model=self.model_for(s)))
             stories[s.name] = written.as_story()
         return Item(f"live-{item_id(request, seed)}", request, stories)
 

@@ -114,11 +114,14 @@ def merged_meta(model_path: Path) -> dict | None:
 MERGED_WITH = "llama-export-lora + llama-quantize"
 
 
-def gguf_adapter(spec: ModelSpec, base_id: str) -> tuple[Path | None, dict | None]:
-    """The adapter's GGUF file and its metadata, both checked against the base. A base with an
-    adapter merged into it has no adapter file, and its merged adapter's metadata."""
+def gguf_adapter(
+    spec: ModelSpec, model_path: Path, base_id: str
+) -> tuple[Path | None, dict | None]:
+    """The adapter's GGUF file and its metadata, both checked against the base (``model_path``
+    and ``base_id``, from :func:`resolve_gguf_base`). A base with an adapter merged into it has
+    no adapter file, and its merged adapter's metadata."""
     adir = adapter_path(spec)
-    merged = merged_meta(resolve_gguf_base(spec.base)[0])
+    merged = merged_meta(model_path)
     if adir is None:
         return None, merged
     if merged is not None:
@@ -207,7 +210,7 @@ class LlamaCppBackend(LocalBackend):
         self._llama_cpp = llama_cpp
         self.spec = spec
         self.model_path, self.base_id = resolve_gguf_base(spec.base)
-        self.lora_path, self.adapter_meta = gguf_adapter(spec, self.base_id)
+        self.lora_path, self.adapter_meta = gguf_adapter(spec, self.model_path, self.base_id)
         if self.lora_path is None and self.adapter_meta:  # an adapter merged into the base
             self.base_id = self.adapter_meta.get("base_model") or self.base_id
         self._slots: queue.Queue = queue.Queue()
@@ -299,6 +302,13 @@ class LlamaCppBackend(LocalBackend):
         self._all = []
 
 
+def token_ids(prompt: str, story: str, scorer) -> tuple[list[int], int]:
+    """Prompt + story ids for ``scorer`` (capped at SCORED_TOKENS), the prompt after the model's
+    BOS if it has one, and the number of prompt ids."""
+    p, s = scorer.prompt_ids(prompt), scorer.tokenize(story)
+    return (p + s)[:SCORED_TOKENS], len(p)
+
+
 def nll_and_argmax(logits: np.ndarray, ids: list[int], n_prompt: int):
     """Per-token NLL of the story tokens and the model's top token at each of those positions."""
     logits = logits[n_prompt - 1 : len(ids) - 1].astype(np.float64)
@@ -325,7 +335,7 @@ class LlamaScorer:
         spec = ModelSpec(base=base, adapter=adapter, backend="llamacpp")
         model_path, base_id = resolve_gguf_base(spec.base)
         if lora is None:
-            lora, _ = gguf_adapter(spec, base_id)
+            lora, _ = gguf_adapter(spec, model_path, base_id)
         kwargs = {"lora_path": str(lora)} if lora else {}
         self.llm = Llama(
             model_path=str(model_path),
@@ -353,9 +363,8 @@ class LlamaScorer:
         both), averaged over the stories."""
         losses = []
         for prompt, story in texts:
-            p, s = self.prompt_ids(prompt), self.tokenize(story)
-            ids = (p + s)[:SCORED_TOKENS]
-            losses.append(float(nll_and_argmax(self.logits(ids), ids, len(p))[0].mean()))
+            ids, n_prompt = token_ids(prompt, story, self)
+            losses.append(float(nll_and_argmax(self.logits(ids), ids, n_prompt)[0].mean()))
         return float(np.mean(losses))
 
     def close(self) -> None:

@@ -294,7 +294,7 @@ class LlamaServerBackend(OpenAIBackend):
         from storygen.backends.llamacpp import gguf_adapter, resolve_gguf_base
 
         model, base_id = resolve_gguf_base(spec.base)
-        lora, _ = gguf_adapter(spec, base_id)
+        lora, _ = gguf_adapter(spec, model, base_id)
         # The prompt is tokenized here, as in process, and sent as token ids: the format's
         # markers are special tokens, text typed by a person never is.
         self._vocab = Llama(model_path=str(model), vocab_only=True, verbose=False)
